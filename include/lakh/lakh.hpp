@@ -3,4 +3,5 @@
 // libpqxx, hiredis or cnats; those adapters have their own umbrellas (lakh/pg.hpp, ...).
 
 #include <lakh/error.hpp>
+#include <lakh/status.hpp>
 #include <lakh/version.hpp>
