@@ -23,7 +23,6 @@
 #include <exception>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -54,15 +53,14 @@ public:
   static constexpr std::ptrdiff_t unlimited = -1;
 
   /// A group with no limit, stopped only by a failure or `request_stop()`.
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
-  task_group() = default;
+  /// Thread-safety: n/a. Blocks: never. Allocates: the stop state (as std::stop_source).
+  task_group() : task_group(std::stop_token{}) {}
 
   /// A group whose token is also stopped when `parent` is (Go's WithContext(parent)).
   /// Thread-safety: n/a. Blocks: never.
-  /// Allocates: may (registers a std::stop_callback on `parent`).
-  explicit task_group(std::stop_token parent) {
-    parent_link_.emplace(std::move(parent), forward_stop{&stop_source_});
-  }
+  /// Allocates: the stop state (as std::stop_source).
+  explicit task_group(std::stop_token parent)
+      : parent_link_(std::move(parent), forward_stop{&stop_source_}) {}
 
   task_group(const task_group &) = delete;
   task_group &operator=(const task_group &) = delete;
@@ -334,7 +332,7 @@ private:
   std::size_t dropped_ = 0;
   std::exception_ptr first_error_;
   std::stop_source stop_source_;
-  std::optional<std::stop_callback<forward_stop>> parent_link_; // after stop_source_
+  std::stop_callback<forward_stop> parent_link_; // after stop_source_; inert without a parent
 };
 
 } // namespace lakh

@@ -21,18 +21,26 @@ template <class F, class... Args>
 concept stoppable_invocable =
     std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...> || takes_stop_token_v<F, Args...>;
 
-template <class F, class... Args> auto task_result_helper() {
-  if constexpr (takes_stop_token_v<F, Args...>) {
-    return std::type_identity<
-        std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>>{};
-  } else {
-    return std::type_identity<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>{};
-  }
-}
+/// What the task returns, as `::type`; no `type` when `F` is not a task for `Args` (so that a
+/// return type using it drops the overload, even on compilers that substitute the return
+/// type before checking constraints, e.g. Clang 14).
+template <class F, class... Args> struct task_result {};
+
+template <class F, class... Args>
+requires takes_stop_token_v<F, Args...>
+struct task_result<F, Args...> {
+  using type = std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>;
+};
+
+template <class F, class... Args>
+requires(
+    !takes_stop_token_v<F, Args...> &&
+    std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>) struct task_result<F, Args...> {
+  using type = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+};
 
 /// What the task returns.
-template <class F, class... Args>
-using task_result_t = typename decltype(task_result_helper<F, Args...>())::type;
+template <class F, class... Args> using task_result_t = typename task_result<F, Args...>::type;
 
 /// Calls `f`, passing `st` first when it accepts a token.
 template <class Fn, class... As>
