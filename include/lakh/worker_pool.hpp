@@ -67,7 +67,8 @@ template <class R> struct [[nodiscard]] submit_result {
 ///
 /// Do not block a task on work that needs a free worker of the same pool (a task that waits
 /// for another task's future, or submits to a full queue, can deadlock a small pool); use
-/// `try_submit`/`try_post` from inside tasks.
+/// `try_submit`/`try_post` from inside tasks. `wait_idle`, `shutdown` and `stop` called from
+/// one of the pool's tasks throw lakh::usage_error; the pool must not be destroyed by one.
 class worker_pool {
   using task_type = detail::unique_function<void(const std::stop_token &)>;
 
