@@ -292,6 +292,42 @@ TEST_CASE("task_group.spawn.tasks_spawned_by_tasks_are_waited_for" * doctest::ti
   CHECK(leaves == 12);
 }
 
+TEST_CASE("task_group.threads.a_parked_thread_is_reused_by_the_next_spawn" * doctest::timeout(30)) {
+  lakh::task_group group;
+  std::thread::id first;
+  std::thread::id second;
+  group.spawn([&] { first = std::this_thread::get_id(); });
+  wait_until_true([&] { return group.active() == 0; }); // parked, not joined
+  group.spawn([&] { second = std::this_thread::get_id(); });
+  group.wait();
+  CHECK(first == second);
+  CHECK(first != std::this_thread::get_id());
+}
+
+TEST_CASE("task_group.wait.concurrent_waiters_all_see_every_task_done" * doctest::timeout(30)) {
+  lakh::task_group group;
+  std::atomic<int> done{0};
+  for (int i = 0; i < 4; ++i) {
+    group.spawn([&] {
+      std::this_thread::sleep_for(1ms);
+      ++done;
+    });
+  }
+  std::atomic<int> saw_all{0};
+  {
+    std::vector<std::jthread> waiters;
+    for (int w = 0; w < 3; ++w) {
+      waiters.emplace_back([&] {
+        group.wait();
+        if (done == 4) {
+          ++saw_all;
+        }
+      });
+    }
+  }
+  CHECK(saw_all == 3);
+}
+
 TEST_CASE("task_group.wait.from_one_of_its_own_tasks_is_a_usage_error" * doctest::timeout(30)) {
   lakh::task_group group;
   group.spawn([&group] { group.wait(); });

@@ -400,6 +400,60 @@ TEST_CASE("worker_pool.stop.cancels_pending_and_returns_the_count" * doctest::ti
   }
 }
 
+TEST_CASE("worker_pool.stop.hurries_a_shutdown_in_progress" * doctest::timeout(30)) {
+  lakh::worker_pool pool(1, 100);
+  std::atomic<bool> started{false};
+  pool.post([&](std::stop_token st) {
+    started = true;
+    while (!st.stop_requested()) { // only stop() ends this task
+      std::this_thread::sleep_for(100us);
+    }
+  });
+  wait_until_true([&] { return started.load(); });
+  std::atomic<int> ran{0};
+  for (int i = 0; i < 50; ++i) {
+    pool.post([&] { ++ran; });
+  }
+  std::atomic<bool> shut{false};
+  std::jthread closer([&] {
+    pool.shutdown(); // would drain forever: the first task waits for stop
+    shut = true;
+  });
+  wait_until_true([&] { return pool.is_closed(); });
+  CHECK(pool.stop() == 50);
+  closer.join();
+  CHECK(shut);
+  CHECK(ran == 0);
+}
+
+TEST_CASE("worker_pool.shutdown.concurrent_callers_all_return_after_the_join" *
+          doctest::timeout(30)) {
+  for (int callers : {2, 4}) {
+    CAPTURE(callers);
+    lakh::worker_pool pool(2, 64);
+    std::atomic<int> ran{0};
+    for (int i = 0; i < 64; ++i) {
+      pool.post([&] {
+        std::this_thread::sleep_for(10us);
+        ++ran;
+      });
+    }
+    std::atomic<int> returned_after_drain{0};
+    {
+      std::vector<std::jthread> closers;
+      for (int c = 0; c < callers; ++c) {
+        closers.emplace_back([&] {
+          pool.shutdown();
+          if (ran == 64 && pool.running() == 0) {
+            ++returned_after_drain;
+          }
+        });
+      }
+    }
+    CHECK(returned_after_drain == callers);
+  }
+}
+
 TEST_CASE("worker_pool.destructor.runs_queued_work_before_returning" * doctest::timeout(30)) {
   std::atomic<int> ran{0};
   {
