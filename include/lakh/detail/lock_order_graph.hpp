@@ -1,0 +1,389 @@
+#pragma once
+// lakh/detail/lock_order_graph.hpp: the machinery behind lakh/lock_order.hpp: interned lock
+// classes, the process-wide acquired-before graph, each thread's held-lock stack and its cache
+// of edges already known, and the report text. Users include lakh/lock_order.hpp instead.
+//
+// Cost model. A lock CLASS (rank + name) is interned once, when a mutex or key is constructed.
+// Acquiring a lock while the checker is on walks this thread's held stack (usually 0-2
+// entries) and looks each (held class -> new class) edge up in a thread-local open-addressing
+// set; only an edge this thread has never seen takes the global mutex, and only an edge nobody
+// has seen runs the cycle search (a depth-first search of the class graph). Releasing removes
+// the entry from the held stack, searching from the top, so non-LIFO release is fine.
+
+#include <lakh/detail/source_location.hpp>
+#include <lakh/error.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+// The checker's default mode: report in debug builds, ignore in release builds and under
+// ThreadSanitizer (which has its own lock-order detector, and whose build is slow enough).
+// Override with -DLAKH_LOCK_ORDER_DEFAULT_MODE=ignore|report|abort|throw_error.
+#if !defined(LAKH_LOCK_ORDER_DEFAULT_MODE)
+#  if defined(__SANITIZE_THREAD__)
+#    define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
+#  elif defined(__has_feature)
+#    if __has_feature(thread_sanitizer)
+#      define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
+#    endif
+#  endif
+#endif
+#if !defined(LAKH_LOCK_ORDER_DEFAULT_MODE)
+#  if defined(NDEBUG)
+#    define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
+#  else
+#    define LAKH_LOCK_ORDER_DEFAULT_MODE report
+#  endif
+#endif
+
+namespace lakh {
+
+/// A potential deadlock or lock misuse found by the lock-order checker in `throw_error` mode.
+/// The message is the full report (the cycle with names, ranks and acquisition sites).
+class lock_order_error : public usage_error {
+public:
+  using usage_error::usage_error;
+};
+
+namespace lock_order {
+
+/// What the checker does when it finds a potential deadlock, a rank inversion or a recursive
+/// acquisition.
+enum class mode : std::uint8_t {
+  ignore,      ///< track nothing, report nothing: the cost of a ranked_mutex is one std::mutex
+  report,      ///< write the report to the sink (default std::cerr), count it, and carry on
+  abort,       ///< write the report to the sink, then std::abort()
+  throw_error, ///< count it and throw lakh::lock_order_error BEFORE acquiring (for tests)
+};
+
+} // namespace lock_order
+
+namespace detail::lock_order {
+
+using lakh::lock_order::mode;
+
+/// One interned lock class. Never destroyed, so a pointer to it stays valid forever.
+struct class_info {
+  std::uint32_t id = 0;
+  std::uint32_t rank = 0;
+  std::string name;
+};
+
+/// An acquired-before edge `from -> to` with the sites that established it.
+struct edge {
+  std::uint32_t to = 0;
+  source_location from_site; ///< where the held lock (`from`) had been acquired
+  source_location to_site;   ///< where `to` was acquired while `from` was held
+  std::uint64_t thread = 0;  ///< the checker's number for the thread that did it
+};
+
+/// The process-wide state. Leaked on purpose (never destroyed) so that locks used from static
+/// destructors and exiting threads still find it.
+struct registry {
+  std::mutex mu;
+  std::deque<class_info> classes;                                       // guarded by mu
+  std::map<std::pair<std::uint32_t, std::string>, class_info *> by_key; // guarded by mu
+  std::vector<std::vector<edge>> out;                                   // guarded by mu
+  std::function<void(std::string_view)> sink;                           // guarded by mu
+  std::atomic<mode> current{mode::LAKH_LOCK_ORDER_DEFAULT_MODE};
+  std::atomic<std::uint64_t> generation{1};
+  std::atomic<std::uint64_t> reports{0};
+  std::atomic<std::uint64_t> next_thread{1};
+};
+
+inline registry &global() {
+  static registry *const r = new registry; // leaked: see registry
+  return *r;
+}
+
+/// The checker's mode; relaxed, it is a configuration flag.
+inline mode current_mode() noexcept {
+  return global().current.load(std::memory_order_relaxed);
+}
+
+inline const class_info *intern(std::uint32_t rank, std::string_view name) {
+  registry &r = global();
+  const std::lock_guard g(r.mu);
+  auto key = std::make_pair(rank, std::string(name));
+  if (const auto it = r.by_key.find(key); it != r.by_key.end()) {
+    return it->second;
+  }
+  class_info &c = r.classes.emplace_back();
+  c.id = static_cast<std::uint32_t>(r.classes.size() - 1);
+  c.rank = rank;
+  c.name = std::move(key.second);
+  r.by_key.emplace(std::make_pair(rank, c.name), &c);
+  r.out.emplace_back();
+  return &c;
+}
+
+/// A set of edge keys ((from+1) << 32 | (to+1)), open addressing with linear probing.
+class edge_set {
+public:
+  bool contains(std::uint64_t k) const noexcept {
+    if (slots_.empty()) {
+      return false;
+    }
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash(k) & mask;; i = (i + 1) & mask) {
+      if (slots_[i] == k) {
+        return true;
+      }
+      if (slots_[i] == 0) {
+        return false;
+      }
+    }
+  }
+  void insert(std::uint64_t k) {
+    if ((size_ + 1) * 2 > slots_.size()) {
+      grow();
+    }
+    place(k);
+  }
+  void clear() noexcept {
+    std::fill(slots_.begin(), slots_.end(), std::uint64_t{0});
+    size_ = 0;
+  }
+
+private:
+  static std::size_t hash(std::uint64_t k) noexcept {
+    return static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ULL) >> 32);
+  }
+  void place(std::uint64_t k) noexcept {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash(k) & mask;; i = (i + 1) & mask) {
+      if (slots_[i] == k) {
+        return;
+      }
+      if (slots_[i] == 0) {
+        slots_[i] = k;
+        ++size_;
+        return;
+      }
+    }
+  }
+  void grow() {
+    std::vector<std::uint64_t> old(slots_.empty() ? 64 : slots_.size() * 2, 0);
+    old.swap(slots_);
+    size_ = 0;
+    for (const std::uint64_t k : old) {
+      if (k != 0) {
+        place(k);
+      }
+    }
+  }
+  std::vector<std::uint64_t> slots_;
+  std::size_t size_ = 0;
+};
+
+/// One lock this thread holds (or is blocked acquiring).
+struct held_lock {
+  const class_info *cls = nullptr;
+  const void *lock = nullptr;
+  source_location site;
+};
+
+struct thread_state {
+  std::vector<held_lock> held;
+  edge_set known;
+  std::uint64_t generation = 0;
+  std::uint64_t number = 0;
+};
+
+inline thread_state &this_thread() noexcept {
+  thread_local thread_state s;
+  return s;
+}
+
+inline std::uint64_t thread_number(thread_state &t) noexcept {
+  if (t.number == 0) {
+    t.number = global().next_thread.fetch_add(1, std::memory_order_relaxed);
+  }
+  return t.number;
+}
+
+inline std::string describe(const class_info &c) {
+  return '"' + c.name + "\" (rank " + std::to_string(c.rank) + ')';
+}
+
+inline std::string describe(const source_location &s) {
+  std::string out = s.file_name();
+  out += ':';
+  out += std::to_string(s.line());
+  if (s.function_name()[0] != '\0') {
+    out += " in ";
+    out += s.function_name();
+  }
+  return out;
+}
+
+/// Writes a finished report to the sink, counts it, and aborts or throws as the mode says.
+/// Called WITHOUT the registry mutex held (the sink may lock things).
+inline void deliver(mode m, const std::string &text) {
+  registry &r = global();
+  r.reports.fetch_add(1, std::memory_order_relaxed);
+  if (m == mode::throw_error) {
+    throw lock_order_error(text);
+  }
+  std::function<void(std::string_view)> sink;
+  {
+    const std::lock_guard g(r.mu);
+    sink = r.sink;
+  }
+  if (sink) {
+    sink(text);
+  } else {
+    std::cerr << text << std::flush;
+  }
+  if (m == mode::abort) {
+    std::abort();
+  }
+}
+
+/// Depth-first search for a path `from` ->...-> `target`; on success `path` holds the edges.
+inline bool find_path(const registry &r, std::uint32_t from, std::uint32_t target,
+                      std::vector<const edge *> &path, std::vector<bool> &seen) {
+  if (from == target) {
+    return true;
+  }
+  seen[from] = true;
+  for (const edge &e : r.out[from]) {
+    if (seen[e.to]) {
+      continue;
+    }
+    path.push_back(&e);
+    if (find_path(r, e.to, target, path, seen)) {
+      return true;
+    }
+    path.pop_back();
+  }
+  return false;
+}
+
+/// Checks the new edge h -> n (not in this thread's cache); records it unless the mode is
+/// throw_error and it is bad. Returns the report text, empty when the edge is fine.
+inline std::string check_new_edge(thread_state &t, const held_lock &h, const class_info &n,
+                                  const source_location &site, mode m) {
+  registry &r = global();
+  const std::uint64_t k = (std::uint64_t{h.cls->id} + 1) << 32 | (std::uint64_t{n.id} + 1);
+  std::string text;
+  const std::lock_guard g(r.mu);
+  auto &out = r.out[h.cls->id];
+  const bool known =
+      std::any_of(out.begin(), out.end(), [&](const edge &e) { return e.to == n.id; });
+  if (!known) {
+    const std::uint64_t me = thread_number(t);
+    if (n.rank < h.cls->rank) {
+      text += "lakh::lock_order: rank inversion: thread #" + std::to_string(me) + " acquires " +
+              describe(n) + " at " + describe(site) + "\n  while holding " + describe(*h.cls) +
+              ", acquired at " + describe(h.site) +
+              ";\n  locks must be acquired in non-decreasing rank order.\n";
+    }
+    std::vector<const edge *> path;
+    std::vector<bool> seen(r.classes.size(), false);
+    if (find_path(r, n.id, h.cls->id, path, seen)) {
+      text += "lakh::lock_order: potential deadlock: lock-order cycle " + describe(*h.cls);
+      text += " -> " + describe(n);
+      for (const edge *e : path) {
+        text += " -> " + describe(r.classes[e->to]);
+      }
+      text += "\n  now: thread #" + std::to_string(me) + " acquires " + describe(n) + " at " +
+              describe(site) + "\n       while holding " + describe(*h.cls) + ", acquired at " +
+              describe(h.site) + '\n';
+      std::uint32_t from = n.id;
+      for (const edge *e : path) {
+        text += "  earlier: thread #" + std::to_string(e->thread) + " acquired " +
+                describe(r.classes[e->to]) + " at " + describe(e->to_site) +
+                "\n       while holding " + describe(r.classes[from]) + ", acquired at " +
+                describe(e->from_site) + '\n';
+        from = e->to;
+      }
+      text += "  (the two orders need not have overlapped in time: this is a deadlock waiting "
+              "for the wrong interleaving)\n";
+    }
+    if (!text.empty() && m == mode::throw_error) {
+      return text; // the caller throws before acquiring, so the edge did not happen
+    }
+    out.push_back(edge{n.id, h.site, site, me});
+  }
+  t.known.insert(k);
+  return text;
+}
+
+/// The checker's part of a blocking acquisition, called BEFORE blocking: checks every
+/// (held -> n) edge, then pushes `lock` on this thread's held stack.
+inline void before_lock(const class_info &n, const void *lock, const source_location &site,
+                        mode m) {
+  thread_state &t = this_thread();
+  const std::uint64_t gen = global().generation.load(std::memory_order_acquire);
+  if (t.generation != gen) {
+    t.known.clear();
+    t.generation = gen;
+  }
+  for (const held_lock &h : t.held) {
+    if (h.lock == lock) {
+      std::string text = "lakh::lock_order: recursive acquisition: thread #" +
+                         std::to_string(thread_number(t)) + " acquires " + describe(n) + " at " +
+                         describe(site) + "\n  but already holds it, acquired at " +
+                         describe(h.site) + " (this self-deadlocks a non-recursive lock)\n";
+      deliver(m, text);
+    }
+  }
+  for (std::size_t i = 0; i < t.held.size(); ++i) {
+    const held_lock &h = t.held[i];
+    if (h.cls == &n) {
+      continue; // instances of one class: ordered by lock_all, not tracked by the checker
+    }
+    const std::uint64_t k = (std::uint64_t{h.cls->id} + 1) << 32 | (std::uint64_t{n.id} + 1);
+    if (t.known.contains(k)) {
+      continue;
+    }
+    const held_lock copy = h; // check_new_edge does not touch t.held, but be explicit
+    std::string text = check_new_edge(t, copy, n, site, m);
+    if (!text.empty()) {
+      deliver(m, text);
+    }
+  }
+  t.held.push_back(held_lock{&n, lock, site});
+}
+
+/// Records a lock acquired without blocking (try_lock): no edges are checked, since a try
+/// cannot deadlock, but later acquisitions while it is held are checked against it.
+inline void after_try_lock(const class_info &n, const void *lock, const source_location &site) {
+  this_thread().held.push_back(held_lock{&n, lock, site});
+}
+
+/// Removes `lock` from this thread's held stack (the most recent entry, any position).
+/// Returns false when it was not there.
+inline bool release(const void *lock) noexcept {
+  thread_state &t = this_thread();
+  for (std::size_t i = t.held.size(); i-- > 0;) {
+    if (t.held[i].lock == lock) {
+      t.held.erase(t.held.begin() + static_cast<std::ptrdiff_t>(i));
+      return true;
+    }
+  }
+  return false;
+}
+
+/// True when `lock` is on this thread's held stack.
+inline bool holds(const void *lock) noexcept {
+  const thread_state &t = this_thread();
+  return std::any_of(t.held.begin(), t.held.end(),
+                     [lock](const held_lock &h) { return h.lock == lock; });
+}
+
+} // namespace detail::lock_order
+} // namespace lakh

@@ -1,0 +1,1 @@
+lakh_add_test(test_lock_order SOURCES unit/lock_order_test.cpp)

@@ -1,0 +1,610 @@
+// Tests for lakh/lock_order.hpp: ranked mutexes, lock_all's global order, the lock-order
+// checker (cycles, rank inversions, recursive acquisition, modes), assert_held, the
+// foreign-lockable extension point, and (under Clang -Wthread-safety) the annotations.
+//
+// Every test sets the checker's mode explicitly (it is off by default under TSan and in
+// release builds) and starts from an empty graph.
+#include <lakh/lock_order.hpp>
+#include <lakh/thread_annotations.hpp>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <numeric>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace lo = lakh::lock_order;
+
+namespace {
+
+/// Puts the checker in `m` with an empty graph and a capturing sink; restores on exit.
+class checker_scope {
+public:
+  explicit checker_scope(lo::mode m) : mode_(m) {
+    lo::reset_for_testing();
+    lo::set_sink([this](std::string_view text) {
+      const std::lock_guard g(mu_);
+      reports_.emplace_back(text);
+    });
+  }
+  ~checker_scope() {
+    lo::set_sink({});
+    lo::reset_for_testing();
+  }
+  checker_scope(const checker_scope &) = delete;
+  checker_scope &operator=(const checker_scope &) = delete;
+
+  std::vector<std::string> reports() const {
+    const std::lock_guard g(mu_);
+    return reports_;
+  }
+  std::string all() const {
+    std::string out;
+    for (const auto &r : reports()) {
+      out += r;
+    }
+    return out;
+  }
+
+private:
+  lo::scoped_mode mode_;
+  mutable std::mutex mu_;
+  std::vector<std::string> reports_;
+};
+
+std::string site(std::uint_least32_t line) {
+  return "lock_order_test.cpp:" + std::to_string(line);
+}
+
+/// A stand-in for a database lock (e.g. a PostgreSQL advisory lock): not a ranked_mutex, but
+/// it exposes a key and calls the checker's hooks, so lock_all and the checker see it.
+class fake_db_lock {
+public:
+  fake_db_lock(std::uint64_t id, std::vector<std::string> *log = nullptr)
+      : key_(5, "db.advisory", id), log_(log) {}
+
+  [[nodiscard]] lo::key lock_key() const { return key_; }
+
+  void lock(const lakh::source_location &where = lakh::source_location::current()) {
+    lo::on_acquire(key_, this, where); // before blocking: may throw in throw_error mode
+    mu_.lock();                        // stands for "SELECT pg_advisory_lock($1)"
+    if (log_ != nullptr) {
+      log_->push_back("db:" + std::to_string(key_.instance));
+    }
+  }
+  bool try_lock(const lakh::source_location &where = lakh::source_location::current()) {
+    if (!mu_.try_lock()) {
+      return false;
+    }
+    lo::on_try_acquire(key_, this, where);
+    return true;
+  }
+  void unlock() {
+    lo::on_release(this);
+    mu_.unlock();
+  }
+
+private:
+  lo::key key_;
+  std::vector<std::string> *log_;
+  std::mutex mu_;
+};
+
+/// A lockable found through the ADL customization point instead of a member.
+struct adl_lock {
+  std::mutex mu;
+  std::uint64_t id;
+  void lock() { mu.lock(); }
+  void unlock() { mu.unlock(); }
+};
+lo::key lock_order_key(const adl_lock &l) {
+  return lo::key(3, "adl", l.id);
+}
+
+/// A lockable whose lock() fails: lock_all must release what it already took.
+struct failing_lock {
+  [[nodiscard]] lo::key lock_key() const { return lo::key(99, "failing"); }
+  void lock() { throw std::runtime_error("connection lost"); }
+  void unlock() {}
+};
+
+/// Clang -Wthread-safety checks this: balance is only touched with mu held.
+struct account {
+  lakh::ranked_mutex mu{10, "account"};
+  long balance LAKH_GUARDED_BY(mu) = 100;
+
+  void deposit(long n) LAKH_EXCLUDES(mu) {
+    const lakh::lock_guard g(mu);
+    balance += n;
+  }
+  long read() LAKH_EXCLUDES(mu) {
+    return mu.with_lock([this] {
+      mu.assert_held(); // tells the analysis, which checks lambdas on their own
+      return balance;
+    });
+  }
+};
+
+void transfer(account &from, account &to, long n) {
+  const auto guard = lakh::lock_all(from.mu, to.mu);
+  from.mu.assert_held();
+  to.mu.assert_held();
+  from.balance -= n;
+  to.balance += n;
+}
+
+} // namespace
+
+TEST_CASE("lock_order.mode.default_matches_build") {
+#if defined(__SANITIZE_THREAD__) || defined(NDEBUG)
+  CHECK(lo::get_mode() == lo::mode::ignore);
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+  CHECK(lo::get_mode() == lo::mode::ignore);
+#  else
+  CHECK(lo::get_mode() == lo::mode::report);
+#  endif
+#else
+  CHECK(lo::get_mode() == lo::mode::report);
+#endif
+}
+
+TEST_CASE("lock_order.lock_all.orders_by_rank_then_name_then_address") {
+  const checker_scope checker(lo::mode::throw_error);
+  lakh::ranked_mutex low(1, "zeta");
+  lakh::ranked_mutex mid_a(2, "alpha");
+  lakh::ranked_mutex mid_b(2, "beta");
+  std::array<std::optional<lakh::ranked_mutex>, 2> same;
+  same[0].emplace(3, "same");
+  same[1].emplace(3, "same");
+  const bool first_lower = std::less<const void *>{}(&*same[0], &*same[1]);
+  {
+    const auto g = lakh::lock_all(*same[1], mid_b, *same[0], low, mid_a);
+    const auto order = g.acquisition_order();
+    CHECK(order[0] == 3); // rank 1
+    CHECK(order[1] == 4); // rank 2, "alpha"
+    CHECK(order[2] == 1); // rank 2, "beta"
+    CHECK(order[3] == (first_lower ? 2U : 0U));
+    CHECK(order[4] == (first_lower ? 0U : 2U));
+    CHECK(low.is_held_by_this_thread());
+    CHECK(same[0]->is_held_by_this_thread());
+  }
+  CHECK_FALSE(low.is_held_by_this_thread());
+  CHECK_FALSE(mid_a.is_held_by_this_thread());
+  CHECK(lo::report_count() == 0);
+}
+
+TEST_CASE("lock_order.lock_all.same_lock_twice_is_invalid_argument") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "a");
+  lakh::ranked_mutex b(1, "b");
+  CHECK_THROWS_AS((void)lakh::lock_all(a, b, a), std::invalid_argument);
+  CHECK_FALSE(a.is_held_by_this_thread());
+  CHECK_FALSE(b.is_held_by_this_thread());
+}
+
+TEST_CASE("lock_order.lock_all.never_deadlocks_under_adversarial_orders" * doctest::timeout(60)) {
+  const checker_scope checker(lo::mode::report);
+  // Two share a class (ordered by address), the others differ in rank or name.
+  lakh::ranked_mutex m0(1, "shard");
+  lakh::ranked_mutex m1(1, "shard");
+  lakh::ranked_mutex m2(1, "queue");
+  lakh::ranked_mutex m3(2, "ledger");
+  std::array<lakh::ranked_mutex *, 4> m{&m0, &m1, &m2, &m3};
+  for (unsigned threads = 2; threads <= 8; ++threads) {
+    constexpr int iterations = 200;
+    long counter = 0; // touched only with all four held
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        std::minstd_rand rng(t + 1);
+        std::array<std::size_t, 4> p{0, 1, 2, 3};
+        for (int i = 0; i < iterations; ++i) {
+          std::shuffle(p.begin(), p.end(), rng);
+          const auto g = lakh::lock_all(*m[p[0]], *m[p[1]], *m[p[2]], *m[p[3]]);
+          ++counter;
+        }
+      });
+    }
+    for (auto &th : pool) {
+      th.join();
+    }
+    CHECK(counter == static_cast<long>(threads) * iterations);
+  }
+  CHECK(lo::report_count() == 0);
+  CHECK(checker.reports().empty());
+}
+
+TEST_CASE("lock_order.checker.reports_inversion_across_threads_that_never_overlapped" *
+          doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(1, "B");
+  std::uint_least32_t t1_a = 0;
+  std::uint_least32_t t1_b = 0;
+  std::uint_least32_t t2_b = 0;
+  std::uint_least32_t t2_a = 0;
+  std::thread([&] {
+    t1_a = __LINE__ + 1;
+    const lakh::lock_guard ga(a);
+    t1_b = __LINE__ + 1;
+    const lakh::lock_guard gb(b);
+  }).join();
+  CHECK(lo::report_count() == 0);
+  std::thread([&] { // strictly after thread 1: the deadlock cannot happen in this run
+    t2_b = __LINE__ + 1;
+    const lakh::lock_guard gb(b);
+    t2_a = __LINE__ + 1;
+    const lakh::lock_guard ga(a);
+  })
+      .join();
+  REQUIRE(lo::report_count() == 1);
+  const auto reports = checker.reports();
+  REQUIRE(reports.size() == 1);
+  const std::string &r = reports[0];
+  CHECK(r.find("potential deadlock") != std::string::npos);
+  CHECK(r.find("\"B\" (rank 1) -> \"A\" (rank 1) -> \"B\" (rank 1)") != std::string::npos);
+  CHECK(r.find(site(t1_a)) != std::string::npos);
+  CHECK(r.find(site(t1_b)) != std::string::npos);
+  CHECK(r.find(site(t2_b)) != std::string::npos);
+  CHECK(r.find(site(t2_a)) != std::string::npos);
+  CHECK(r.find("rank inversion") == std::string::npos); // equal ranks: a pure cycle
+
+  // Reported once per new edge, not on every repetition.
+  std::thread([&] {
+    const lakh::lock_guard gb(b);
+    const lakh::lock_guard ga(a);
+  }).join();
+  CHECK(lo::report_count() == 1);
+}
+
+TEST_CASE("lock_order.checker.reports_rank_inversion") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex low(1, "low");
+  lakh::ranked_mutex high(2, "high");
+  {
+    const lakh::lock_guard g1(high);
+    const std::uint_least32_t line = __LINE__ + 1;
+    const lakh::lock_guard g2(low);
+    REQUIRE(lo::report_count() == 1);
+    const std::string r = checker.all();
+    CHECK(r.find("rank inversion") != std::string::npos);
+    CHECK(r.find("\"low\" (rank 1)") != std::string::npos);
+    CHECK(r.find("\"high\" (rank 2)") != std::string::npos);
+    CHECK(r.find(site(line)) != std::string::npos);
+  }
+  CHECK(lo::edge_count() == 1); // recorded in report mode
+}
+
+TEST_CASE("lock_order.checker.consistent_order_reports_nothing" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(2, "B");
+  lakh::ranked_mutex c(3, "C");
+  for (unsigned threads = 1; threads <= 4; ++threads) {
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&] {
+        for (int i = 0; i < 100; ++i) {
+          const lakh::lock_guard ga(a);
+          const lakh::lock_guard gb(b);
+          const lakh::lock_guard gc(c);
+        }
+      });
+    }
+    for (auto &th : pool) {
+      th.join();
+    }
+  }
+  CHECK(lo::report_count() == 0);
+  CHECK(lo::edge_count() == 3); // A->B, A->C, B->C
+}
+
+TEST_CASE("lock_order.checker.reports_three_lock_cycle" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(1, "B");
+  lakh::ranked_mutex c(1, "C");
+  std::array<std::uint_least32_t, 3> lines{};
+  std::thread([&] {
+    const lakh::lock_guard ga(a);
+    lines[0] = __LINE__ + 1;
+    const lakh::lock_guard gb(b);
+  }).join();
+  std::thread([&] {
+    const lakh::lock_guard gb(b);
+    lines[1] = __LINE__ + 1;
+    const lakh::lock_guard gc(c);
+  }).join();
+  CHECK(lo::report_count() == 0);
+  std::thread([&] {
+    const lakh::lock_guard gc(c);
+    lines[2] = __LINE__ + 1;
+    const lakh::lock_guard ga(a);
+  }).join();
+  REQUIRE(lo::report_count() == 1);
+  const std::string r = checker.all();
+  CHECK(r.find("\"C\" (rank 1) -> \"A\" (rank 1) -> \"B\" (rank 1) -> \"C\" (rank 1)") !=
+        std::string::npos);
+  for (const auto line : lines) {
+    CHECK(r.find(site(line)) != std::string::npos);
+  }
+}
+
+TEST_CASE("lock_order.checker.reused_address_is_judged_by_class") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex q(1, "Q");
+  std::optional<lakh::ranked_mutex> slot;
+
+  slot.emplace(1, "P");
+  const void *const address = &*slot;
+  {
+    const lakh::lock_guard gp(*slot);
+    const lakh::lock_guard gq(q); // P -> Q
+  }
+  slot.reset();
+
+  // Same class, same address: the same edge again, nothing new.
+  slot.emplace(1, "P");
+  REQUIRE(&*slot == address);
+  {
+    const lakh::lock_guard gp(*slot);
+    const lakh::lock_guard gq(q);
+  }
+  CHECK(lo::edge_count() == 1);
+  slot.reset();
+
+  // Another class at the reused address: Q -> R is no cycle (an address-keyed graph would
+  // see Q -> address -> Q).
+  slot.emplace(1, "R");
+  REQUIRE(&*slot == address);
+  {
+    const lakh::lock_guard gq(q);
+    const lakh::lock_guard gr(*slot);
+  }
+  CHECK(lo::report_count() == 0);
+  CHECK(lo::edge_count() == 2);
+  slot.reset();
+
+  // A P at a different address still inverts P -> Q: the class remembers.
+  lakh::ranked_mutex other_p(1, "P");
+  {
+    const lakh::lock_guard gq(q);
+    const lakh::lock_guard gp(other_p);
+  }
+  CHECK(lo::report_count() == 1);
+}
+
+TEST_CASE("lock_order.checker.ignore_mode_reports_and_records_nothing") {
+  const checker_scope checker(lo::mode::ignore);
+  lakh::ranked_mutex low(1, "low");
+  lakh::ranked_mutex high(2, "high");
+  {
+    const lakh::lock_guard g1(low);
+    const lakh::lock_guard g2(high);
+  }
+  {
+    const lakh::lock_guard g1(high);
+    const lakh::lock_guard g2(low);
+    CHECK(low.is_held_by_this_thread()); // ownership is exact in every mode
+  }
+  CHECK(lo::report_count() == 0);
+  CHECK(lo::edge_count() == 0);
+  CHECK(checker.reports().empty());
+}
+
+TEST_CASE("lock_order.checker.throw_mode_throws_before_acquiring") {
+  const checker_scope checker(lo::mode::throw_error);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(1, "B");
+  {
+    const lakh::lock_guard ga(a);
+    const lakh::lock_guard gb(b);
+  }
+  {
+    const lakh::lock_guard gb(b);
+    CHECK_THROWS_AS(a.lock(), lakh::lock_order_error);
+    CHECK_FALSE(a.is_held_by_this_thread());
+    CHECK_FALSE(lo::is_held(&a));
+    CHECK(lo::is_held(&b));
+  }
+  CHECK(a.try_lock()); // not left locked
+  a.unlock();
+  CHECK(lo::edge_count() == 1); // the refused edge was not recorded
+  CHECK(lo::report_count() == 1);
+  CHECK(checker.reports().empty()); // throw_error throws instead of writing to the sink
+}
+
+TEST_CASE("lock_order.checker.recursive_acquisition_is_reported") {
+  const checker_scope checker(lo::mode::throw_error);
+  lakh::ranked_mutex a(1, "A");
+  const lakh::lock_guard g(a);
+  try {
+    a.lock();
+    FAIL("lock() of a held mutex did not throw");
+  } catch (const lakh::lock_order_error &e) {
+    CHECK(std::string(e.what()).find("recursive acquisition") != std::string::npos);
+  }
+  CHECK(a.is_held_by_this_thread());
+}
+
+TEST_CASE("lock_order.checker.non_lifo_unlock") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(2, "B");
+  lakh::ranked_mutex c(3, "C");
+  a.lock();
+  b.lock();
+  a.unlock(); // not the most recent
+  CHECK_FALSE(lo::is_held(&a));
+  CHECK(lo::is_held(&b));
+  c.lock(); // only B is held: records B -> C, not A -> C
+  CHECK(lo::edge_count() == 2);
+  b.unlock();
+  c.unlock();
+  CHECK_FALSE(lo::is_held(&c));
+  CHECK(lo::report_count() == 0);
+}
+
+TEST_CASE("lock_order.try_lock.records_held_without_checking") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex low(1, "low");
+  lakh::ranked_mutex high(2, "high");
+  const lakh::lock_guard g(high);
+  REQUIRE(low.try_lock()); // a try cannot deadlock: no rank report
+  CHECK(lo::report_count() == 0);
+  CHECK(lo::is_held(&low));
+  low.unlock();
+  CHECK_FALSE(lo::is_held(&low));
+}
+
+TEST_CASE("lock_order.assert_held.throws_unless_this_thread_holds" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex m(1, "m");
+  CHECK_THROWS_AS(m.assert_held(), lakh::usage_error);
+  {
+    const std::scoped_lock g(m); // std guards work too
+    CHECK_NOTHROW(m.assert_held());
+    CHECK(m.is_held_by_this_thread());
+    bool other_sees_held = true;
+    bool other_threw = false;
+    std::thread([&] {
+      other_sees_held = m.is_held_by_this_thread();
+      try {
+        m.assert_held();
+      } catch (const lakh::usage_error &e) {
+        other_threw = std::string(e.what()).find("\"m\" (rank 1) is not held") != std::string::npos;
+      }
+    }).join();
+    CHECK_FALSE(other_sees_held);
+    CHECK(other_threw);
+  }
+  CHECK_THROWS_AS(m.assert_held(), lakh::usage_error);
+}
+
+TEST_CASE("lock_order.with_lock.returns_result_and_unlocks_on_exception") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(2, "B");
+  CHECK(a.with_lock([&] { return a.is_held_by_this_thread() ? 7 : 0; }) == 7);
+  CHECK_THROWS_AS(a.with_lock([] { throw std::runtime_error("x"); }), std::runtime_error);
+  CHECK_FALSE(a.is_held_by_this_thread());
+  const int held = lakh::with_locks(
+      [&] { return int{a.is_held_by_this_thread()} + int{b.is_held_by_this_thread()}; }, b, a);
+  CHECK(held == 2);
+  CHECK_FALSE(b.is_held_by_this_thread());
+  CHECK(lo::report_count() == 0);
+}
+
+TEST_CASE("lock_order.shared_mutex.shared_and_exclusive_take_part") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_shared_mutex s(1, "S");
+  lakh::ranked_mutex m(1, "M");
+  {
+    const std::shared_lock r(s);
+    CHECK(s.is_shared_held_by_this_thread());
+    CHECK_FALSE(s.is_held_by_this_thread());
+    const lakh::lock_guard g(m); // S -> M
+  }
+  CHECK_FALSE(s.is_shared_held_by_this_thread());
+  CHECK(s.with_shared_lock([] { return 3; }) == 3);
+  {
+    const auto g = lakh::lock_all(m, s); // M before S? same rank: "M" < "S"
+    CHECK(g.acquisition_order()[0] == 0);
+    CHECK(s.is_held_by_this_thread());
+  }
+  REQUIRE(lo::report_count() == 1); // M -> S inverts the earlier S -> M
+  CHECK(checker.all().find("\"M\" (rank 1) -> \"S\" (rank 1) -> \"M\"") != std::string::npos);
+}
+
+TEST_CASE("lock_order.extension.foreign_lockable_is_sorted_by_key") {
+  const checker_scope checker(lo::mode::report);
+  std::vector<std::string> log;
+  fake_db_lock db7(7, &log);
+  fake_db_lock db3(3, &log);
+  lakh::ranked_mutex local(10, "local");
+  adl_lock via_adl{{}, 1};
+  {
+    const auto g = lakh::lock_all(local, db7, via_adl, db3);
+    // adl (rank 3), then db (rank 5) by instance 3 before 7, then local (rank 10)
+    CHECK(g.acquisition_order() == std::array<std::size_t, 4>{2, 3, 1, 0});
+    CHECK(log == std::vector<std::string>{"db:3", "db:7"});
+    CHECK(lo::is_held(&db3));
+    CHECK(lo::is_held(&db7));
+    CHECK(local.is_held_by_this_thread());
+  }
+  CHECK_FALSE(lo::is_held(&db3));
+  CHECK(lo::report_count() == 0);
+}
+
+TEST_CASE("lock_order.extension.foreign_lockable_joins_the_checker" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  fake_db_lock db(42);
+  lakh::ranked_mutex local(10, "local");
+  std::thread([&] {
+    const auto g = lakh::lock_all(local, db); // db (rank 5) then local (rank 10)
+  }).join();
+  CHECK(lo::report_count() == 0);
+  std::thread([&] {
+    const lakh::lock_guard g1(local);
+    const lakh::lock_guard g2(db); // a rank-5 database lock under a rank-10 mutex
+  }).join();
+  REQUIRE(lo::report_count() == 1);
+  const std::string r = checker.all();
+  CHECK(r.find("rank inversion") != std::string::npos);
+  CHECK(r.find("\"local\" (rank 10) -> \"db.advisory\" (rank 5) -> \"local\"") !=
+        std::string::npos);
+  // try_lock goes through on_try_acquire
+  REQUIRE(db.try_lock());
+  CHECK(lo::is_held(&db));
+  db.unlock();
+  CHECK_FALSE(lo::is_held(&db));
+}
+
+TEST_CASE("lock_order.lock_all.releases_taken_locks_when_one_throws") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  fake_db_lock db(1);
+  failing_lock bad;
+  CHECK_THROWS_AS((void)lakh::lock_all(bad, a, db), std::runtime_error);
+  CHECK_FALSE(a.is_held_by_this_thread());
+  CHECK_FALSE(lo::is_held(&db));
+  CHECK(db.try_lock());
+  db.unlock();
+}
+
+TEST_CASE("lock_order.annotations.guarded_data_under_lock_all" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  for (unsigned threads = 2; threads <= 4; ++threads) {
+    account x;
+    account y;
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        for (int i = 0; i < 100; ++i) {
+          if ((t + static_cast<unsigned>(i)) % 2 == 0) {
+            transfer(x, y, 1);
+          } else {
+            transfer(y, x, 1);
+          }
+        }
+      });
+    }
+    for (auto &th : pool) {
+      th.join();
+    }
+    x.deposit(5);
+    CHECK(x.read() + y.read() == 205);
+  }
+  CHECK(lo::report_count() == 0);
+}
