@@ -1,0 +1,9 @@
+#pragma once
+// lakh/pg.hpp: the umbrella header for lakh::pg, lakh's PostgreSQL layer over libpqxx
+// (6.4 and 7.x): connections with clear errors, a bounded pool, transaction retry with
+// backoff and a budget, advisory locks in lakh's lock order, and COPY from a channel.
+// Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
+
+#include <lakh/pg/connection.hpp>
+#include <lakh/pg/pool.hpp>
+#include <lakh/pg/retry.hpp>

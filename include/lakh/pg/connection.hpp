@@ -1,0 +1,80 @@
+#pragma once
+// lakh/pg/connection.hpp: opening a libpqxx connection with an error message a person can
+// act on.
+//
+// pqxx::connection's constructor reports a failure with libpq's text alone ("Connection
+// refused"), which does not say WHICH server was meant when a service talks to several.
+// lakh::pg::connect() throws lakh::pg::connect_error instead: its what() names the target
+// as host:port/dbname and quotes libpq's reason, and it never contains the password (it is
+// neither in the target nor, redacted, in libpq's text). connect_error derives from
+// pqxx::broken_connection, so existing `catch (const pqxx::broken_connection&)` sites and
+// lakh::pg::classify() treat it as a lost connection.
+
+#include <lakh/pg/detail/conninfo.hpp>
+#include <lakh/pg/detail/pqxx_compat.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace lakh::pg {
+
+/// A connection could not be opened. what() is
+/// "lakh::pg: cannot connect to <host:port/dbname>: <libpq's reason>".
+class connect_error : public pqxx::broken_connection {
+public:
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  connect_error(std::string target, std::string reason)
+      : pqxx::broken_connection("lakh::pg: cannot connect to " + target + ": " + reason),
+        target_(std::move(target)), reason_(std::move(reason)) {}
+
+  /// "host:port/dbname" (never the password).
+  [[nodiscard]] const std::string &target() const noexcept { return target_; }
+  /// libpq's explanation, with any occurrence of the password replaced by "***".
+  [[nodiscard]] const std::string &reason() const noexcept { return reason_; }
+
+private:
+  std::string target_;
+  std::string reason_;
+};
+
+/// Makes a new connection; the pool and lakh::pg::retrier call one when they need a
+/// connection. Must return a non-null pointer or throw.
+using connection_factory = std::function<std::unique_ptr<pqxx::connection>()>;
+
+/// "host:port/dbname" for `url` (a libpq URI or key=value string), with libpq's
+/// environment defaults (PGHOST, PGPORT, PGDATABASE, PGUSER) applied; never the password.
+/// Thread-safety: safe (reads the environment). Blocks: never. Allocates: may.
+[[nodiscard]] inline std::string describe_target(std::string_view url) {
+  return detail::describe_target(detail::parse_conninfo(url));
+}
+
+/// Open a connection to `url` (libpq URI "postgresql://user@host:port/db?..." or
+/// key=value "host=... port=... dbname=..."). Add connect_timeout=<seconds> to the URL to
+/// bound the wait for an unreachable host.
+/// Thread-safety: safe. Blocks: until connected or libpq gives up.
+/// @throws lakh::pg::connect_error naming host:port/dbname and libpq's reason (bad URL,
+///         refused, unknown host, authentication), without the password.
+/// Allocates: may.
+[[nodiscard]] inline std::unique_ptr<pqxx::connection> connect(const std::string &url) {
+  try {
+    return std::make_unique<pqxx::connection>(url);
+  } catch (const pqxx::broken_connection &e) {
+    auto ci = detail::parse_conninfo(url);
+    std::string reason = e.what();
+    while (!reason.empty() && (reason.back() == '\n' || reason.back() == ' ')) {
+      reason.pop_back();
+    }
+    throw connect_error(detail::describe_target(ci), detail::redact(reason, ci.password));
+  }
+}
+
+/// A connection_factory that calls connect(url) (the URL is copied).
+/// Thread-safety: the factory is safe to call from several threads. Blocks: never.
+/// Allocates: may.
+[[nodiscard]] inline connection_factory connect_to(std::string url) {
+  return [u = std::move(url)] { return connect(u); };
+}
+
+} // namespace lakh::pg

@@ -1,0 +1,5 @@
+# lakh::pg integration tests: need PostgreSQL (DATABASE_URL from scripts/services run).
+if(TARGET lakh::pg)
+  lakh_add_test(test_pg_pool SOURCES integration/pg_pool_test.cpp LIBS lakh::pg LABELS integration)
+  lakh_add_test(test_pg_retry SOURCES integration/pg_retry_test.cpp LIBS lakh::pg LABELS integration)
+endif()

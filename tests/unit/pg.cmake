@@ -1,0 +1,4 @@
+# lakh::pg unit tests (no database needed); built only when libpqxx was found.
+if(TARGET lakh::pg)
+  lakh_add_test(test_pg_classify SOURCES unit/pg_classify_test.cpp LIBS lakh::pg)
+endif()
