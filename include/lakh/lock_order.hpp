@@ -276,7 +276,7 @@ inline void on_release(const void *lock) noexcept {
 
 namespace detail::lock_order {
 
-template <class L> void lock_at(L &l, const source_location &site) {
+template <class L> void lock_at(L &l, const source_location &site) LAKH_NO_THREAD_SAFETY_ANALYSIS {
   if constexpr (requires { l.lock(site); }) {
     l.lock(site);
   } else {
@@ -314,7 +314,8 @@ public:
   explicit ranked_mutex(lock_order::lock_class cls) noexcept : cls_(cls) {}
   ranked_mutex(const ranked_mutex &) = delete;
   ranked_mutex &operator=(const ranked_mutex &) = delete;
-  ~ranked_mutex() = default;
+  /// Thread-safety: no thread may hold or wait for it. Blocks: never. Allocates: never.
+  ~ranked_mutex() { detail::lock_order::forget_mutex_for_tsan(&mu_); }
 
   /// Blocks until the mutex is acquired. With the checker on, first checks the order against
   /// the locks this thread holds (`site`, defaulted to the caller's position, goes in reports).
@@ -396,7 +397,7 @@ public:
   /// @throws what lock() or fn throws.  Allocates: as lock() and fn.
   template <class F>
   decltype(auto) with_lock(F &&fn, const source_location &site = source_location::current())
-      LAKH_EXCLUDES(this) {
+      LAKH_EXCLUDES(this) LAKH_NO_THREAD_SAFETY_ANALYSIS {
     lock(site);
     const unlocker u{*this};
     return std::invoke(std::forward<F>(fn));
@@ -540,7 +541,7 @@ public:
   /// Allocates: as lock() and fn.
   template <class F>
   decltype(auto) with_lock(F &&fn, const source_location &site = source_location::current())
-      LAKH_EXCLUDES(this) {
+      LAKH_EXCLUDES(this) LAKH_NO_THREAD_SAFETY_ANALYSIS {
     lock(site);
     const unlocker u{*this};
     return std::invoke(std::forward<F>(fn));
@@ -551,7 +552,7 @@ public:
   /// @throws what lock_shared() or fn throw. Allocates: as lock_shared() and fn.
   template <class F>
   decltype(auto) with_shared_lock(F &&fn, const source_location &site = source_location::current())
-      LAKH_EXCLUDES(this) {
+      LAKH_EXCLUDES(this) LAKH_NO_THREAD_SAFETY_ANALYSIS {
     lock_shared(site);
     const shared_unlocker u{*this};
     return std::invoke(std::forward<F>(fn));
@@ -714,13 +715,15 @@ private:
   }
 
   template <std::size_t... I>
-  void lock_index(std::size_t which, const source_location &site, std::index_sequence<I...>) {
+  void lock_index(std::size_t which, const source_location &site,
+                  std::index_sequence<I...>) LAKH_NO_THREAD_SAFETY_ANALYSIS {
     (void)((which == I ? (detail::lock_order::lock_at(std::get<I>(locks_), site), true) : false) ||
            ...);
   }
 
   template <std::size_t... I>
-  void unlock_index(std::size_t which, std::index_sequence<I...>) noexcept {
+  void unlock_index(std::size_t which,
+                    std::index_sequence<I...>) noexcept LAKH_NO_THREAD_SAFETY_ANALYSIS {
     (void)((which == I ? (std::get<I>(locks_).unlock(), true) : false) || ...);
   }
 

@@ -28,17 +28,26 @@
 #include <utility>
 #include <vector>
 
+// LAKH_DETAIL_TSAN: 1 when compiled with ThreadSanitizer (GCC or Clang), else 0.
+#if defined(__SANITIZE_THREAD__)
+#  define LAKH_DETAIL_TSAN 1
+#elif defined(__has_feature)
+#  if __has_feature(thread_sanitizer)
+#    define LAKH_DETAIL_TSAN 1
+#  endif
+#endif
+#if !defined(LAKH_DETAIL_TSAN)
+#  define LAKH_DETAIL_TSAN 0
+#endif
+#if LAKH_DETAIL_TSAN
+#  include <sanitizer/tsan_interface.h>
+#endif
+
 // The checker's default mode: report in debug builds, ignore in release builds and under
 // ThreadSanitizer (which has its own lock-order detector, and whose build is slow enough).
 // Override with -DLAKH_LOCK_ORDER_DEFAULT_MODE=ignore|report|abort|throw_error.
-#if !defined(LAKH_LOCK_ORDER_DEFAULT_MODE)
-#  if defined(__SANITIZE_THREAD__)
-#    define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
-#  elif defined(__has_feature)
-#    if __has_feature(thread_sanitizer)
-#      define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
-#    endif
-#  endif
+#if !defined(LAKH_LOCK_ORDER_DEFAULT_MODE) && LAKH_DETAIL_TSAN
+#  define LAKH_LOCK_ORDER_DEFAULT_MODE ignore
 #endif
 #if !defined(LAKH_LOCK_ORDER_DEFAULT_MODE)
 #  if defined(NDEBUG)
@@ -376,6 +385,16 @@ inline bool release(const void *lock) noexcept {
     }
   }
   return false;
+}
+
+/// Tells ThreadSanitizer that the std::mutex at `m` is gone. libstdc++'s std::mutex has a
+/// trivial destructor (no pthread_mutex_destroy), so TSan's own lock-order detector, which
+/// is keyed by address, would otherwise join a dead mutex and a new one at the same address
+/// into false cycles. A no-op without TSan.
+inline void forget_mutex_for_tsan([[maybe_unused]] void *m) noexcept {
+#if LAKH_DETAIL_TSAN
+  __tsan_mutex_destroy(m, 0);
+#endif
 }
 
 /// True when `lock` is on this thread's held stack.
