@@ -4,6 +4,7 @@
 // backoff and a budget, advisory locks in lakh's lock order, and COPY from a channel.
 // Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
 
+#include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
