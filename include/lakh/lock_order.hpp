@@ -337,7 +337,7 @@ public:
       }
       throw;
     }
-    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     tracked_ = tracked;
   }
 
@@ -357,7 +357,7 @@ public:
         throw;
       }
     }
-    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     tracked_ = tracked;
     return true;
   }
@@ -368,7 +368,7 @@ public:
     if (tracked_) {
       (void)detail::lock_order::release(this);
     }
-    owner_.store(std::thread::id(), std::memory_order_relaxed);
+    owner_.store(nullptr, std::memory_order_relaxed);
     mu_.unlock();
   }
 
@@ -387,7 +387,7 @@ public:
   /// True when the calling thread holds this mutex (exact, in every checker mode).
   /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] bool is_held_by_this_thread() const noexcept {
-    return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    return owner_.load(std::memory_order_relaxed) == detail::lock_order::thread_token();
   }
 
   /// Runs fn() with the mutex held and returns its result; unlocks even if fn throws.
@@ -421,8 +421,8 @@ private:
 
   std::mutex mu_;
   lock_order::lock_class cls_;
-  std::atomic<std::thread::id> owner_{};
-  bool tracked_ = false; // written and read by the owner only, under mu_
+  std::atomic<const void *> owner_{nullptr}; // thread_token() of the exclusive owner
+  bool tracked_ = false;                     // written and read by the owner only, under mu_
 };
 
 /// A reader-writer lock with a rank and a name: std::shared_mutex plus the checker.
@@ -457,7 +457,7 @@ public:
       }
       throw;
     }
-    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     tracked_ = tracked;
   }
 
@@ -468,7 +468,7 @@ public:
       return false;
     }
     tracked_ = record_try(site, [this] { mu_.unlock(); });
-    owner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+    owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     return true;
   }
 
@@ -477,7 +477,7 @@ public:
     if (tracked_) {
       (void)detail::lock_order::release(this);
     }
-    owner_.store(std::thread::id(), std::memory_order_relaxed);
+    owner_.store(nullptr, std::memory_order_relaxed);
     mu_.unlock();
   }
 
@@ -527,7 +527,7 @@ public:
   /// True when this thread holds the lock exclusively.
   /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] bool is_held_by_this_thread() const noexcept {
-    return owner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+    return owner_.load(std::memory_order_relaxed) == detail::lock_order::thread_token();
   }
 
   /// True when the checker has this thread holding the lock, shared or exclusive (false in
@@ -601,8 +601,8 @@ private:
 
   std::shared_mutex mu_;
   lock_order::lock_class cls_;
-  std::atomic<std::thread::id> owner_{};
-  bool tracked_ = false; // exclusive owner only
+  std::atomic<const void *> owner_{nullptr}; // thread_token() of the exclusive owner
+  bool tracked_ = false;                     // exclusive owner only
 };
 
 /// Holds one lock (exclusively) for a scope; Clang's -Wthread-safety follows it (libstdc++'s

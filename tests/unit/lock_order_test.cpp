@@ -155,6 +155,21 @@ template <class M> void lock_expecting_throw(M &m) LAKH_NO_THREAD_SAFETY_ANALYSI
   m.lock();
 }
 
+/// Locks each mutex in turn (a dynamic set: beyond the static analysis).
+void lock_each(std::vector<std::optional<lakh::ranked_mutex>> &m) LAKH_NO_THREAD_SAFETY_ANALYSIS {
+  for (auto &x : m) {
+    x->lock();
+  }
+}
+
+/// Unlocks each mutex, last first.
+void unlock_each_in_reverse(std::vector<std::optional<lakh::ranked_mutex>> &m)
+    LAKH_NO_THREAD_SAFETY_ANALYSIS {
+  for (auto it = m.rbegin(); it != m.rend(); ++it) {
+    (*it)->unlock();
+  }
+}
+
 /// True when m was free: try_lock() then unlock().
 template <class M> bool try_lock_then_unlock(M &m) {
   if (m.try_lock()) {
@@ -646,4 +661,32 @@ TEST_CASE("lock_order.annotations.guarded_data_under_lock_all" * doctest::timeou
     CHECK(x.read() + y.read() == 205);
   }
   CHECK(lo::report_count() == 0);
+}
+
+TEST_CASE("lock_order.checker.deep_nesting_and_many_edges") {
+  const checker_scope checker(lo::mode::report);
+  constexpr std::size_t n = 60; // deeper than the 48 tracked, more edges than the thread cache
+  std::vector<std::optional<lakh::ranked_mutex>> m(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    m[i].emplace(static_cast<std::uint32_t>(i), "deep." + std::to_string(i));
+  }
+  for (int round = 0; round < 2; ++round) {
+    lock_each(m);
+    CHECK(lo::is_held(&*m[47]));
+    CHECK_FALSE(lo::is_held(&*m[48])); // beyond the tracked depth
+    CHECK(m[59]->is_held_by_this_thread());
+    unlock_each_in_reverse(m);
+  }
+  CHECK(lo::report_count() == 0);
+  // C(48, 2) among the tracked ones, plus 48 * 12 from them to the untracked ones.
+  CHECK(lo::edge_count() == 48 * 47 / 2 + 48 * 12);
+  CHECK_FALSE(lo::is_held(&*m[0]));
+  // An inversion is still found although the cache has evicted entries.
+  inverted_on_purpose([&] {
+    lakh::ranked_mutex &five = *m[5];
+    lakh::ranked_mutex &two = *m[2];
+    const lakh::lock_guard g5(five);
+    const lakh::lock_guard g2(two);
+  });
+  CHECK(lo::report_count() == 1);
 }

@@ -138,82 +138,79 @@ inline const class_info *intern(std::uint32_t rank, std::string_view name) {
   return &c;
 }
 
-/// A set of edge keys ((from+1) << 32 | (to+1)), open addressing with linear probing.
-class edge_set {
-public:
+/// A thread's cache of edges already in the global graph: 256 slots, probed 4 at a time,
+/// evicting when full. Only an accelerator: a miss costs one look-up under the global mutex,
+/// never a wrong verdict. Trivially destructible, so the thread_local needs no guard.
+struct edge_cache {
+  static constexpr std::size_t slots = 256;
+  static constexpr std::size_t ways = 4;
+  std::uint64_t keys[slots]; // 0 = empty; else ((from+1) << 32) | (to+1)
+  std::uint64_t generation;  // the registry generation these keys belong to
+  std::uint32_t next_victim; // round-robin eviction within a probe group
+
+  static std::size_t group(std::uint64_t k) noexcept {
+    return static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ULL) >> 56) & (slots - ways);
+  }
   bool contains(std::uint64_t k) const noexcept {
-    if (slots_.empty()) {
-      return false;
-    }
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t i = hash(k) & mask;; i = (i + 1) & mask) {
-      if (slots_[i] == k) {
+    const std::size_t g = group(k);
+    for (std::size_t i = 0; i < ways; ++i) {
+      if (keys[g + i] == k) {
         return true;
       }
-      if (slots_[i] == 0) {
-        return false;
+    }
+    return false;
+  }
+  void insert(std::uint64_t k) noexcept {
+    const std::size_t g = group(k);
+    for (std::size_t i = 0; i < ways; ++i) {
+      if (keys[g + i] == 0 || keys[g + i] == k) {
+        keys[g + i] = k;
+        return;
       }
     }
-  }
-  void insert(std::uint64_t k) {
-    if ((size_ + 1) * 2 > slots_.size()) {
-      grow();
-    }
-    place(k);
+    keys[g + (next_victim++ % ways)] = k;
   }
   void clear() noexcept {
-    std::fill(slots_.begin(), slots_.end(), std::uint64_t{0});
-    size_ = 0;
-  }
-
-private:
-  static std::size_t hash(std::uint64_t k) noexcept {
-    return static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ULL) >> 32);
-  }
-  void place(std::uint64_t k) noexcept {
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t i = hash(k) & mask;; i = (i + 1) & mask) {
-      if (slots_[i] == k) {
-        return;
-      }
-      if (slots_[i] == 0) {
-        slots_[i] = k;
-        ++size_;
-        return;
-      }
+    for (std::uint64_t &k : keys) {
+      k = 0;
     }
   }
-  void grow() {
-    std::vector<std::uint64_t> old(slots_.empty() ? 64 : slots_.size() * 2, 0);
-    old.swap(slots_);
-    size_ = 0;
-    for (const std::uint64_t k : old) {
-      if (k != 0) {
-        place(k);
-      }
-    }
-  }
-  std::vector<std::uint64_t> slots_;
-  std::size_t size_ = 0;
 };
+
+inline std::uint64_t edge_key(const class_info &from, const class_info &to) noexcept {
+  return (std::uint64_t{from.id} + 1) << 32 | (std::uint64_t{to.id} + 1);
+}
 
 /// One lock this thread holds (or is blocked acquiring).
 struct held_lock {
-  const class_info *cls = nullptr;
-  const void *lock = nullptr;
+  const class_info *cls;
+  const void *lock;
   source_location site;
 };
 
+/// How many nested locks a thread's stack tracks (Linux lockdep's MAX_LOCK_DEPTH). Locks
+/// taken deeper than this are not tracked (no edges, not in is_held) and cost nothing more.
+inline constexpr std::size_t max_held = 48;
+
+/// Everything the checker keeps per thread: zero-initialized and trivially destructible, so
+/// that reaching it is one thread-pointer-relative address, with no init guard.
 struct thread_state {
-  std::vector<held_lock> held;
-  edge_set known;
-  std::uint64_t generation = 0;
-  std::uint64_t number = 0;
+  held_lock held[max_held];
+  std::size_t depth;
+  std::size_t untracked; // acquisitions beyond max_held
+  edge_cache known;
+  std::uint64_t number; // 0 until the thread first appears in a report or an edge
 };
 
 inline thread_state &this_thread() noexcept {
-  thread_local thread_state s;
+  static constinit thread_local thread_state s{};
   return s;
+}
+
+/// A token unique to the calling thread among running threads (its state's address): cheaper
+/// than std::this_thread::get_id(), which is a library call.
+inline const void *thread_token() noexcept {
+  return &this_thread();
 }
 
 inline std::uint64_t thread_number(thread_state &t) noexcept {
@@ -281,12 +278,34 @@ inline bool find_path(const registry &r, std::uint32_t from, std::uint32_t targe
   return false;
 }
 
-/// Checks the new edge h -> n (not in this thread's cache); records it unless the mode is
-/// throw_error and it is bad. Returns the report text, empty when the edge is fine.
-inline std::string check_new_edge(thread_state &t, const held_lock &h, const class_info &n,
-                                  const source_location &site, mode m) {
+inline std::string find_trouble(thread_state &t, const held_lock &h, const class_info &n,
+                                const source_location &site, mode m);
+
+/// Checks the new edge h -> n (not in this thread's cache) and records it, unless the mode
+/// is throw_error and it is bad; then reports what it found. The slow path: out of line.
+[[gnu::noinline, gnu::cold]] inline void check_new_edge(thread_state &t, const held_lock &h,
+                                                        const class_info &n,
+                                                        const source_location &site, mode m) {
+  std::string text = find_trouble(t, h, n, site, m);
+  if (!text.empty()) {
+    deliver(m, text);
+  }
+}
+
+/// Reports re-acquiring a lock this thread holds (a self-deadlock for a non-recursive lock).
+[[gnu::noinline, gnu::cold]] inline void report_recursive(thread_state &t, const held_lock &h,
+                                                          const class_info &n,
+                                                          const source_location &site, mode m) {
+  deliver(m, "lakh::lock_order: recursive acquisition: thread #" +
+                 std::to_string(thread_number(t)) + " acquires " + describe(n) + " at " +
+                 describe(site) + "\n  but already holds it, acquired at " + describe(h.site) +
+                 " (this self-deadlocks a non-recursive lock)\n");
+}
+
+/// The edge check proper, under the registry mutex: returns the report text, empty when fine.
+inline std::string find_trouble(thread_state &t, const held_lock &h, const class_info &n,
+                                const source_location &site, mode m) {
   registry &r = global();
-  const std::uint64_t k = (std::uint64_t{h.cls->id} + 1) << 32 | (std::uint64_t{n.id} + 1);
   std::string text;
   const std::lock_guard g(r.mu);
   auto &out = r.out[h.cls->id];
@@ -327,8 +346,17 @@ inline std::string check_new_edge(thread_state &t, const held_lock &h, const cla
     }
     out.push_back(edge{n.id, h.site, site, me});
   }
-  t.known.insert(k);
+  t.known.insert(edge_key(*h.cls, n));
   return text;
+}
+
+inline void push_held(thread_state &t, const class_info &n, const void *lock,
+                      const source_location &site) noexcept {
+  if (t.depth < max_held) {
+    t.held[t.depth++] = held_lock{&n, lock, site};
+  } else {
+    ++t.untracked;
+  }
 }
 
 /// The checker's part of a blocking acquisition, called BEFORE blocking: checks every
@@ -336,53 +364,50 @@ inline std::string check_new_edge(thread_state &t, const held_lock &h, const cla
 inline void before_lock(const class_info &n, const void *lock, const source_location &site,
                         mode m) {
   thread_state &t = this_thread();
-  const std::uint64_t gen = global().generation.load(std::memory_order_acquire);
-  if (t.generation != gen) {
-    t.known.clear();
-    t.generation = gen;
-  }
-  for (const held_lock &h : t.held) {
-    if (h.lock == lock) {
-      std::string text = "lakh::lock_order: recursive acquisition: thread #" +
-                         std::to_string(thread_number(t)) + " acquires " + describe(n) + " at " +
-                         describe(site) + "\n  but already holds it, acquired at " +
-                         describe(h.site) + " (this self-deadlocks a non-recursive lock)\n";
-      deliver(m, text);
+  if (t.depth != 0) {
+    const std::uint64_t gen = global().generation.load(std::memory_order_acquire);
+    if (t.known.generation != gen) {
+      t.known.clear();
+      t.known.generation = gen;
+    }
+    for (std::size_t i = 0; i < t.depth; ++i) {
+      const held_lock &h = t.held[i];
+      if (h.cls == &n) {
+        if (h.lock == lock) {
+          report_recursive(t, h, n, site, m);
+        }
+        continue; // instances of one class are ordered by lock_all, not by the checker
+      }
+      if (!t.known.contains(edge_key(*h.cls, n))) {
+        check_new_edge(t, h, n, site, m);
+      }
     }
   }
-  for (std::size_t i = 0; i < t.held.size(); ++i) {
-    const held_lock &h = t.held[i];
-    if (h.cls == &n) {
-      continue; // instances of one class: ordered by lock_all, not tracked by the checker
-    }
-    const std::uint64_t k = (std::uint64_t{h.cls->id} + 1) << 32 | (std::uint64_t{n.id} + 1);
-    if (t.known.contains(k)) {
-      continue;
-    }
-    const held_lock copy = h; // check_new_edge does not touch t.held, but be explicit
-    std::string text = check_new_edge(t, copy, n, site, m);
-    if (!text.empty()) {
-      deliver(m, text);
-    }
-  }
-  t.held.push_back(held_lock{&n, lock, site});
+  push_held(t, n, lock, site);
 }
 
 /// Records a lock acquired without blocking (try_lock): no edges are checked, since a try
 /// cannot deadlock, but later acquisitions while it is held are checked against it.
-inline void after_try_lock(const class_info &n, const void *lock, const source_location &site) {
-  this_thread().held.push_back(held_lock{&n, lock, site});
+inline void after_try_lock(const class_info &n, const void *lock,
+                           const source_location &site) noexcept {
+  push_held(this_thread(), n, lock, site);
 }
 
 /// Removes `lock` from this thread's held stack (the most recent entry, any position).
 /// Returns false when it was not there.
 inline bool release(const void *lock) noexcept {
   thread_state &t = this_thread();
-  for (std::size_t i = t.held.size(); i-- > 0;) {
+  for (std::size_t i = t.depth; i-- > 0;) {
     if (t.held[i].lock == lock) {
-      t.held.erase(t.held.begin() + static_cast<std::ptrdiff_t>(i));
+      for (std::size_t j = i + 1; j < t.depth; ++j) {
+        t.held[j - 1] = t.held[j];
+      }
+      --t.depth;
       return true;
     }
+  }
+  if (t.untracked > 0) {
+    --t.untracked; // assume it was one of the untracked deep ones
   }
   return false;
 }
@@ -400,7 +425,7 @@ inline void forget_mutex_for_tsan([[maybe_unused]] void *m) noexcept {
 /// True when `lock` is on this thread's held stack.
 inline bool holds(const void *lock) noexcept {
   const thread_state &t = this_thread();
-  return std::any_of(t.held.begin(), t.held.end(),
+  return std::any_of(t.held, t.held + t.depth,
                      [lock](const held_lock &h) { return h.lock == lock; });
 }
 
