@@ -6,5 +6,6 @@
 
 #include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/connection.hpp>
+#include <lakh/pg/copy.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>

@@ -90,6 +90,23 @@ struct pool_stats {
   std::uint64_t connect_failures = 0; ///< connection attempts that threw
 };
 
+/// A helper that must have a connection (retrier::run, copy_from) could not lease one: the
+/// pool was closed, or stop was requested while waiting. status() says which. (pool::acquire
+/// itself never throws this: it returns the status.)
+class acquire_error : public std::runtime_error {
+public:
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  acquire_error(lakh::status s, const std::string &target)
+      : std::runtime_error("lakh::pg: no connection from the pool for " + target + " (" +
+                           std::string(lakh::to_string(s)) + ")"),
+        status_(s) {}
+  /// closed or cancelled.
+  [[nodiscard]] lakh::status status() const noexcept { return status_; }
+
+private:
+  lakh::status status_;
+};
+
 class pool;
 
 namespace detail {

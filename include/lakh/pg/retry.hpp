@@ -139,22 +139,6 @@ constexpr bool is_retryable(retry_cause c) noexcept {
   return retry_cause::not_retryable;
 }
 
-/// A pool acquire inside retrier::run did not succeed (the pool was closed, or stop was
-/// requested while waiting for a connection). status() says which.
-class acquire_error : public std::runtime_error {
-public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
-  acquire_error(lakh::status s, const std::string &target)
-      : std::runtime_error("lakh::pg::retrier::run: no connection from the pool for " + target +
-                           " (" + std::string(lakh::to_string(s)) + ")"),
-        status_(s) {}
-  /// closed or cancelled.
-  [[nodiscard]] lakh::status status() const noexcept { return status_; }
-
-private:
-  lakh::status status_;
-};
-
 /// Settings of a retrier.
 struct retry_options {
   /// Most attempts per run() call, the first included (1 = never retry). 1 ..= 1000.
