@@ -1,4 +1,5 @@
-// Peer: plain std::mutex, nested std::lock_guard (A then B), the baseline for lock_order.
+// Peer: plain std::mutex, nested std::lock_guard (A then B): the baseline for lock_order.
+// Also std::scoped_lock(A, B), the standard's deadlock-avoiding multi-lock.
 #include "common.hpp"
 
 #include <mutex>
@@ -11,24 +12,26 @@ lakh_bench::guarded_counters counters;
 
 void BM_std_mutex_nested(benchmark::State &state) {
   std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
+  const std::int64_t work = state.range(0);
   for (auto _ : state) {
     const std::lock_guard ga(a_mu);
     const std::lock_guard gb(b_mu);
-    lakh_bench::small_work(counters, local);
+    lakh_bench::small_work(counters, local, work);
   }
   state.SetItemsProcessed(state.iterations());
 }
 
 void BM_std_scoped_lock(benchmark::State &state) {
   std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
+  const std::int64_t work = state.range(0);
   for (auto _ : state) {
     const std::scoped_lock g(a_mu, b_mu);
-    lakh_bench::small_work(counters, local);
+    lakh_bench::small_work(counters, local, work);
   }
   state.SetItemsProcessed(state.iterations());
 }
 
 } // namespace
 
-BENCHMARK(BM_std_mutex_nested)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
-BENCHMARK(BM_std_scoped_lock)->Threads(1)->Threads(2)->Threads(4)->UseRealTime();
+BENCHMARK(BM_std_mutex_nested)->Apply(lakh_bench::work_sizes);
+BENCHMARK(BM_std_scoped_lock)->Apply(lakh_bench::work_sizes);

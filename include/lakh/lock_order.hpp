@@ -77,7 +77,7 @@ namespace lock_order {
 /// Thread-safety: safe (an atomic store; other threads see it on their next acquisition).
 /// Blocks: never. Allocates: never.
 inline void set_mode(mode m) noexcept {
-  detail::lock_order::global().current.store(m, std::memory_order_relaxed);
+  detail::lock_order::current.store(m, std::memory_order_relaxed);
 }
 
 /// The checker's current mode.
@@ -113,7 +113,7 @@ inline void set_sink(std::function<void(std::string_view)> sink) {
 /// ignore) have been made since start or the last reset_for_testing().
 /// Thread-safety: safe. Blocks: never. Allocates: never.
 [[nodiscard]] inline std::uint64_t report_count() noexcept {
-  return detail::lock_order::global().reports.load(std::memory_order_relaxed);
+  return detail::lock_order::reports.load(std::memory_order_relaxed);
 }
 
 /// How many acquired-before edges (between distinct classes) the global graph holds.
@@ -138,8 +138,8 @@ inline void reset_for_testing() {
   for (auto &out : r.out) {
     out.clear();
   }
-  r.reports.store(0, std::memory_order_relaxed);
-  r.generation.fetch_add(1, std::memory_order_release);
+  detail::lock_order::reports.store(0, std::memory_order_relaxed);
+  detail::lock_order::generation.fetch_add(1, std::memory_order_release);
 }
 
 /// A lock class: a rank and a name, interned process-wide. The checker's graph has one node
@@ -284,6 +284,21 @@ template <class L> void lock_at(L &l, const source_location &site) LAKH_NO_THREA
   }
 }
 
+/// An unlock() by a thread that does not hold the lock: reports per the mode and returns
+/// true when the unlock must be skipped (any mode but ignore).
+[[gnu::noinline, gnu::cold]] inline bool unlock_not_held(std::string_view function,
+                                                         const class_info &c) {
+  const mode m = current_mode();
+  if (m == mode::ignore) {
+    return false;
+  }
+  thread_state &t = this_thread();
+  deliver(m, "lakh::lock_order: " + std::string(function) + ": thread #" +
+                 std::to_string(thread_number(t)) + " unlocks " + describe(c) +
+                 ", which it does not hold; the unlock is skipped\n");
+  return true;
+}
+
 [[noreturn]] inline void not_held(std::string_view function, const class_info &c,
                                   const source_location &site) {
   std::string text = std::string(function) + ": " + describe(c) +
@@ -363,8 +378,17 @@ public:
   }
 
   /// Releases the mutex, which this thread must hold. Any order relative to other locks.
-  /// Thread-safety: owner only. Blocks: never. Allocates: never.
+  /// With the checker on, an unlock by a thread that does not hold it is reported and then
+  /// SKIPPED (unlocking another thread's std::mutex is undefined behaviour); in ignore mode
+  /// it is not checked.
+  /// Thread-safety: owner only. Blocks: never.
+  /// @throws lakh::lock_order_error in throw_error mode if this thread does not hold it.
+  /// Allocates: only to build a report.
   void unlock() LAKH_RELEASE() {
+    if (owner_.load(std::memory_order_relaxed) != detail::lock_order::thread_token() &&
+        detail::lock_order::unlock_not_held("lakh::ranked_mutex::unlock", cls_.info())) {
+      return;
+    }
     if (tracked_) {
       (void)detail::lock_order::release(this);
     }
@@ -472,8 +496,15 @@ public:
     return true;
   }
 
-  /// Exclusive unlock. Thread-safety: owner only. Blocks: never. Allocates: never.
+  /// Exclusive unlock; a non-owner's unlock is checked as in ranked_mutex::unlock.
+  /// Thread-safety: owner only. Blocks: never.
+  /// @throws lakh::lock_order_error in throw_error mode if this thread does not hold it.
+  /// Allocates: only to build a report.
   void unlock() LAKH_RELEASE() {
+    if (owner_.load(std::memory_order_relaxed) != detail::lock_order::thread_token() &&
+        detail::lock_order::unlock_not_held("lakh::ranked_shared_mutex::unlock", cls_.info())) {
+      return;
+    }
     if (tracked_) {
       (void)detail::lock_order::release(this);
     }
@@ -696,9 +727,16 @@ private:
   std::array<std::size_t, count> sorted(std::index_sequence<I...>) const {
     std::array<entry, count> e{entry{lock_order::key_of(std::get<I>(locks_)),
                                      static_cast<const void *>(&std::get<I>(locks_)), I}...};
-    std::sort(e.begin(), e.end(), [](const entry &a, const entry &b) {
-      return lock_order::ordered_before(a.k, a.address, b.k, b.address);
-    });
+    // Insertion sort: the argument lists are short, and this is cheaper than std::sort there.
+    for (std::size_t i = 1; i < count; ++i) {
+      entry x = e[i];
+      std::size_t j = i;
+      for (; j > 0 && lock_order::ordered_before(x.k, x.address, e[j - 1].k, e[j - 1].address);
+           --j) {
+        e[j] = e[j - 1];
+      }
+      e[j] = x;
+    }
     for (std::size_t i = 1; i < count; ++i) {
       if (e[i].address == e[i - 1].address) {
         throw std::invalid_argument("lakh::lock_all: the same lock (\"" +

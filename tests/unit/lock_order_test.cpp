@@ -170,6 +170,11 @@ void unlock_each_in_reverse(std::vector<std::optional<lakh::ranked_mutex>> &m)
   }
 }
 
+/// unlock() from a thread that does not hold m (misuse the checker must catch).
+void unlock_from_wrong_thread(lakh::ranked_mutex &m) LAKH_NO_THREAD_SAFETY_ANALYSIS {
+  m.unlock();
+}
+
 /// True when m was free: try_lock() then unlock().
 template <class M> bool try_lock_then_unlock(M &m) {
   if (m.try_lock()) {
@@ -689,4 +694,28 @@ TEST_CASE("lock_order.checker.deep_nesting_and_many_edges") {
     const lakh::lock_guard g2(two);
   });
   CHECK(lo::report_count() == 1);
+}
+
+TEST_CASE("lock_order.checker.unlock_by_a_non_owner_is_reported_and_skipped" *
+          doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex m(1, "m");
+  const lakh::lock_guard g(m);
+  std::thread([&] { unlock_from_wrong_thread(m); }).join();
+  CHECK(lo::report_count() == 1);
+  CHECK(checker.all().find("unlocks \"m\" (rank 1), which it does not hold") != std::string::npos);
+  CHECK(m.is_held_by_this_thread()); // still ours: the bad unlock was skipped
+  {
+    const lo::scoped_mode throwing(lo::mode::throw_error);
+    bool threw = false;
+    std::thread([&] {
+      try {
+        unlock_from_wrong_thread(m);
+      } catch (const lakh::lock_order_error &) {
+        threw = true;
+      }
+    }).join();
+    CHECK(threw);
+  }
+  CHECK(m.is_held_by_this_thread());
 }

@@ -106,11 +106,14 @@ struct registry {
   std::map<std::pair<std::uint32_t, std::string>, class_info *> by_key; // guarded by mu
   std::vector<std::vector<edge>> out;                                   // guarded by mu
   std::function<void(std::string_view)> sink;                           // guarded by mu
-  std::atomic<mode> current{mode::LAKH_LOCK_ORDER_DEFAULT_MODE};
-  std::atomic<std::uint64_t> generation{1};
-  std::atomic<std::uint64_t> reports{0};
-  std::atomic<std::uint64_t> next_thread{1};
 };
+
+// The hot counters live outside the registry, constant-initialized, so the fast path reads
+// them without the function-local static's initialization guard.
+inline constinit std::atomic<mode> current{mode::LAKH_LOCK_ORDER_DEFAULT_MODE};
+inline constinit std::atomic<std::uint64_t> generation{1}; // bumped by reset_for_testing
+inline constinit std::atomic<std::uint64_t> reports{0};
+inline constinit std::atomic<std::uint64_t> next_thread{1};
 
 inline registry &global() {
   static registry *const r = new registry; // leaked: see registry
@@ -119,7 +122,7 @@ inline registry &global() {
 
 /// The checker's mode; relaxed, it is a configuration flag.
 inline mode current_mode() noexcept {
-  return global().current.load(std::memory_order_relaxed);
+  return current.load(std::memory_order_relaxed);
 }
 
 inline const class_info *intern(std::uint32_t rank, std::string_view name) {
@@ -215,7 +218,7 @@ inline const void *thread_token() noexcept {
 
 inline std::uint64_t thread_number(thread_state &t) noexcept {
   if (t.number == 0) {
-    t.number = global().next_thread.fetch_add(1, std::memory_order_relaxed);
+    t.number = next_thread.fetch_add(1, std::memory_order_relaxed);
   }
   return t.number;
 }
@@ -239,7 +242,7 @@ inline std::string describe(const source_location &s) {
 /// Called WITHOUT the registry mutex held (the sink may lock things).
 inline void deliver(mode m, const std::string &text) {
   registry &r = global();
-  r.reports.fetch_add(1, std::memory_order_relaxed);
+  reports.fetch_add(1, std::memory_order_relaxed);
   if (m == mode::throw_error) {
     throw lock_order_error(text);
   }
@@ -365,7 +368,7 @@ inline void before_lock(const class_info &n, const void *lock, const source_loca
                         mode m) {
   thread_state &t = this_thread();
   if (t.depth != 0) {
-    const std::uint64_t gen = global().generation.load(std::memory_order_acquire);
+    const std::uint64_t gen = generation.load(std::memory_order_acquire);
     if (t.known.generation != gen) {
       t.known.clear();
       t.known.generation = gen;
