@@ -3,7 +3,9 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <stop_token>
@@ -53,7 +55,7 @@ TEST_CASE("backoff.invalid_arguments_throw") {
   CHECK_THROWS_AS(lakh::retry_budget(0.5), std::invalid_argument);
   CHECK_THROWS_AS(lakh::retry_budget(10, -1), std::invalid_argument);
   CHECK_THROWS_AS(lakh::retry_budget(10, 0, -0.1), std::invalid_argument);
-  CHECK_THROWS_AS(lakh::retry_budget(std::numeric_limits<double>::infinity()),
+  CHECK_THROWS_AS((void)lakh::retry_budget(std::numeric_limits<double>::infinity()),
                   std::invalid_argument);
 }
 
