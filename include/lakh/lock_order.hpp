@@ -238,7 +238,7 @@ concept ordered_lockable = has_lock_key<L> && requires(L &l) {
 /// when the sink blocks, and briefly on the internal mutex the first time an edge is seen.
 /// @throws lakh::lock_order_error in throw_error mode if the acquisition would close a cycle,
 /// invert ranks or re-acquire a held lock; the lock is then NOT recorded: do not acquire.
-/// Allocates: may (the first time an edge or a deeper held stack is seen).
+/// Allocates: may, the first time this edge is seen (never on the cached fast path).
 inline void on_acquire(const key &k, const void *lock,
                        const source_location &site = source_location::current()) {
   const mode m = get_mode();
@@ -249,7 +249,7 @@ inline void on_acquire(const key &k, const void *lock,
 
 /// Hook for foreign lockables: call from try_lock() AFTER it succeeded. Records `lock` as
 /// held without checking (a try cannot deadlock); later acquisitions are checked against it.
-/// Thread-safety: safe. Blocks: never. Allocates: may. In ignore mode it does nothing.
+/// Thread-safety: safe. Blocks: never. Allocates: never. In ignore mode it does nothing.
 inline void on_try_acquire(const key &k, const void *lock,
                            const source_location &site = source_location::current()) {
   if (get_mode() != mode::ignore) {
@@ -357,7 +357,7 @@ public:
   }
 
   /// Acquires the mutex if it is free. Records it for the checker, without an order check.
-  /// Thread-safety: safe. Blocks: never. Allocates: may (checker bookkeeping).
+  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] bool try_lock(const source_location &site = source_location::current())
       LAKH_TRY_ACQUIRE(true) {
     if (!mu_.try_lock()) {
@@ -365,12 +365,7 @@ public:
     }
     const bool tracked = lock_order::get_mode() != lock_order::mode::ignore;
     if (tracked) {
-      try {
-        detail::lock_order::after_try_lock(cls_.info(), this, site);
-      } catch (...) {
-        mu_.unlock();
-        throw;
-      }
+      detail::lock_order::after_try_lock(cls_.info(), this, site);
     }
     owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     tracked_ = tracked;
@@ -485,13 +480,13 @@ public:
     tracked_ = tracked;
   }
 
-  /// Exclusive try-lock. Thread-safety: safe. Blocks: never. Allocates: may.
+  /// Exclusive try-lock. Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] bool try_lock(const source_location &site = source_location::current())
       LAKH_TRY_ACQUIRE(true) {
     if (!mu_.try_lock()) {
       return false;
     }
-    tracked_ = record_try(site, [this] { mu_.unlock(); });
+    tracked_ = record_try(site);
     owner_.store(detail::lock_order::thread_token(), std::memory_order_relaxed);
     return true;
   }
@@ -528,13 +523,13 @@ public:
     }
   }
 
-  /// Shared try-lock. Thread-safety: safe. Blocks: never. Allocates: may.
+  /// Shared try-lock. Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] bool try_lock_shared(const source_location &site = source_location::current())
       LAKH_TRY_ACQUIRE_SHARED(true) {
     if (!mu_.try_lock_shared()) {
       return false;
     }
-    (void)record_try(site, [this] { mu_.unlock_shared(); });
+    (void)record_try(site);
     return true;
   }
 
@@ -617,16 +612,11 @@ private:
     return true;
   }
 
-  template <class Undo> bool record_try(const source_location &site, Undo undo) {
+  bool record_try(const source_location &site) noexcept {
     if (lock_order::get_mode() == lock_order::mode::ignore) {
       return false;
     }
-    try {
-      detail::lock_order::after_try_lock(cls_.info(), this, site);
-    } catch (...) {
-      undo();
-      throw;
-    }
+    detail::lock_order::after_try_lock(cls_.info(), this, site);
     return true;
   }
 

@@ -9,6 +9,13 @@
 
 #include <doctest/doctest.h>
 
+#if defined(__unix__)
+#  include <csignal>
+#  include <sys/resource.h>
+#  include <sys/wait.h>
+#  include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -173,6 +180,13 @@ void unlock_each_in_reverse(std::vector<std::optional<lakh::ranked_mutex>> &m)
 /// unlock() from a thread that does not hold m (misuse the checker must catch).
 void unlock_from_wrong_thread(lakh::ranked_mutex &m) LAKH_NO_THREAD_SAFETY_ANALYSIS {
   m.unlock();
+}
+
+/// Locks `first`, then `second`, and never unlocks (the abort test's child dies holding them).
+void lock_both_forever(lakh::ranked_mutex &first,
+                       lakh::ranked_mutex &second) LAKH_NO_THREAD_SAFETY_ANALYSIS {
+  first.lock();
+  second.lock();
 }
 
 /// True when m was free: try_lock() then unlock().
@@ -719,3 +733,41 @@ TEST_CASE("lock_order.checker.unlock_by_a_non_owner_is_reported_and_skipped" *
   }
   CHECK(m.is_held_by_this_thread());
 }
+
+#if defined(__unix__)
+TEST_CASE("lock_order.checker.abort_mode_reports_then_aborts" * doctest::timeout(30)) {
+  std::array<int, 2> fds{};
+  REQUIRE(::pipe(fds.data()) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) { // the child: single-threaded, dies by std::abort
+    ::close(fds[0]);
+    (void)std::signal(SIGABRT, SIG_DFL); // not doctest's crash handler: just die
+    const ::rlimit no_core{0, 0};
+    (void)::setrlimit(RLIMIT_CORE, &no_core);
+    lo::reset_for_testing();
+    lo::set_sink([fd = fds[1]](std::string_view text) {
+      const ::ssize_t n = ::write(fd, text.data(), text.size());
+      (void)n;
+    });
+    lo::set_mode(lo::mode::abort);
+    lakh::ranked_mutex low(1, "low");
+    lakh::ranked_mutex high(2, "high");
+    lock_both_forever(high, low); // rank inversion: report, then abort
+    ::_exit(0);                   // not reached
+  }
+  ::close(fds[1]);
+  std::string out;
+  std::array<char, 512> buf{};
+  for (::ssize_t n; (n = ::read(fds[0], buf.data(), buf.size())) > 0;) {
+    out.append(buf.data(), static_cast<std::size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(out.find("rank inversion") != std::string::npos);
+  CHECK(out.find("\"high\" (rank 2)") != std::string::npos);
+}
+#endif
