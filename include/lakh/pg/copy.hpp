@@ -86,14 +86,6 @@ struct identity_row {
   template <class T> const T &operator()(const T &t) const noexcept { return t; }
 };
 
-template <class Stream, class Tuple> void write_row(Stream &s, const Tuple &t) {
-#if PQXX_VERSION_MAJOR >= 7
-  s.write_row(t);
-#else
-  s << t;
-#endif
-}
-
 } // namespace detail
 
 /// Copy every row received from `ch` into `table` (`columns`, in this order) within the
@@ -124,12 +116,12 @@ copy_result copy_from(pqxx::transaction_base &tx, const std::string &table,
   using value_t = detail::received_t<Channel>;
   copy_result result;
   try {
-    auto stream = detail::open_stream_to(tx, table, columns);
+    auto stream = std::make_unique<detail::copy_writer>(tx, table, columns);
     auto restart_if_server_spoke = [&] {
       if (detail::server_spoke(tx)) {
         stream->complete(); // throws the server's error, if that is what it was
         stream.reset();
-        stream = detail::open_stream_to(tx, table, columns);
+        stream = std::make_unique<detail::copy_writer>(tx, table, columns);
       }
     };
     while (true) {
@@ -145,7 +137,7 @@ copy_result copy_from(pqxx::transaction_base &tx, const std::string &table,
         break;
       }
       if constexpr (std::is_invocable_v<Map &, const value_t &>) {
-        detail::write_row(*stream, std::invoke(map, std::as_const(*got)));
+        stream->write(std::invoke(map, std::as_const(*got)));
         if (++result.rows % detail::copy_check_interval == 0) {
           restart_if_server_spoke();
         }
@@ -154,7 +146,7 @@ copy_result copy_from(pqxx::transaction_base &tx, const std::string &table,
                       "lakh::pg::copy_from: map must accept the channel's value or, for a "
                       "channel of batches, the batch's elements");
         for (const auto &row : *got) {
-          detail::write_row(*stream, std::invoke(map, row));
+          stream->write(std::invoke(map, row));
           if (++result.rows % detail::copy_check_interval == 0) {
             restart_if_server_spoke();
           }
