@@ -384,11 +384,12 @@ public:
         detail::lock_order::unlock_not_held("lakh::ranked_mutex::unlock", cls_.info())) {
       return;
     }
-    if (tracked_) {
-      (void)detail::lock_order::release(this);
-    }
+    const bool tracked = tracked_; // read under the lock; the bookkeeping runs after it
     owner_.store(nullptr, std::memory_order_relaxed);
     mu_.unlock();
+    if (tracked) {
+      (void)detail::lock_order::release(this);
+    }
   }
 
   /// Fails unless the calling thread holds this mutex; tells Clang's analysis it is held.
@@ -500,11 +501,12 @@ public:
         detail::lock_order::unlock_not_held("lakh::ranked_shared_mutex::unlock", cls_.info())) {
       return;
     }
-    if (tracked_) {
-      (void)detail::lock_order::release(this);
-    }
+    const bool tracked = tracked_; // read under the lock; the bookkeeping runs after it
     owner_.store(nullptr, std::memory_order_relaxed);
     mu_.unlock();
+    if (tracked) {
+      (void)detail::lock_order::release(this);
+    }
   }
 
   /// Shared lock; checked like lock().
@@ -535,8 +537,8 @@ public:
 
   /// Shared unlock. Thread-safety: a shared holder only. Blocks: never. Allocates: never.
   void unlock_shared() LAKH_RELEASE_SHARED() {
-    (void)detail::lock_order::release(this);
     mu_.unlock_shared();
+    (void)detail::lock_order::release(this);
   }
 
   /// Fails unless this thread holds the lock EXCLUSIVELY; see ranked_mutex::assert_held.
@@ -707,37 +709,48 @@ public:
   }
 
 private:
-  struct entry {
-    lock_order::key k;
-    const void *address;
-    std::size_t index;
-  };
-
   template <std::size_t... I>
   std::array<std::size_t, count> sorted(std::index_sequence<I...>) const {
-    std::array<entry, count> e{entry{lock_order::key_of(std::get<I>(locks_)),
-                                     static_cast<const void *>(&std::get<I>(locks_)), I}...};
-    // Insertion sort: the argument lists are short, and this is cheaper than std::sort there.
-    for (std::size_t i = 1; i < count; ++i) {
-      entry x = e[i];
-      std::size_t j = i;
-      for (; j > 0 && lock_order::ordered_before(x.k, x.address, e[j - 1].k, e[j - 1].address);
-           --j) {
-        e[j] = e[j - 1];
-      }
-      e[j] = x;
-    }
-    for (std::size_t i = 1; i < count; ++i) {
-      if (e[i].address == e[i - 1].address) {
+    if constexpr (count == 2) { // the common case, without arrays on the stack
+      const lock_order::key k0 = lock_order::key_of(std::get<0>(locks_));
+      const lock_order::key k1 = lock_order::key_of(std::get<1>(locks_));
+      const void *const a0 = &std::get<0>(locks_);
+      const void *const a1 = &std::get<1>(locks_);
+      if (a0 == a1) {
         throw std::invalid_argument("lakh::lock_all: the same lock (\"" +
-                                    std::string(e[i].k.cls.name()) + "\") is passed twice, " +
-                                    "as arguments " + std::to_string(e[i - 1].index) + " and " +
-                                    std::to_string(e[i].index));
+                                    std::string(k0.cls.name()) +
+                                    "\") is passed twice, as arguments 0 and 1");
       }
+      if (lock_order::ordered_before(k1, a1, k0, a0)) {
+        return {1, 0};
+      }
+      return {0, 1};
     }
-    std::array<std::size_t, count> out{};
-    for (std::size_t i = 0; i < count; ++i) {
-      out[i] = e[i].index;
+    const std::array<lock_order::key, count> keys{lock_order::key_of(std::get<I>(locks_))...};
+    const std::array<const void *, count> address{
+        static_cast<const void *>(&std::get<I>(locks_))...};
+    std::array<std::size_t, count> out{I...};
+    // Insertion sort of indices: the lists are short, and moving 8-byte indices (rather than
+    // whole entries) keeps the stores and loads the same width.
+    for (std::size_t i = 1; i < count; ++i) {
+      const std::size_t x = out[i];
+      std::size_t j = i;
+      for (; j > 0 &&
+             lock_order::ordered_before(keys[x], address[x], keys[out[j - 1]], address[out[j - 1]]);
+           --j) {
+        out[j] = out[j - 1];
+      }
+      out[j] = x;
+    }
+    for (std::size_t i = 1; i < count; ++i) {
+      if (address[out[i]] == address[out[i - 1]]) {
+        const std::size_t first = std::min(out[i], out[i - 1]);
+        const std::size_t second = std::max(out[i], out[i - 1]);
+        throw std::invalid_argument("lakh::lock_all: the same lock (\"" +
+                                    std::string(keys[out[i]].cls.name()) +
+                                    "\") is passed twice, as arguments " + std::to_string(first) +
+                                    " and " + std::to_string(second));
+      }
     }
     return out;
   }

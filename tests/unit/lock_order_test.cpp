@@ -251,7 +251,11 @@ TEST_CASE("lock_order.lock_all.same_lock_twice_is_invalid_argument") {
   const checker_scope checker(lo::mode::report);
   lakh::ranked_mutex a(1, "a");
   lakh::ranked_mutex b(1, "b");
-  CHECK_THROWS_AS((void)lakh::lock_all(a, b, a), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      (void)lakh::lock_all(a, b, a),
+      "lakh::lock_all: the same lock (\"a\") is passed twice, as arguments 0 and 2",
+      std::invalid_argument);
+  CHECK_THROWS_AS((void)lakh::lock_all(b, b), std::invalid_argument);
   CHECK_FALSE(a.is_held_by_this_thread());
   CHECK_FALSE(b.is_held_by_this_thread());
 }
