@@ -251,7 +251,7 @@ inline void on_acquire(const key &k, const void *lock,
 /// held without checking (a try cannot deadlock); later acquisitions are checked against it.
 /// Thread-safety: safe. Blocks: never. Allocates: never. In ignore mode it does nothing.
 inline void on_try_acquire(const key &k, const void *lock,
-                           const source_location &site = source_location::current()) {
+                           const source_location &site = source_location::current()) noexcept {
   if (get_mode() != mode::ignore) {
     detail::lock_order::after_try_lock(k.cls.info(), lock, site);
   }
