@@ -200,7 +200,6 @@ inline constexpr std::size_t max_held = 48;
 struct thread_state {
   held_lock held[max_held];
   std::size_t depth;
-  std::size_t untracked; // acquisitions beyond max_held
   edge_cache known;
   std::uint64_t number; // 0 until the thread first appears in a report or an edge
 };
@@ -357,9 +356,7 @@ inline void push_held(thread_state &t, const class_info &n, const void *lock,
                       const source_location &site) noexcept {
   if (t.depth < max_held) {
     t.held[t.depth++] = held_lock{&n, lock, site};
-  } else {
-    ++t.untracked;
-  }
+  } // else: too deep, not tracked (release() will not find it, which is fine)
 }
 
 /// The checker's part of a blocking acquisition, called BEFORE blocking: checks every
@@ -408,9 +405,6 @@ inline bool release(const void *lock) noexcept {
       --t.depth;
       return true;
     }
-  }
-  if (t.untracked > 0) {
-    --t.untracked; // assume it was one of the untracked deep ones
   }
   return false;
 }
