@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -775,3 +777,57 @@ TEST_CASE("lock_order.checker.abort_mode_reports_then_aborts" * doctest::timeout
   CHECK(out.find("\"high\" (rank 2)") != std::string::npos);
 }
 #endif
+
+TEST_CASE("lock_order.checker.reset_invalidates_thread_caches") {
+  const checker_scope checker(lo::mode::report);
+  lakh::ranked_mutex a(1, "A");
+  lakh::ranked_mutex b(2, "B");
+  for (int round = 0; round < 3; ++round) {
+    {
+      const lakh::lock_guard ga(a);
+      const lakh::lock_guard gb(b); // cached by this thread after the first round...
+    }
+    CHECK(lo::edge_count() == 1); // ...yet recorded again after each reset
+    lo::reset_for_testing();
+    CHECK(lo::edge_count() == 0);
+  }
+}
+
+TEST_CASE("lock_order.checker.concurrent_edge_discovery" * doctest::timeout(60)) {
+  const checker_scope checker(lo::mode::report);
+  constexpr std::size_t k = 6;
+  std::vector<std::optional<lakh::ranked_mutex>> m(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    m[i].emplace(static_cast<std::uint32_t>(i), "c" + std::to_string(i));
+  }
+  for (unsigned threads = 2; threads <= 6; threads += 2) {
+    lo::reset_for_testing();
+    std::atomic<std::uint64_t> used{0}; // bit i*k+j: pair (i, j) was taken in that order
+    std::vector<std::thread> pool;
+    for (unsigned t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        std::minstd_rand rng(t + 7);
+        for (int n = 0; n < 300; ++n) {
+          std::size_t i = rng() % k;
+          std::size_t j = rng() % k;
+          if (i == j) {
+            continue;
+          }
+          if (i > j) {
+            std::swap(i, j); // always the rank order: consistent, never a report
+          }
+          lakh::ranked_mutex &first = *m[i];
+          lakh::ranked_mutex &second = *m[j];
+          const lakh::lock_guard g1(first);
+          const lakh::lock_guard g2(second);
+          used.fetch_or(std::uint64_t{1} << (i * k + j), std::memory_order_relaxed);
+        }
+      });
+    }
+    for (auto &th : pool) {
+      th.join();
+    }
+    CHECK(lo::report_count() == 0);
+    CHECK(lo::edge_count() == static_cast<std::size_t>(std::popcount(used.load())));
+  }
+}
