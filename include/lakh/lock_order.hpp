@@ -153,15 +153,17 @@ public:
       : info_(detail::lock_order::intern(rank, name)) {}
 
   /// The rank: locks must be acquired in non-decreasing rank order.
+  /// Thread-safety: safe (immutable once interned). Blocks: never. Allocates: never.
   [[nodiscard]] std::uint32_t rank() const noexcept { return info_->rank; }
   /// The name, as given (stable for the life of the process).
+  /// Thread-safety: safe (immutable once interned). Blocks: never. Allocates: never.
   [[nodiscard]] std::string_view name() const noexcept { return info_->name; }
 
   friend bool operator==(const lock_class &a, const lock_class &b) noexcept {
     return a.info_ == b.info_;
   }
 
-  /// Internal: the interned record.
+  /// Internal: the interned record. Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] const detail::lock_order::class_info &info() const noexcept { return *info_; }
 
 private:
@@ -455,9 +457,12 @@ private:
 /// this_thread() relies on the checker's bookkeeping and is false in ignore mode.
 class LAKH_CAPABILITY("shared_mutex") ranked_shared_mutex {
 public:
-  /// See ranked_mutex::ranked_mutex.
+  /// A reader-writer lock of class (rank, name).
+  /// Thread-safety: safe. Blocks: briefly (interning the class). Allocates: may (first use of
+  /// a class).
   ranked_shared_mutex(std::uint32_t rank, std::string_view name) : cls_(rank, name) {}
-  /// See ranked_mutex::ranked_mutex.
+  /// A reader-writer lock of an already interned class.
+  /// Thread-safety: safe. Blocks: never. Allocates: never.
   explicit ranked_shared_mutex(lock_order::lock_class cls) noexcept : cls_(cls) {}
   ranked_shared_mutex(const ranked_shared_mutex &) = delete;
   ranked_shared_mutex &operator=(const ranked_shared_mutex &) = delete;

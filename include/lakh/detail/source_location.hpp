@@ -43,13 +43,15 @@ public:
 
   constexpr source_location() noexcept = default;
 
-  /// The file name, or "" when unknown.
+  /// The file name, or "" when unknown. Thread-safety: pure. Blocks: never. Allocates: never.
   constexpr const char *file_name() const noexcept { return file_; }
-  /// The enclosing function's name, or "" when unknown.
+  /// The enclosing function's name, or "" when unknown. Thread-safety: pure. Blocks: never.
+  /// Allocates: never.
   constexpr const char *function_name() const noexcept { return function_; }
-  /// The line number, or 0 when unknown.
+  /// The line number, or 0 when unknown. Thread-safety: pure. Blocks: never. Allocates: never.
   constexpr std::uint_least32_t line() const noexcept { return line_; }
-  /// The column number, or 0 when unknown.
+  /// The column number, or 0 when unknown. Thread-safety: pure. Blocks: never.
+  /// Allocates: never.
   constexpr std::uint_least32_t column() const noexcept { return column_; }
 
 private:
