@@ -215,6 +215,8 @@ public:
 
   xact_advisory_lock(const xact_advisory_lock &) = delete;
   xact_advisory_lock &operator=(const xact_advisory_lock &) = delete;
+  /// Ends lock-order tracking if still tracked (the server lock lives until the transaction
+  /// ends). Thread-safety: the transaction's thread. Blocks: never. Allocates: never.
   ~xact_advisory_lock() {
     if (tracked_) {
       lock_order::on_release(this);
@@ -293,6 +295,7 @@ public:
   session_advisory_lock &operator=(const session_advisory_lock &) = delete;
 
   /// Unlocks if held; errors (a lost connection, which released the lock anyway) are ignored.
+  /// Thread-safety: the connection's thread. Blocks: one round trip if held. Allocates: may.
   ~session_advisory_lock() {
     if (held_) {
       try {
@@ -437,8 +440,13 @@ public:
   session_advisory_locks(pqxx::connection &conn, std::vector<advisory_key> held,
                          std::adopt_lock_t) noexcept
       : conn_(&conn), keys_(std::move(held)) {}
+  /// Takes over `o`'s locks; `o` becomes empty.
+  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   session_advisory_locks(session_advisory_locks &&o) noexcept
       : conn_(std::exchange(o.conn_, nullptr)), keys_(std::move(o.keys_)) {}
+  /// Unlocks this guard's keys (errors ignored), then takes over `o`'s.
+  /// Thread-safety: the owner. Blocks: one round trip if this guard held keys.
+  /// Allocates: may.
   session_advisory_locks &operator=(session_advisory_locks &&o) noexcept {
     if (this != &o) {
       release_noexcept();
@@ -451,6 +459,7 @@ public:
   session_advisory_locks &operator=(const session_advisory_locks &) = delete;
 
   /// Unlocks every key (errors ignored: a lost connection released them anyway).
+  /// Thread-safety: the owner. Blocks: one round trip. Allocates: may.
   ~session_advisory_locks() { release_noexcept(); }
 
   /// Whether the guard holds its keys. Thread-safety: the owner. Blocks: never.

@@ -29,9 +29,11 @@ public:
       : pqxx::broken_connection("lakh::pg: cannot connect to " + target + ": " + reason),
         target_(std::move(target)), reason_(std::move(reason)) {}
 
-  /// "host:port/dbname" (never the password).
+  /// "host:port/dbname" (never the password). Thread-safety: safe. Blocks: never.
+  /// Allocates: never.
   [[nodiscard]] const std::string &target() const noexcept { return target_; }
   /// libpq's explanation, with any occurrence of the password replaced by "***".
+  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] const std::string &reason() const noexcept { return reason_; }
 
 private:

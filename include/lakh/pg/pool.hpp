@@ -251,12 +251,16 @@ public:
   /// Thread-safety: n/a. Blocks: never. Allocates: never.
   explicit pooled_connection(lakh::status s = lakh::status::closed) noexcept : status_(s) {}
 
+  /// Takes over `o`'s lease; `o` becomes empty (status closed).
+  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   pooled_connection(pooled_connection &&o) noexcept
       : state_(std::move(o.state_)), conn_(std::move(o.conn_)), status_(o.status_),
         broken_(o.broken_) {
     o.status_ = lakh::status::closed;
   }
 
+  /// Returns this lease's connection (if any), then takes over `o`'s.
+  /// Thread-safety: n/a. Blocks: never (a short critical section). Allocates: never.
   pooled_connection &operator=(pooled_connection &&o) noexcept {
     if (this != &o) {
       release();
@@ -272,7 +276,8 @@ public:
   pooled_connection(const pooled_connection &) = delete;
   pooled_connection &operator=(const pooled_connection &) = delete;
 
-  /// Returns the connection to its pool (discarding it if broken).
+  /// Returns the connection to its pool (closing it instead if broken or the pool is closed).
+  /// Thread-safety: the owner. Blocks: never (a short critical section). Allocates: never.
   ~pooled_connection() { release(); }
 
   /// True if this lease holds a connection.
@@ -346,7 +351,8 @@ public:
   /// @throws std::invalid_argument if opts.max_size is 0 or above max_pool_size.
   explicit pool(pool_options opts) : state_(make_state(std::move(opts))) {}
 
-  /// A pool of up to `max_size` connections to `url`.
+  /// A pool of up to `max_size` connections to `url`, validation::socket.
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if max_size is 0 or above max_pool_size.
   pool(std::string url, std::size_t max_size)
       : pool(pool_options{std::move(url), max_size, validation::socket, {}, {}}) {}
@@ -355,6 +361,8 @@ public:
   pool &operator=(const pool &) = delete;
 
   /// close(); leases still out close their connections when returned.
+  /// Thread-safety: no other call on this object may run concurrently. Blocks: while idle
+  /// connections are closed. Allocates: never.
   ~pool() { close(); }
 
   /// Lease a connection, waiting as long as it takes for one to become free.
@@ -370,9 +378,9 @@ public:
   }
 
   /// Like acquire(), but gives up with status timeout after `timeout`.
-  /// Blocks: until a connection is free, the timeout passes, stop is requested or the pool
-  /// is closed (then possibly while a new connection is opened).
-  /// @throws lakh::pg::connect_error as acquire().
+  /// Thread-safety: safe. Blocks: until a connection is free, the timeout passes, stop is requested
+  /// or the pool is closed (then possibly while a new connection is opened).
+  /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   template <class Rep, class Period>
   [[nodiscard]] pooled_connection acquire_for(std::chrono::duration<Rep, Period> timeout,
                                               std::stop_token st = {}) {
@@ -384,8 +392,10 @@ public:
     return acquire_impl(steady::now() + std::max(left, steady::duration::zero()), std::move(st));
   }
 
-  /// Like acquire(), but gives up with status timeout at `deadline`.
-  /// @throws lakh::pg::connect_error as acquire().
+  /// Like acquire(), but gives up with status timeout at `deadline` (any clock).
+  /// Thread-safety: safe. Blocks: until a connection is free, the deadline passes, stop is
+  /// requested or the pool is closed (then possibly while a new connection is opened).
+  /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   template <class Clock, class Duration>
   [[nodiscard]] pooled_connection acquire_until(std::chrono::time_point<Clock, Duration> deadline,
                                                 std::stop_token st = {}) {
@@ -396,7 +406,7 @@ public:
   /// Lease a connection only if one is free now: status empty when all max_size are leased,
   /// closed if the pool is closed. May still open a new connection.
   /// Thread-safety: safe. Blocks: never waits for a lease; may open a connection.
-  /// @throws lakh::pg::connect_error as acquire().
+  /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   [[nodiscard]] pooled_connection try_acquire() {
     return acquire_impl(steady::time_point::min(), {});
   }
