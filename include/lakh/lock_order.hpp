@@ -25,8 +25,9 @@
 //   - the extension point: ANY lockable (a PostgreSQL advisory lock, a file lock) joins the
 //     ordering by exposing a lock_order::key (member `lock_key()` or an ADL function
 //     `lock_order_key(const L&)`) and calling lock_order::on_acquire / on_try_acquire /
-//     on_release from its lock / try_lock / unlock. lock_all then sorts a mix of ranked
-//     mutexes and such lockables into the one order, and the checker sees them all.
+//     on_release from its lock / try_lock / unlock (lock_order::ordered<L> does this for any
+//     L, e.g. std::timed_mutex). lock_all then sorts a mix of ranked mutexes and such
+//     lockables into the one order, and the checker sees them all.
 //
 // How it differs from its models. std::mutex has no order at all and std::scoped_lock avoids
 // deadlock by try-and-back-off (livelock-prone, and no help across separate lock calls).
@@ -312,6 +313,78 @@ template <class L> void lock_at(L &l, const source_location &site) LAKH_NO_THREA
 }
 
 } // namespace detail::lock_order
+
+namespace lock_order {
+
+/// Any lockable L (std::mutex, std::timed_mutex, a third-party lock) given a key, so that it
+/// takes part in lock_all's order and in the checker without writing the hooks by hand:
+/// lock() calls on_acquire before blocking, try_lock() calls on_try_acquire after success,
+/// unlock() calls on_release. `lock_order::ordered<std::mutex> m{lock_order::key(3, "io")};`
+///
+/// Memory ordering and fairness: those of L. No owner tracking (no assert_held); the
+/// checker's lock_order::is_held(&m) tells, in any mode but ignore.
+template <class L> class LAKH_CAPABILITY("mutex") ordered {
+public:
+  /// Builds the wrapped lock from `args`, with key `k`.
+  /// Thread-safety: safe. Blocks: as L's constructor. Allocates: as L's constructor.
+  template <class... Args>
+  explicit ordered(key k, Args &&...args) : lock_(std::forward<Args>(args)...), key_(k) {}
+  ordered(const ordered &) = delete;
+  ordered &operator=(const ordered &) = delete;
+  /// Thread-safety: no thread may hold or wait for it. Blocks: never. Allocates: never.
+  ~ordered() {
+    if constexpr (std::is_same_v<L, std::mutex>) {
+      detail::lock_order::forget_mutex_for_tsan(&lock_); // see ranked_mutex's destructor
+    }
+  }
+
+  /// Checks the order (see on_acquire), then blocks in L::lock().
+  /// Thread-safety: as L. Blocks: until L::lock() returns.
+  /// @throws lakh::lock_order_error in throw_error mode on a potential deadlock (not locked).
+  /// @throws what L::lock() throws (the checker then forgets the attempt).
+  /// Allocates: may, the first time an edge is seen.
+  void lock(const source_location &site = source_location::current()) LAKH_ACQUIRE() {
+    on_acquire(key_, this, site);
+    try {
+      lock_.lock();
+    } catch (...) {
+      on_release(this);
+      throw;
+    }
+  }
+
+  /// L::try_lock(), recorded by the checker on success. Only for an L that has try_lock().
+  /// Thread-safety: as L. Blocks: as L::try_lock (never, for the std types).
+  /// @throws what L::try_lock() throws. Allocates: never.
+  [[nodiscard]] bool try_lock(const source_location &site = source_location::current())
+      LAKH_TRY_ACQUIRE(true) {
+    if (!lock_.try_lock()) {
+      return false;
+    }
+    on_try_acquire(key_, this, site);
+    return true;
+  }
+
+  /// L::unlock(), then the checker forgets it. Any order relative to other locks.
+  /// Thread-safety: as L (the holder). Blocks: as L::unlock. @throws what L::unlock throws.
+  /// Allocates: never.
+  void unlock() LAKH_RELEASE() {
+    lock_.unlock();
+    on_release(this);
+  }
+
+  /// The key lock_all sorts by. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] key lock_key() const noexcept { return key_; }
+  /// The wrapped lock (e.g. for a condition variable). Locking it directly bypasses the
+  /// checker. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] L &underlying() noexcept { return lock_; }
+
+private:
+  L lock_;
+  key key_;
+};
+
+} // namespace lock_order
 
 /// A mutual-exclusion lock with a rank and a name, checked by lakh's lock-order checker.
 ///

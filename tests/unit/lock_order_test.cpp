@@ -831,3 +831,34 @@ TEST_CASE("lock_order.checker.concurrent_edge_discovery" * doctest::timeout(60))
     CHECK(lo::edge_count() == static_cast<std::size_t>(std::popcount(used.load())));
   }
 }
+
+TEST_CASE("lock_order.extension.ordered_adapter_wraps_any_lockable" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lo::ordered<std::mutex> io(lo::key(4, "io"));
+  lo::ordered<std::timed_mutex> timed(lo::key(4, "timed"));
+  lakh::ranked_mutex cache(8, "cache");
+  {
+    const auto g = lakh::lock_all(cache, timed, io); // "io" < "timed" at rank 4, then cache
+    CHECK(g.acquisition_order() == std::array<std::size_t, 3>{2, 1, 0});
+    CHECK(lo::is_held(&io));
+    CHECK(lo::is_held(&timed));
+  }
+  CHECK_FALSE(lo::is_held(&io));
+  CHECK(lo::report_count() == 0);
+  std::thread([&] {
+    inverted_on_purpose([&] {
+      const lakh::lock_guard g1(cache);
+      const lakh::lock_guard g2(io); // rank 4 under rank 8
+    });
+  }).join();
+  REQUIRE(lo::report_count() == 1);
+  CHECK(checker.all().find("\"cache\" (rank 8) -> \"io\" (rank 4) -> \"cache\"") !=
+        std::string::npos);
+  if (timed.try_lock()) {
+    CHECK(lo::is_held(&timed));
+    timed.unlock();
+  } else {
+    FAIL("try_lock of a free lock failed");
+  }
+  CHECK_FALSE(lo::is_held(&timed));
+}

@@ -260,22 +260,38 @@ inline void deliver(mode m, const std::string &text) {
   }
 }
 
-/// Depth-first search for a path `from` ->...-> `target`; on success `path` holds the edges.
+/// Breadth-first search for a SHORTEST path `from` ->...-> `target` (so a report shows the
+/// tightest cycle); on success `path` holds its edges in order. Iterative: no recursion depth
+/// to worry about however large the graph.
 inline bool find_path(const registry &r, std::uint32_t from, std::uint32_t target,
-                      std::vector<const edge *> &path, std::vector<bool> &seen) {
+                      std::vector<const edge *> &path) {
   if (from == target) {
     return true;
   }
+  const std::size_t n = r.classes.size();
+  std::vector<const edge *> via(n, nullptr); // the edge that first reached each class
+  std::vector<std::uint32_t> parent(n, 0);
+  std::vector<bool> seen(n, false);
+  std::vector<std::uint32_t> queue{from};
   seen[from] = true;
-  for (const edge &e : r.out[from]) {
-    if (seen[e.to]) {
-      continue;
+  for (std::size_t qi = 0; qi < queue.size(); ++qi) {
+    const std::uint32_t u = queue[qi];
+    for (const edge &e : r.out[u]) {
+      if (seen[e.to]) {
+        continue;
+      }
+      seen[e.to] = true;
+      via[e.to] = &e;
+      parent[e.to] = u;
+      if (e.to == target) {
+        for (std::uint32_t v = target; v != from; v = parent[v]) {
+          path.push_back(via[v]);
+        }
+        std::reverse(path.begin(), path.end());
+        return true;
+      }
+      queue.push_back(e.to);
     }
-    path.push_back(&e);
-    if (find_path(r, e.to, target, path, seen)) {
-      return true;
-    }
-    path.pop_back();
   }
   return false;
 }
@@ -322,8 +338,7 @@ inline std::string find_trouble(thread_state &t, const held_lock &h, const class
               ";\n  locks must be acquired in non-decreasing rank order.\n";
     }
     std::vector<const edge *> path;
-    std::vector<bool> seen(r.classes.size(), false);
-    if (find_path(r, n.id, h.cls->id, path, seen)) {
+    if (find_path(r, n.id, h.cls->id, path)) {
       text += "lakh::lock_order: potential deadlock: lock-order cycle " + describe(*h.cls);
       text += " -> " + describe(n);
       for (const edge *e : path) {
