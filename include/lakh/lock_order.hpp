@@ -110,8 +110,8 @@ inline void set_sink(std::function<void(std::string_view)> sink) {
   r.sink = std::move(sink);
 }
 
-/// How many reports (cycles, rank inversions, recursive acquisitions, in any mode but
-/// ignore) have been made since start or the last reset_for_testing().
+/// How many reports (cycles, rank inversions, recursive acquisitions, non-owner unlocks, in
+/// any mode but ignore) have been made since start or the last reset_for_testing().
 /// Thread-safety: safe. Blocks: never. Allocates: never.
 [[nodiscard]] inline std::uint64_t report_count() noexcept {
   return detail::lock_order::reports.load(std::memory_order_relaxed);
