@@ -1,0 +1,1 @@
+lakh_add_test(test_idempotency SOURCES unit/idempotency_test.cpp)
