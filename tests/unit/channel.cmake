@@ -1,0 +1,1 @@
+lakh_add_test(test_channel SOURCES unit/channel_test.cpp)
