@@ -1,9 +1,9 @@
 // Integration tests of lakh::pg::copy_from against a real PostgreSQL: rows and batches from a
 // channel, count and sum checks, all-or-nothing on a bad row or a throwing mapping,
 // cancellation, quoted names.
+#include <lakh/channel.hpp>
 #include <lakh/pg/copy.hpp>
 
-#include "pg_channel.hpp"
 #include "pg_support.hpp"
 
 #include <doctest/doctest.h>
@@ -75,7 +75,7 @@ TEST_CASE("pg.copy.rows_from_a_channel_count_and_sum" * doctest::timeout(120)) {
   usage_table t;
   pg::pool p(t.url, 1);
   constexpr std::int64_t n = 50000;
-  lakh::test::pg::channel<usage> ch(1024);
+  lakh::channel<usage> ch(1024);
   auto producer = produce(ch, n, make_usage);
   auto r = pg::copy_from(p, t.name, columns, ch, to_tuple);
   producer.join();
@@ -98,7 +98,7 @@ TEST_CASE("pg.copy.batches_from_a_channel" * doctest::timeout(120)) {
   usage_table t;
   pqxx::connection c(t.url);
   pqxx::work tx(c);
-  lakh::test::pg::channel<std::vector<usage>> ch(8);
+  lakh::channel<std::vector<usage>> ch(8);
   auto producer = produce(ch, 100, [](std::int64_t b) {
     std::vector<usage> batch;
     for (std::int64_t i = 0; i < 500; ++i) {
@@ -118,7 +118,7 @@ TEST_CASE("pg.copy.bad_row_midway_leaves_nothing" * doctest::timeout(120)) {
   usage_table t;
   pg::pool p(t.url, 1);
   SUBCASE("rejected by the server") {
-    lakh::test::pg::channel<usage> ch(256);
+    lakh::channel<usage> ch(256);
     std::atomic<std::int64_t> produced{0};
     auto producer = produce(ch, 1000000, [&produced](std::int64_t i) {
       ++produced;
@@ -130,11 +130,11 @@ TEST_CASE("pg.copy.bad_row_midway_leaves_nothing" * doctest::timeout(120)) {
     });
     CHECK_THROWS_AS(pg::copy_from(p, t.name, columns, ch, to_tuple), pqxx::sql_error);
     producer.join(); // the channel was closed, so the producer did not block forever
-    CHECK(ch.closed());
+    CHECK(ch.is_closed());
     CHECK(produced.load() < 500000); // the rejection was noticed while streaming
   }
   SUBCASE("the mapping throws") {
-    lakh::test::pg::channel<usage> ch(256);
+    lakh::channel<usage> ch(256);
     auto producer = produce(ch, 1000000, make_usage);
     pqxx::connection c(t.url);
     pqxx::work tx(c);
@@ -165,7 +165,7 @@ TEST_CASE("pg.copy.server_notices_do_not_lose_rows" * doctest::timeout(120)) {
                   "FUNCTION " +
                   t.name + "_notice()");
   pg::pool p(t.url, 1);
-  lakh::test::pg::channel<usage> ch(1024);
+  lakh::channel<usage> ch(1024);
   auto producer = produce(ch, 30000, make_usage);
   auto r = pg::copy_from(p, t.name, columns, ch, to_tuple);
   producer.join();
@@ -179,7 +179,7 @@ TEST_CASE("pg.copy.server_notices_do_not_lose_rows" * doctest::timeout(120)) {
 TEST_CASE("pg.copy.cancelled_by_stop_token_writes_nothing" * doctest::timeout(60)) {
   usage_table t;
   pg::pool p(t.url, 1);
-  lakh::test::pg::channel<usage> ch(64);
+  lakh::channel<usage> ch(64);
   std::stop_source ss;
   auto producer = produce(ch, 1000000, make_usage);
   std::int64_t seen = 0;
@@ -205,7 +205,7 @@ TEST_CASE("pg.copy.quoted_names_and_bad_arguments") {
   pqxx::connection c(url);
   {
     pqxx::work tx(c);
-    lakh::test::pg::channel<std::tuple<int, std::string>> ch(4);
+    lakh::channel<std::tuple<int, std::string>> ch(4);
     (void)ch.send({1, "a"});
     (void)ch.send({2, "b"});
     ch.close();
@@ -217,7 +217,7 @@ TEST_CASE("pg.copy.quoted_names_and_bad_arguments") {
   exec(url, "DROP TABLE \"" + table + "\"");
 
   pqxx::work tx(c);
-  lakh::test::pg::channel<std::tuple<int>> ch(1);
+  lakh::channel<std::tuple<int>> ch(1);
   CHECK_THROWS_WITH_AS(pg::copy_from(tx, "", {"a"}, ch), "lakh::pg::copy_from: table name is empty",
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS(pg::copy_from(tx, "t", {}, ch),

@@ -132,7 +132,7 @@ template <class T> void copy_field_append(std::string &out, const T &v) {
 ///   - 6.x: stream_to formats each field into its own std::string and sends each row in its
 ///     own libpq call, and cannot take preformatted data. lakh formats rows itself into one
 ///     reused buffer (above) and sends ~64 KiB chunks with tablewriter::write_raw_line
-///     (deprecated in 6.x, but the only public raw path): about 3x less client CPU;
+///     (deprecated in 6.x, but the only public raw path): 3-4x less client CPU;
 ///   - 7.x: stream_to already formats into a reused buffer; rows go through write_row(),
 ///     opened with the stream_to::raw_table() factory (7.6+).
 class copy_writer {
