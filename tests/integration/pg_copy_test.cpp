@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -195,6 +196,23 @@ TEST_CASE("pg.copy.cancelled_by_stop_token_writes_nothing" * doctest::timeout(60
   producer.join();
   CHECK(r.status == lakh::status::cancelled);
   CHECK(r.rows == 5000);
+  CHECK(t.count() == 0);
+}
+
+TEST_CASE("pg.copy.stop_while_waiting_for_rows" * doctest::timeout(60)) {
+  usage_table t;
+  pg::pool p(t.url, 1);
+  lakh::channel<usage> ch(4); // nobody sends: copy_from waits in recv(st)
+  std::stop_source ss;
+  std::jthread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ss.request_stop();
+  });
+  auto r = pg::copy_from(p, t.name, columns, ch, to_tuple, ss.get_token());
+  CHECK(r.status == lakh::status::cancelled);
+  CHECK(r.rows == 0);
+  CHECK(ch.is_closed()); // producers that come later see closed
+  CHECK(ch.send(make_usage(1)) == lakh::status::closed);
   CHECK(t.count() == 0);
 }
 
