@@ -1,0 +1,334 @@
+#pragma once
+// lakh/pg/idempotency_store.hpp: idempotency records in PostgreSQL, committed in the same
+// transaction as the business writes they describe.
+//
+// Use with lakh::idempotency_guard (lakh/idempotency.hpp, which states the rules). What this
+// store adds over the in-memory and Redis ones is atomicity with the operation: the guard
+// hands the operation the pqxx::work in which it makes its business writes, and the store
+// records the response in that same transaction before committing. So a response is never
+// recorded for work that rolled back, and work is never committed without its response:
+// after a crash, either both are there (a retry replays) or neither (a retry runs again).
+//
+// How a key is taken:
+//   1. INSERT ... ON CONFLICT (tenant, key) DO NOTHING RETURNING (autocommit): the inserter
+//      owns a 'running' record with a random token and locked_until = now + lease.
+//   2. Otherwise the record is read (a plain SELECT: never blocks). A live record answers
+//      completed / running / mismatch. An expired one (a 'running' record past locked_until:
+//      its owner crashed; a 'done' record past expires_at) is taken over with
+//      SELECT ... FOR UPDATE SKIP LOCKED + UPDATE (new token, new lease).
+//   3. The operation's transaction first locks the record (SELECT ... FOR UPDATE) and checks
+//      that the token is still its own; only then does the operation run. Holding that row
+//      lock until commit, no one can take the key over mid-run even if the lease expires
+//      (the takeover skips locked rows), so lease_lost cannot happen here. If the token
+//      is no longer ours (our lease expired before we started and someone took over), the
+//      transaction is rolled back and the guard waits like any duplicate.
+//   4. The response goes in with UPDATE ... SET state = 'done' in the same transaction,
+//      then COMMIT. If the operation throws, the transaction rolls back (the business writes
+//      vanish) and the record is deleted in its own statement so the client may retry.
+// Times come from the database clock (clock_timestamp()), so processes on machines with
+// skewed clocks agree about leases and expiry.
+//
+// The schema is created idempotently (create_schema(): CREATE TABLE IF NOT EXISTS under an
+// advisory lock, so concurrent creators do not collide); the table name is configurable, for
+// test isolation or one table per service.
+//
+// Connections come from a lakh::pg::pool: two short autocommit statements per new key plus
+// the operation's transaction. Errors from the server propagate (pqxx exceptions,
+// lakh::pg::acquire_error); a lost connection marks the lease broken so the pool replaces it.
+
+#include <lakh/idempotency.hpp>
+#include <lakh/pg/pool.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace lakh::pg {
+
+/// Settings of an idempotency_store.
+struct idempotency_store_options {
+  /// Table name: a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63 bytes), optionally
+  /// schema-qualified ("billing.idempotency_keys").
+  std::string table = "lakh_idempotency_keys";
+};
+
+/// Idempotency records in a PostgreSQL table. See the header comment.
+///
+/// Thread-safety: every member may be called concurrently (each takes its own connection
+/// from the pool). Memory ordering: a record's completion is committed in the operation's
+/// transaction; a begin() that reads the completed record happens after that commit (READ
+/// COMMITTED), so it replays exactly the committed response. Fairness: none among waiters.
+class idempotency_store {
+public:
+  /// A store over `p` (which must outlive it) using `opts.table`. Touches no database.
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  /// @throws std::invalid_argument if the table name is not a plain lower-case identifier.
+  explicit idempotency_store(pool &p, idempotency_store_options opts = {})
+      : pool_(&p), table_(checked_table(std::move(opts.table))) {}
+
+  /// Create the table (and its expiry index) if it does not exist. Safe to call from many
+  /// processes at once (serialised by an advisory transaction lock).
+  /// Thread-safety: safe. Blocks: for a round trip (and while another creator holds the
+  /// lock). @throws pqxx errors, lakh::pg::acquire_error. Allocates: may.
+  void create_schema() {
+    with_connection([&](pqxx::connection &c) {
+      pqxx::work w(c);
+      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_idempotency:" + table_);
+      w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
+             " ("
+             "tenant text NOT NULL, "
+             "key text NOT NULL, "
+             "fingerprint bigint NOT NULL, "
+             "token text NOT NULL, "
+             "state text NOT NULL CHECK (state IN ('running', 'done')), "
+             "locked_until timestamptz, "
+             "expires_at timestamptz, "
+             "status integer, "
+             "body bytea, "
+             "created_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+             "PRIMARY KEY (tenant, key))");
+      w.exec("CREATE INDEX IF NOT EXISTS " + index_name() + " ON " + table_ + " (expires_at)");
+      w.commit();
+    });
+  }
+
+  /// Take (tenant, key) for a request with fingerprint `fp`, or report what holds it (see the
+  /// header comment). Low-level: idempotency_guard calls it; tests call it to simulate a
+  /// crashed run.
+  /// Thread-safety: safe. Blocks: for up to three round trips. @throws pqxx errors,
+  /// lakh::pg::acquire_error. Allocates: may.
+  [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
+                                   const idempotency_options &opts) {
+    const std::string t(tenant);
+    const std::string k(key);
+    const auto fpv = static_cast<std::int64_t>(fp);
+    const auto lease_ms = static_cast<long long>(opts.lease.count());
+    return with_connection([&](pqxx::connection &c) -> begin_result {
+      for (int round = 0; round < 3; ++round) {
+        auto token = new_token();
+        {
+          pqxx::work w(c);
+          auto r = w.exec_params("INSERT INTO " + table_ +
+                                     " (tenant, key, fingerprint, token, state, locked_until) "
+                                     "VALUES ($1, $2, $3, $4, 'running', clock_timestamp() + "
+                                     "$5 * interval '1 millisecond') "
+                                     "ON CONFLICT (tenant, key) DO NOTHING RETURNING 1",
+                                 t, k, fpv, token, lease_ms);
+          w.commit();
+          if (!r.empty()) {
+            return {begin_state::acquired, std::move(token), {}};
+          }
+        }
+        pqxx::row row;
+        {
+          pqxx::work w(c);
+          auto r = w.exec_params("SELECT fingerprint, state, status, body, " + expired_sql() +
+                                     " FROM " + table_ + " WHERE tenant = $1 AND key = $2",
+                                 t, k);
+          w.commit();
+          if (r.empty()) {
+            continue; // released or purged in between: insert again
+          }
+          row = r[0];
+        }
+        if (!row[4].as<bool>()) {
+          if (row[0].as<std::int64_t>() != fpv) {
+            return {begin_state::mismatch, {}, {}};
+          }
+          if (row[1].as<std::string>() == "done") {
+            pqxx::binarystring body(row[3]);
+            return {begin_state::completed, {}, {row[2].as<int>(), body.str()}};
+          }
+          return {begin_state::running, {}, {}};
+        }
+        // Expired: take it over unless its owner's transaction still holds it.
+        pqxx::work w(c);
+        auto r = w.exec_params(
+            "WITH c AS (SELECT tenant, key FROM " + table_ +
+                " WHERE tenant = $1 AND key = $2 AND " + expired_sql() +
+                " FOR UPDATE SKIP LOCKED) "
+                "UPDATE " +
+                table_ +
+                " AS t SET fingerprint = $3, token = $4, state = 'running', "
+                "locked_until = clock_timestamp() + $5 * interval '1 millisecond', "
+                "expires_at = NULL, status = NULL, body = NULL, created_at = clock_timestamp() "
+                "FROM c WHERE t.tenant = c.tenant AND t.key = c.key RETURNING 1",
+            t, k, fpv, token, lease_ms);
+        w.commit();
+        if (!r.empty()) {
+          return {begin_state::acquired, std::move(token), {}};
+        }
+        return {begin_state::running, {}, {}};
+      }
+      return {begin_state::running, {}, {}};
+    });
+  }
+
+  /// Run `fn(pqxx::work&)` (which returns a lakh::stored_response and must not commit) for
+  /// the owner of `token`, record the response in the same transaction and commit. If the
+  /// token no longer owns the record, fn does not run and in_progress is returned. If fn (or
+  /// the commit) throws, the transaction is rolled back, the key is released (fn threw) and
+  /// the exception rethrown.
+  /// Thread-safety: safe. Blocks: while fn runs and for the round trips. @throws whatever fn
+  /// throws; pqxx errors (a broken connection during COMMIT leaves the outcome unknown: the
+  /// record then is either done, or running until its lease expires). Allocates: may.
+  template <class Fn>
+  execute_result execute(std::string_view tenant, std::string_view key, const std::string &token,
+                         const idempotency_options &opts, Fn &&fn) {
+    const std::string t(tenant);
+    const std::string k(key);
+    bool fn_threw = false;
+    try {
+      return with_connection([&](pqxx::connection &c) -> execute_result {
+        pqxx::work w(c);
+        auto own = w.exec_params("SELECT token FROM " + table_ +
+                                     " WHERE tenant = $1 AND key = $2 AND state = 'running' "
+                                     "FOR UPDATE",
+                                 t, k);
+        if (own.empty() || own[0][0].as<std::string>() != token) {
+          w.abort();
+          return {idempotency_outcome::in_progress, {}};
+        }
+        stored_response resp;
+        try {
+          resp = std::invoke(fn, w);
+        } catch (...) {
+          fn_threw = true;
+          throw;
+        }
+        auto done =
+            w.exec_params("UPDATE " + table_ +
+                              " SET state = 'done', status = $3, body = $4, locked_until = NULL, "
+                              "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
+                              "WHERE tenant = $1 AND key = $2 AND token = $6 AND state = 'running'",
+                          t, k, resp.status, pqxx::binarystring(resp.body),
+                          static_cast<long long>(opts.ttl.count()), token);
+        if (done.affected_rows() != 1) {
+          throw std::logic_error("lakh::pg::idempotency_store::execute: record vanished while "
+                                 "locked"); // cannot happen: we hold its row lock
+        }
+        w.commit();
+        return {idempotency_outcome::executed, std::move(resp)};
+      });
+    } catch (...) {
+      if (fn_threw) {
+        (void)release(tenant, key, token);
+      }
+      throw;
+    }
+  }
+
+  /// Delete the in-progress record owned by `token`; returns whether it did (false also when
+  /// the database could not be reached: the lease then expires instead).
+  /// Thread-safety: safe. Blocks: for a round trip. Allocates: may.
+  bool release(std::string_view tenant, std::string_view key, const std::string &token) noexcept {
+    try {
+      return with_connection([&](pqxx::connection &c) {
+        pqxx::work w(c);
+        auto r = w.exec_params("DELETE FROM " + table_ +
+                                   " WHERE tenant = $1 AND key = $2 AND token = $3 AND "
+                                   "state = 'running'",
+                               std::string(tenant), std::string(key), token);
+        w.commit();
+        return r.affected_rows() == 1;
+      });
+    } catch (...) {
+      return false;
+    }
+  }
+
+  /// Delete every record whose TTL or lease has expired (idle or not locked); returns how
+  /// many. Run it periodically (e.g. hourly) to bound the table.
+  /// Thread-safety: safe. Blocks: for the DELETE. @throws pqxx errors,
+  /// lakh::pg::acquire_error. Allocates: may.
+  std::size_t purge_expired() {
+    return with_connection([&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec("DELETE FROM " + table_ + " WHERE ctid IN (SELECT ctid FROM " + table_ +
+                      " WHERE " + expired_sql() + " FOR UPDATE SKIP LOCKED)");
+      w.commit();
+      return static_cast<std::size_t>(r.affected_rows());
+    });
+  }
+
+  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] const std::string &table() const noexcept { return table_; }
+
+private:
+  static std::string checked_table(std::string name) {
+    auto ident_ok = [](std::string_view s) {
+      if (s.empty() || s.size() > 63 || (s[0] >= '0' && s[0] <= '9')) {
+        return false;
+      }
+      for (char ch : s) {
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
+          return false;
+        }
+      }
+      return true;
+    };
+    auto dot = name.find('.');
+    bool ok = dot == std::string::npos ? ident_ok(name)
+                                       : ident_ok(std::string_view(name).substr(0, dot)) &&
+                                             ident_ok(std::string_view(name).substr(dot + 1));
+    if (!ok) {
+      throw std::invalid_argument("lakh::pg::idempotency_store: table name \"" + name +
+                                  "\" must be a lower-case identifier ([a-z_][a-z0-9_]*, at most "
+                                  "63 bytes), optionally schema-qualified");
+    }
+    return name;
+  }
+
+  std::string index_name() const {
+    std::string base =
+        table_.substr(table_.find('.') == std::string::npos ? 0 : table_.find('.') + 1);
+    return base.substr(0, 50) + "_expires_idx";
+  }
+
+  static std::string expired_sql() {
+    return "((state = 'running' AND locked_until <= clock_timestamp()) OR "
+           "(state = 'done' AND expires_at <= clock_timestamp()))";
+  }
+
+  static std::string new_token() {
+    thread_local std::mt19937_64 rng{[] {
+      std::random_device rd;
+      return (static_cast<std::uint64_t>(rd()) << 32U) ^ rd();
+    }()};
+    static std::atomic<std::uint64_t> counter{0};
+    return lakh::detail::to_hex16(rng()) +
+           lakh::detail::to_hex16(counter.fetch_add(1, std::memory_order_relaxed));
+  }
+
+  template <class F> auto with_connection(F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
+    auto lease = pool_->acquire();
+    if (!lease) {
+      throw acquire_error(lease.status(), pool_->target());
+    }
+    try {
+      return f(*lease);
+    } catch (const pqxx::broken_connection &) {
+      lease.mark_broken();
+      throw;
+    } catch (...) {
+      if (!lease->is_open()) {
+        lease.mark_broken();
+      }
+      throw;
+    }
+  }
+
+  pool *pool_;
+  std::string table_;
+};
+
+} // namespace lakh::pg

@@ -1,0 +1,5 @@
+# lakh idempotency stores against real servers (scripts/services run): PostgreSQL, Redis.
+if(TARGET lakh::pg)
+  lakh_add_test(test_idempotency_pg SOURCES integration/idempotency_pg_test.cpp LIBS lakh::pg
+                LABELS integration)
+endif()
