@@ -3,3 +3,7 @@ if(TARGET lakh::pg)
   lakh_add_test(test_idempotency_pg SOURCES integration/idempotency_pg_test.cpp LIBS lakh::pg
                 LABELS integration)
 endif()
+if(TARGET lakh::redis)
+  lakh_add_test(test_idempotency_redis SOURCES integration/idempotency_redis_test.cpp
+                LIBS lakh::redis LABELS integration)
+endif()

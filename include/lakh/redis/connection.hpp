@@ -1,0 +1,277 @@
+#pragma once
+// lakh/redis/connection.hpp: a thin RAII layer over hiredis's synchronous API.
+//
+//   - lakh::redis::reply_ptr / context_ptr: std::unique_ptr with freeReplyObject / redisFree;
+//   - lakh::redis::connection: connect(url) to "redis://host:port[/db]" with connect and
+//     command timeouts, command(args...) sending binary-safe arguments (redisCommandArgv),
+//     errors as lakh::redis::error naming host:port and hiredis's errstr;
+//   - lakh::redis::connection_pool: a small pool of connections (one per concurrent user),
+//     where a broken connection is dropped instead of reused.
+//
+// Differs from redisContext: a failure throws (never a half-usable context and a NULL reply
+// to check), and a connection that saw an I/O error marks itself broken: hiredis contexts
+// cannot be used again after one. A redisContext, and so a connection, is NOT thread-safe:
+// use one per thread at a time (connection_pool hands out exclusive leases).
+
+#include <hiredis/hiredis.h>
+
+#include <sys/time.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lakh::redis {
+
+/// A Redis failure: cannot connect, I/O error or timeout on a connection, or an error reply
+/// ("-ERR ...") where none was expected. what() names the server (host:port) and the reason.
+class error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Frees a redisReply. Thread-safety: n/a. Blocks: never. Allocates: never.
+struct reply_deleter {
+  void operator()(redisReply *r) const noexcept { freeReplyObject(r); }
+};
+/// Frees a redisContext (closing its socket). Thread-safety: n/a. Blocks: never.
+struct context_deleter {
+  void operator()(redisContext *c) const noexcept { redisFree(c); }
+};
+/// An owned reply.
+using reply_ptr = std::unique_ptr<redisReply, reply_deleter>;
+/// An owned context.
+using context_ptr = std::unique_ptr<redisContext, context_deleter>;
+
+/// Where and how to connect.
+struct connection_options {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  int db = 0;
+  /// TCP connect timeout.
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(2)};
+  /// Read/write timeout of each command (a command that takes longer throws and breaks the
+  /// connection).
+  std::chrono::milliseconds command_timeout{std::chrono::seconds(2)};
+};
+
+/// Parse "redis://host[:port][/db]" (port 6379 and db 0 by default) into options.
+/// Thread-safety: pure. Blocks: never.
+/// @throws std::invalid_argument naming the URL if it is not of that form (passwords and
+///         TLS, rediss://, are not supported).
+/// Allocates: may.
+inline connection_options parse_url(std::string_view url) {
+  auto bad = [&](const std::string &why) {
+    return std::invalid_argument("lakh::redis::parse_url: \"" + std::string(url) + "\": " + why);
+  };
+  constexpr std::string_view scheme = "redis://";
+  if (url.substr(0, scheme.size()) != scheme) {
+    throw bad("must start with redis://");
+  }
+  auto rest = url.substr(scheme.size());
+  if (rest.find('@') != std::string_view::npos) {
+    throw bad("credentials are not supported");
+  }
+  connection_options o;
+  auto slash = rest.find('/');
+  auto hostport = rest.substr(0, slash);
+  auto parse_int = [&](std::string_view s, const char *what, int lo, int hi) {
+    if (s.empty() || s.size() > 9) {
+      throw bad(std::string("bad ") + what);
+    }
+    int v = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') {
+        throw bad(std::string("bad ") + what);
+      }
+      v = v * 10 + (c - '0');
+    }
+    if (v < lo || v > hi) {
+      throw bad(std::string(what) + " out of range");
+    }
+    return v;
+  };
+  if (slash != std::string_view::npos && slash + 1 < rest.size()) {
+    o.db = parse_int(rest.substr(slash + 1), "database number", 0, 1 << 20);
+  }
+  auto colon = hostport.rfind(':');
+  if (colon != std::string_view::npos) {
+    o.port = parse_int(hostport.substr(colon + 1), "port", 1, 65535);
+    hostport = hostport.substr(0, colon);
+  }
+  if (!hostport.empty()) {
+    o.host = std::string(hostport);
+  }
+  return o;
+}
+
+namespace detail {
+inline timeval to_timeval(std::chrono::milliseconds d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<decltype(tv.tv_sec)>(d.count() / 1000);
+  tv.tv_usec = static_cast<decltype(tv.tv_usec)>((d.count() % 1000) * 1000);
+  return tv;
+}
+} // namespace detail
+
+/// One synchronous connection to a Redis server. Move-only.
+///
+/// Thread-safety: none; use from one thread at a time (a redisContext is not thread-safe).
+/// Memory ordering: n/a (the server orders commands).
+class connection {
+public:
+  /// Connect as `opts` says and SELECT its db (when not 0).
+  /// Thread-safety: n/a. Blocks: up to connect_timeout (plus one command for SELECT).
+  /// @throws lakh::redis::error "lakh::redis: cannot connect to host:port: <errstr>".
+  /// Allocates: may.
+  explicit connection(connection_options opts) : opts_(std::move(opts)) {
+    auto tv = detail::to_timeval(opts_.connect_timeout);
+    ctx_.reset(redisConnectWithTimeout(opts_.host.c_str(), opts_.port, tv));
+    if (ctx_ == nullptr) {
+      throw error("lakh::redis: cannot connect to " + target() + ": out of memory");
+    }
+    if (ctx_->err != 0) {
+      throw error("lakh::redis: cannot connect to " + target() + ": " + ctx_->errstr);
+    }
+    auto ctv = detail::to_timeval(opts_.command_timeout);
+    if (redisSetTimeout(ctx_.get(), ctv) != REDIS_OK) {
+      throw error("lakh::redis: cannot set timeouts on " + target() + ": " + ctx_->errstr);
+    }
+    if (opts_.db != 0) {
+      (void)command({"SELECT", std::to_string(opts_.db)});
+    }
+  }
+
+  /// Connect to "redis://host:port[/db]" with default timeouts.
+  /// @throws std::invalid_argument for a malformed URL; lakh::redis::error as above.
+  static connection connect(std::string_view url) { return connection(parse_url(url)); }
+
+  /// Send one command (each argument binary-safe) and return its reply. An error reply
+  /// ("-ERR ...") throws.
+  /// Thread-safety: none. Blocks: up to command_timeout.
+  /// @throws lakh::redis::error "lakh::redis: <CMD> on host:port: <reason>" for an I/O
+  ///         error or timeout (the connection is then broken() for good), an error reply,
+  ///         or a connection that is broken already.
+  /// Allocates: may.
+  reply_ptr command(const std::vector<std::string> &args) {
+    if (broken()) {
+      throw error("lakh::redis: connection to " + target() +
+                  " is broken (an earlier command failed); open a new one");
+    }
+    std::vector<const char *> argv;
+    std::vector<std::size_t> argvlen;
+    argv.reserve(args.size());
+    argvlen.reserve(args.size());
+    for (const auto &a : args) {
+      argv.push_back(a.data());
+      argvlen.push_back(a.size());
+    }
+    reply_ptr r(static_cast<redisReply *>(
+        redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), argv.data(), argvlen.data())));
+    std::string name = args.empty() ? std::string("command") : args[0];
+    if (r == nullptr) {
+      broken_ = true;
+      throw error("lakh::redis: " + name + " on " + target() + ": " +
+                  (ctx_->err != 0 ? std::string(ctx_->errstr) : std::string("no reply")));
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      throw error("lakh::redis: " + name + " on " + target() + ": " + std::string(r->str, r->len));
+    }
+    return r;
+  }
+
+  /// True once an I/O error or timeout happened: the connection must not be reused.
+  /// Thread-safety: none. Blocks: never. Allocates: never.
+  [[nodiscard]] bool broken() const noexcept { return broken_ || ctx_ == nullptr; }
+
+  /// "host:port". Thread-safety: none. Blocks: never. Allocates: may.
+  [[nodiscard]] std::string target() const { return opts_.host + ":" + std::to_string(opts_.port); }
+
+  /// The raw context, for hiredis calls lakh does not wrap. Thread-safety: none.
+  [[nodiscard]] redisContext *native_handle() const noexcept { return ctx_.get(); }
+
+private:
+  connection_options opts_;
+  context_ptr ctx_;
+  bool broken_ = false;
+};
+
+/// A small pool of connections to one server: acquire() hands out an exclusive lease (an
+/// idle connection, or a new one), the lease returns it on destruction unless it broke.
+/// Unbounded: it holds as many connections as were ever used at once.
+///
+/// Thread-safety: acquire() and lease destruction may run concurrently. Memory ordering:
+/// returning a lease happens-before the acquire that receives the same connection (mutex).
+/// Fairness: n/a (never waits).
+class connection_pool {
+public:
+  /// A pool for `opts`; connects lazily. Thread-safety: n/a. Blocks: never.
+  explicit connection_pool(connection_options opts) : opts_(std::move(opts)) {}
+  /// A pool for "redis://host:port[/db]". @throws std::invalid_argument for a bad URL.
+  explicit connection_pool(std::string_view url) : opts_(parse_url(url)) {}
+
+  /// An exclusive lease on a connection (RAII; returned to the pool unless broken).
+  class [[nodiscard]] lease {
+  public:
+    lease(connection_pool *p, std::unique_ptr<connection> c) noexcept
+        : pool_(p), conn_(std::move(c)) {}
+    lease(lease &&) noexcept = default;
+    lease &operator=(lease &&) = delete;
+    lease(const lease &) = delete;
+    lease &operator=(const lease &) = delete;
+    ~lease() {
+      if (pool_ != nullptr && conn_ != nullptr) {
+        pool_->give_back(std::move(conn_));
+      }
+    }
+    connection &operator*() const noexcept { return *conn_; }
+    connection *operator->() const noexcept { return conn_.get(); }
+
+  private:
+    connection_pool *pool_;
+    std::unique_ptr<connection> conn_;
+  };
+
+  /// Lease an idle connection or open a new one.
+  /// Thread-safety: safe. Blocks: while a new connection is opened.
+  /// @throws lakh::redis::error if a new connection cannot be opened. Allocates: may.
+  lease acquire() {
+    {
+      std::lock_guard lock(m_);
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return lease(this, std::move(c));
+      }
+    }
+    return lease(this, std::make_unique<connection>(opts_));
+  }
+
+  /// "host:port". Thread-safety: safe. Blocks: never. Allocates: may.
+  [[nodiscard]] std::string target() const { return opts_.host + ":" + std::to_string(opts_.port); }
+
+private:
+  void give_back(std::unique_ptr<connection> c) noexcept {
+    if (c->broken()) {
+      return; // closed by the unique_ptr
+    }
+    try {
+      std::lock_guard lock(m_);
+      idle_.push_back(std::move(c));
+    } catch (...) {
+    }
+  }
+
+  connection_options opts_;
+  std::mutex m_;
+  std::vector<std::unique_ptr<connection>> idle_; // guarded by m_
+};
+
+} // namespace lakh::redis

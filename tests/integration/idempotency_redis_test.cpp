@@ -1,0 +1,152 @@
+// lakh::idempotency_guard over lakh::redis::idempotency_store against a real Redis
+// (REDIS_URL from scripts/services): the shared suite, where the "business write" is an INCR
+// of a counter in Redis, plus Redis-specific cases (fencing, outage, the connection layer).
+#include <lakh/redis/idempotency_store.hpp>
+
+#include <support/env.hpp>
+#include <support/idempotency_suite.hpp>
+
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string unique_prefix() {
+  static std::atomic<int> n{0};
+  return "lakh:test:idem:" + std::to_string(::getpid()) + ":" + std::to_string(n.fetch_add(1)) +
+         ":";
+}
+
+struct redis_fixture {
+  using store_type = lakh::redis::idempotency_store;
+  static constexpr long throwing_op_persists = 1; // the INCR happened before the throw
+
+  redis_fixture()
+      : prefix_(unique_prefix()), pool_(lakh::test::redis_url()), store_(pool_, {prefix_}) {}
+  ~redis_fixture() {
+    try {
+      auto c = pool_.acquire();
+      auto keys = c->command({"KEYS", prefix_ + "*"});
+      for (std::size_t i = 0; i < keys->elements; ++i) {
+        (void)c->command({"DEL", std::string(keys->element[i]->str, keys->element[i]->len)});
+      }
+    } catch (...) {
+    }
+  }
+  redis_fixture(const redis_fixture &) = delete;
+  redis_fixture &operator=(const redis_fixture &) = delete;
+
+  store_type &store() { return store_; }
+
+  void business_write() {
+    auto c = pool_.acquire();
+    (void)c->command({"INCR", prefix_ + "business_count"});
+  }
+
+  auto op(int status, std::string body, std::chrono::milliseconds work = {}) {
+    return [this, status, body = std::move(body), work] {
+      business_write();
+      if (work.count() > 0) {
+        std::this_thread::sleep_for(work);
+      }
+      return lakh::stored_response{status, body};
+    };
+  }
+  auto throwing_op() {
+    return [this]() -> lakh::stored_response {
+      business_write();
+      throw std::runtime_error("boom");
+    };
+  }
+  long executions() {
+    auto c = pool_.acquire();
+    auto r = c->command({"GET", prefix_ + "business_count"});
+    return r->type == REDIS_REPLY_STRING ? std::stol(std::string(r->str, r->len)) : 0;
+  }
+
+  std::string prefix_;
+  lakh::redis::connection_pool pool_;
+  store_type store_;
+};
+
+} // namespace
+
+LAKH_IDEMPOTENCY_SUITE("redis", redis_fixture)
+
+TEST_CASE("idempotency.redis.lease_lost_is_fenced" * doctest::timeout(30)) {
+  redis_fixture fx;
+  auto o = lakh::test::idem::fast_options();
+  o.lease = 100ms;
+  o.wait = 0ms;
+  lakh::idempotency_guard g(fx.store(), o);
+  auto fp = lakh::fingerprint("POST", "/x", "");
+  lakh::idempotency_result slow;
+  std::thread t([&] { slow = g.run("t", "k", fp, fx.op(201, "slow", 600ms)); });
+  std::this_thread::sleep_for(350ms); // the slow owner's lease has ended
+  auto fast = g.run("t", "k", fp, fx.op(201, "fast"));
+  t.join();
+  CHECK(fast.outcome == lakh::idempotency_outcome::executed);
+  CHECK(slow.outcome == lakh::idempotency_outcome::lease_lost);
+  auto r = g.run("t", "k", fp, fx.op(500, "no"));
+  CHECK(r.outcome == lakh::idempotency_outcome::replayed);
+  CHECK(r.response.body == "fast"); // the late owner did not overwrite it
+}
+
+TEST_CASE("idempotency.redis.server_down_is_a_clear_error_and_nothing_runs") {
+  // Nothing listens on port 1.
+  lakh::redis::connection_pool dead("redis://127.0.0.1:1");
+  lakh::redis::idempotency_store s(dead);
+  lakh::idempotency_guard g(s);
+  int ran = 0;
+  try {
+    (void)g.run("t", "k", 1, [&] {
+      ++ran;
+      return lakh::stored_response{200, ""};
+    });
+    FAIL("no exception");
+  } catch (const lakh::redis::error &e) {
+    std::string what = e.what();
+    CHECK(what.find("cannot connect to 127.0.0.1:1") != std::string::npos);
+    CHECK(what.find("refused") != std::string::npos);
+  }
+  CHECK(ran == 0);
+}
+
+TEST_CASE("idempotency.redis.parse_url") {
+  auto o = lakh::redis::parse_url("redis://10.0.0.5:7000/3");
+  CHECK(o.host == "10.0.0.5");
+  CHECK(o.port == 7000);
+  CHECK(o.db == 3);
+  auto d = lakh::redis::parse_url("redis://myhost");
+  CHECK(d.host == "myhost");
+  CHECK(d.port == 6379);
+  CHECK(d.db == 0);
+  CHECK_THROWS_WITH_AS(lakh::redis::parse_url("http://x"),
+                       "lakh::redis::parse_url: \"http://x\": must start with redis://",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(lakh::redis::parse_url("redis://h:99999"), std::invalid_argument);
+  CHECK_THROWS_AS(lakh::redis::parse_url("redis://h:abc"), std::invalid_argument);
+  CHECK_THROWS_AS(lakh::redis::parse_url("redis://:pw@h:1"), std::invalid_argument);
+}
+
+TEST_CASE("idempotency.redis.connection_errors_name_the_server") {
+  auto c = lakh::redis::connection::connect(lakh::test::redis_url());
+  auto pong = c.command({"PING"});
+  CHECK(std::string(pong->str, pong->len) == "PONG");
+  try {
+    (void)c.command({"NOSUCHCOMMAND"});
+    FAIL("no exception");
+  } catch (const lakh::redis::error &e) {
+    CHECK(std::string(e.what()).find("NOSUCHCOMMAND on 127.0.0.1:") != std::string::npos);
+  }
+  CHECK_FALSE(c.broken()); // an error reply does not break the connection
+}
