@@ -242,22 +242,61 @@ public:
   /// Lease an idle connection or open a new one.
   /// Thread-safety: safe. Blocks: while a new connection is opened.
   /// @throws lakh::redis::error if a new connection cannot be opened. Allocates: may.
-  lease acquire() {
+  lease acquire() { return acquire(nullptr); }
+
+  /// Run one command on a pooled connection. If it fails with an I/O error on a connection
+  /// that had been idle in the pool (the server restarted or closed it meanwhile), the
+  /// other idle connections are dropped too and the command is sent ONCE more on a new
+  /// connection; so only send commands that are safe to repeat (GET, SET NX, fenced
+  /// scripts). A failure on a fresh connection is not retried.
+  /// Thread-safety: safe. Blocks: up to two connects and two command timeouts.
+  /// @throws lakh::redis::error as connection::command. Allocates: may.
+  reply_ptr command(const std::vector<std::string> &args) {
+    bool reused = false;
     {
-      std::lock_guard lock(m_);
-      if (!idle_.empty()) {
-        auto c = std::move(idle_.back());
-        idle_.pop_back();
-        return lease(this, std::move(c));
+      auto l = acquire(&reused);
+      try {
+        return l->command(args);
+      } catch (const error &) {
+        if (!reused || !l->broken()) {
+          throw;
+        }
       }
     }
-    return lease(this, std::make_unique<connection>(opts_));
+    drop_idle();
+    auto fresh = acquire(nullptr);
+    return fresh->command(args);
+  }
+
+  /// Close every idle connection (e.g. after the server restarted).
+  /// Thread-safety: safe. Blocks: never. Allocates: never.
+  void drop_idle() noexcept {
+    std::vector<std::unique_ptr<connection>> idle;
+    {
+      std::lock_guard lock(m_);
+      idle.swap(idle_);
+    }
   }
 
   /// "host:port". Thread-safety: safe. Blocks: never. Allocates: may.
   [[nodiscard]] std::string target() const { return opts_.host + ":" + std::to_string(opts_.port); }
 
 private:
+  lease acquire(bool *reused) {
+    {
+      std::lock_guard lock(m_);
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        if (reused != nullptr) {
+          *reused = true;
+        }
+        return lease(this, std::move(c));
+      }
+    }
+    return lease(this, std::make_unique<connection>(opts_));
+  }
+
   void give_back(std::unique_ptr<connection> c) noexcept {
     if (c->broken()) {
       return; // closed by the unique_ptr

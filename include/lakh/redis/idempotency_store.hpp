@@ -26,7 +26,9 @@
 // runs again. Use lakh::pg::idempotency_store where that matters: it commits the record with
 // the business writes.
 //
-// Connections: a lakh::redis::connection_pool (one connection per concurrent caller).
+// Connections: a lakh::redis::connection_pool (one connection per concurrent caller). Every
+// command the store sends is safe to repeat, so connection_pool::command resends it once on
+// a fresh connection when a pooled one turns out dead (after a Redis restart).
 
 #include <lakh/idempotency.hpp>
 #include <lakh/redis/connection.hpp>
@@ -69,14 +71,13 @@ public:
                                    const idempotency_options &opts) {
     auto k = record_key(tenant, key);
     auto fph = lakh::detail::to_hex16(fp);
-    auto lease = pool_->acquire();
     for (int round = 0; round < 3; ++round) {
       auto value = "R|" + fph + "|" + new_token();
-      auto set = lease->command({"SET", k, value, "NX", "PX", std::to_string(opts.lease.count())});
+      auto set = pool_->command({"SET", k, value, "NX", "PX", std::to_string(opts.lease.count())});
       if (set->type == REDIS_REPLY_STATUS) {
         return {begin_state::acquired, std::move(value), {}};
       }
-      auto got = lease->command({"GET", k});
+      auto got = pool_->command({"GET", k});
       if (got->type != REDIS_REPLY_STRING) {
         continue; // expired or released in between: try SET NX again
       }
@@ -124,12 +125,12 @@ public:
   bool complete(std::string_view tenant, std::string_view key, const std::string &token,
                 const stored_response &resp, const idempotency_options &opts) {
     static const std::string script =
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-        "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0";
+        "local v = redis.call('GET', KEYS[1]) "
+        "if v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end "
+        "if v == ARGV[2] then return 1 end return 0"; // v == done: a resend after a lost reply
     std::string done = "D|" + token.substr(2, 16) + "|" + std::to_string(resp.status) + "|";
     done += resp.body;
-    auto lease = pool_->acquire();
-    auto r = lease->command({"EVAL", script, "1", record_key(tenant, key), token, done,
+    auto r = pool_->command({"EVAL", script, "1", record_key(tenant, key), token, done,
                              std::to_string(opts.ttl.count())});
     return r->type == REDIS_REPLY_INTEGER && r->integer == 1;
   }
@@ -141,8 +142,7 @@ public:
     static const std::string script = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
                                       "return redis.call('DEL', KEYS[1]) end return 0";
     try {
-      auto lease = pool_->acquire();
-      auto r = lease->command({"EVAL", script, "1", record_key(tenant, key), token});
+      auto r = pool_->command({"EVAL", script, "1", record_key(tenant, key), token});
       return r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     } catch (...) {
       return false;
