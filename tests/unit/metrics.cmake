@@ -1,0 +1,1 @@
+lakh_add_test(test_metrics SOURCES unit/metrics_test.cpp)
