@@ -1,0 +1,3 @@
+module lakh.example/pipeline-go
+
+go 1.19

@@ -1,0 +1,248 @@
+#pragma once
+// The in-memory usage pipeline of examples/pipeline, as a function the example, its tests
+// and benchmarks/pipeline all call:
+//
+//   generators (a lakh::task_group; each claims the next batch index, fills a recycled
+//   buffer with lakh::fake rows and stamps it)
+//     -> lakh::channel<work> (bounded: back-pressure when the workers fall behind)
+//       -> consumers on a lakh::worker_pool (each aggregates into its own usage_totals and
+//          latency histogram: no shared state, no lock on the hot path; emptied buffers go
+//          back through a second channel)
+//         -> the per-worker aggregates merged once at the end, under lakh::lock_all.
+//
+// Every row is generated once and aggregated once whatever the interleaving, so the totals
+// equal lakh::fake::reference_totals(seed, rows): --verify checks exactly that.
+
+#include <lakh/channel.hpp>
+#include <lakh/fake/usage.hpp>
+#include <lakh/lock_order.hpp>
+#include <lakh/metrics.hpp>
+#include <lakh/task_group.hpp>
+#include <lakh/worker_pool.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <future>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace pipeline {
+
+/// Settings of one run (the example's flags).
+struct config {
+  std::uint64_t rows = 1'000'000;
+  std::uint64_t seed = lakh::fake::default_seed;
+  std::size_t generators = 0; ///< 0: one per core
+  std::size_t workers = 0;    ///< 0: one per core
+  std::size_t batch = 8192;   ///< rows per channel message
+  std::size_t capacity = 16;  ///< channel capacity, in batches
+  bool progress = false;      ///< draw lakh::progress_line on stderr while running
+};
+
+/// Cores the run may use (at least 1).
+inline std::size_t cores() {
+  return std::max<std::size_t>(1, std::thread::hardware_concurrency());
+}
+
+/// Batch latency (generated -> aggregated) percentiles.
+struct latency_summary {
+  std::chrono::nanoseconds p50{}, p99{}, p999{}, max{};
+};
+
+/// What a run measured.
+struct result {
+  lakh::fake::usage_totals totals;
+  std::chrono::nanoseconds wall{};  ///< first row generated -> last row aggregated
+  std::chrono::nanoseconds setup{}; ///< threads started and buffers allocated, before `wall`
+  std::uint64_t batches = 0;
+  latency_summary latency;
+  std::int64_t channel_high_water = 0; ///< most batches ever buffered in the channel
+  std::size_t generators = 0;
+  std::size_t workers = 0;
+
+  [[nodiscard]] double rows_per_second() const {
+    const auto s = std::chrono::duration<double>(wall).count();
+    return s > 0 ? static_cast<double>(totals.rows()) / s : 0.0;
+  }
+};
+
+/// Throws std::invalid_argument naming the first setting that cannot run.
+inline void validate(const config &c) {
+  auto fail = [](const std::string &what) { throw std::invalid_argument("pipeline: " + what); };
+  if (c.rows == 0) {
+    fail("rows must be at least 1");
+  }
+  if (c.batch == 0) {
+    fail("batch must be at least 1");
+  }
+  if (c.capacity == 0) {
+    fail("capacity must be at least 1 (lakh::channel has no rendezvous mode)");
+  }
+}
+
+namespace detail {
+
+/// One channel message: consecutive rows and when they were generated.
+struct work {
+  std::uint64_t first_index = 0;
+  std::vector<lakh::fake::usage_row> rows;
+  std::chrono::steady_clock::time_point generated;
+};
+
+/// What one consumer accumulates, alone.
+struct worker_state {
+  lakh::fake::usage_totals totals;
+  lakh::latency_histogram latency;
+  std::uint64_t batches = 0;
+};
+
+} // namespace detail
+
+/// Runs the pipeline once. Thread-safety: safe (each call has its own channels and pool).
+/// Blocks: until every row is aggregated, or stop is requested on `st`.
+/// @throws std::invalid_argument on a bad config (see validate).
+/// @throws std::runtime_error if the run was stopped before every row was aggregated.
+/// Allocates: the pool, the channels, up to capacity + generators + workers batch buffers.
+inline result run(const config &cfg, std::stop_token st = {}) {
+  validate(cfg);
+  using clock = std::chrono::steady_clock;
+  const auto setup_start = clock::now();
+  const std::size_t n_workers = cfg.workers != 0 ? cfg.workers : cores();
+  const std::size_t n_generators = cfg.generators != 0 ? cfg.generators : cores();
+  const std::uint64_t n_batches = (cfg.rows + cfg.batch - 1) / cfg.batch;
+
+  lakh::channel<detail::work> queue(cfg.capacity);
+  // Emptied buffers come back here; a generator allocates only when none is waiting.
+  lakh::channel<std::vector<lakh::fake::usage_row>> spare(cfg.capacity + n_generators + n_workers);
+  std::vector<std::unique_ptr<detail::worker_state>> states;
+  for (std::size_t w = 0; w < n_workers; ++w) {
+    states.push_back(std::make_unique<detail::worker_state>());
+  }
+  lakh::gauge buffered;
+  lakh::counter aggregated_rows;
+  std::atomic<std::uint64_t> next_batch{0};
+
+  lakh::worker_pool pool(n_workers, n_workers);
+  std::unique_ptr<lakh::progress_line> progress;
+  if (cfg.progress) {
+    progress = std::make_unique<lakh::progress_line>(
+        "rows", cfg.rows, [&aggregated_rows] { return aggregated_rows.value(); });
+  }
+
+  // Setup, before the clock: buffers allocated and touched, consumers waiting on the channel,
+  // generators spawned and waiting on `go`. `wall` is the pipeline itself: first row
+  // generated to last row aggregated (setup is reported apart, as setup).
+  for (std::size_t i = 0; i < spare.capacity(); ++i) {
+    std::vector<lakh::fake::usage_row> buf(std::min<std::uint64_t>(cfg.batch, cfg.rows));
+    (void)spare.try_send(std::move(buf));
+  }
+  std::latch ready(static_cast<std::ptrdiff_t>(n_generators));
+  std::atomic<bool> go{false};
+  std::vector<std::future<void>> consumers;
+  for (std::size_t w = 0; w < n_workers; ++w) {
+    auto submitted = pool.submit(
+        [&, state = states[w].get()](std::stop_token worker_stop) {
+          for (;;) {
+            auto item = queue.recv(worker_stop);
+            if (!item) {
+              return; // closed and drained, or stopped
+            }
+            state->totals.add(item->rows);
+            state->latency.record(clock::now() - item->generated);
+            ++state->batches;
+            aggregated_rows.add(item->rows.size());
+            (void)spare.try_send(std::move(item->rows));
+          }
+        },
+        st);
+    if (!submitted) {
+      throw std::runtime_error("pipeline: could not start worker " + std::to_string(w) + ": " +
+                               std::string(lakh::to_string(submitted.status)));
+    }
+    consumers.push_back(std::move(submitted.future));
+  }
+
+  clock::time_point start;
+  {
+    lakh::task_group generators;
+    for (std::size_t g = 0; g < n_generators; ++g) {
+      generators.spawn([&](std::stop_token gen_stop) {
+        ready.count_down();
+        go.wait(false, std::memory_order_acquire);
+        for (;;) {
+          const std::uint64_t b = next_batch.fetch_add(1, std::memory_order_relaxed);
+          if (b >= n_batches || gen_stop.stop_requested() || st.stop_requested()) {
+            return;
+          }
+          const std::uint64_t first = b * cfg.batch;
+          const auto n =
+              static_cast<std::size_t>(std::min<std::uint64_t>(cfg.batch, cfg.rows - first));
+          detail::work item;
+          item.first_index = first;
+          (void)spare.try_recv(item.rows); // a recycled buffer, when one is waiting
+          item.rows.resize(n);
+          lakh::fake::fill_rows(cfg.seed, first, item.rows);
+          item.generated = clock::now();
+          if (queue.send(std::move(item), st) != lakh::status::ok) {
+            return;
+          }
+          buffered.set(static_cast<std::int64_t>(queue.size()));
+        }
+      });
+    }
+    ready.wait();
+    start = clock::now();
+    go.store(true, std::memory_order_release);
+    go.notify_all();
+    generators.wait();
+  }
+  queue.close();
+  for (auto &c : consumers) {
+    c.get();
+  }
+  const auto end = clock::now();
+  if (progress) {
+    progress->finish();
+  }
+
+  // The merge: one lock for the totals, one for the latency figures, always in one order.
+  lakh::ranked_mutex totals_mu(10, "pipeline.totals");
+  lakh::ranked_mutex latency_mu(20, "pipeline.latency");
+  result r;
+  lakh::latency_histogram merged;
+  {
+    lakh::task_group mergers;
+    for (auto &s : states) {
+      mergers.spawn([&, state = s.get()] {
+        auto held = lakh::lock_all(latency_mu, totals_mu); // any argument order: one lock order
+        r.totals.merge(state->totals);
+        merged.merge(state->latency);
+        r.batches += state->batches;
+      });
+    }
+    mergers.wait();
+  }
+  if (r.totals.rows() != cfg.rows) {
+    throw std::runtime_error("pipeline: stopped after " + std::to_string(r.totals.rows()) + " of " +
+                             std::to_string(cfg.rows) + " rows");
+  }
+  r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start);
+  r.setup = std::chrono::duration_cast<std::chrono::nanoseconds>(start - setup_start);
+  r.latency = {merged.quantile(0.5), merged.quantile(0.99), merged.quantile(0.999), merged.max()};
+  r.channel_high_water = buffered.max();
+  r.generators = n_generators;
+  r.workers = n_workers;
+  return r;
+}
+
+} // namespace pipeline
