@@ -3,7 +3,7 @@
 //   lakh      examples/pipeline/pipeline.hpp (lakh::channel, lakh::worker_pool, task_group)
 //   moodycamel moodycamel::BlockingConcurrentQueue bounded by a std::counting_semaphore
 //   mutex_cv  a std::deque behind one std::mutex and two condition variables
-//   floor     one thread, no queue: the arithmetic alone
+//   floor     no queue: the arithmetic alone, on one thread and split over N threads
 // Every variant checks its checksum against lakh::fake::reference_totals once per run.
 #include "pipeline.hpp"
 
@@ -185,6 +185,33 @@ void bm_floor(benchmark::State &state) {
   set_rate(state);
 }
 
+// The arithmetic alone split over N threads (no queue, no hand-off): the bound that any
+// pipeline on this machine works against.
+void bm_floor_parallel(benchmark::State &state) {
+  const auto threads = static_cast<std::uint64_t>(state.range(0));
+  lakh::fake::usage_totals last;
+  for (auto _ : state) {
+    std::vector<lakh::fake::usage_totals> parts(threads);
+    {
+      std::vector<std::jthread> ts;
+      for (std::uint64_t t = 0; t < threads; ++t) {
+        ts.emplace_back([&parts, t, threads] {
+          const std::uint64_t begin = rows * t / threads;
+          const std::uint64_t end = rows * (t + 1) / threads;
+          parts[t] = lakh::fake::reference_totals(seed, end - begin, begin);
+        });
+      }
+    }
+    last = lakh::fake::usage_totals{};
+    for (auto &p : parts) {
+      last.merge(p);
+    }
+    benchmark::DoNotOptimize(last);
+  }
+  check(state, last);
+  set_rate(state);
+}
+
 void side_by_side(benchmark::internal::Benchmark *b) {
   const auto cores = static_cast<std::int64_t>(pipeline::cores());
   for (std::int64_t batch : {1024, 8192, 32768}) {
@@ -205,6 +232,12 @@ void sweep(benchmark::internal::Benchmark *b) {
 } // namespace
 
 BENCHMARK(bm_floor)->Name("floor/one_thread")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(bm_floor_parallel)
+    ->Name("floor/split")
+    ->ArgName("threads")
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(bm_lakh)
     ->Name("lakh")
     ->ArgNames({"batch", "workers", "capacity"})
