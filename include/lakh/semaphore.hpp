@@ -1,0 +1,364 @@
+#pragma once
+// lakh/semaphore.hpp: a weighted counting semaphore with strict FIFO order, cancellation,
+// deadlines, RAII permits and resize().
+//
+// Go's golang.org/x/sync/semaphore.Weighted for C++: `acquire(n)` takes n units of a shared
+// capacity (connections, bytes in flight, CPU slots) and `release(n)` gives them back.
+// Unlike std::counting_semaphore it has weights, a stop_token and deadline on every blocking
+// call, and strict FIFO order: a waiter is served only when everyone who arrived before it
+// has been, so a large request at the head is never starved by a stream of small ones (while
+// it waits, small requests queue behind it even if they would fit). Unlike Go's, the
+// capacity can be changed at run time (`resize`), and asking for more than the capacity is
+// an immediate error instead of a wait that can never end.
+//
+// Memory ordering: a release(n) happens-before every acquire that the released units let
+// complete; acquire and release synchronize through one mutex.
+// Fairness: strictly first come, first served among blocked callers; try_acquire never
+// jumps the queue (it fails while anyone waits).
+// Cost: one mutex per call (no atomic fast path: FIFO hand-off needs the queue); a waiter
+// is woken only when its own units are granted (no thundering herd).
+
+#include <lakh/error.hpp>
+#include <lakh/status.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <mutex>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+namespace lakh {
+
+class semaphore;
+
+/// Units held from a lakh::semaphore, released when the permit is destroyed (RAII). Movable,
+/// not copyable; an empty permit (owns() == false) holds nothing.
+class [[nodiscard]] permit {
+public:
+  /// An empty permit. Thread-safety: -. Blocks: never. Allocates: never.
+  permit() noexcept = default;
+
+  permit(permit &&other) noexcept
+      : sem_(std::exchange(other.sem_, nullptr)), n_(std::exchange(other.n_, 0)) {}
+
+  permit &operator=(permit &&other) noexcept {
+    if (this != &other) {
+      release();
+      sem_ = std::exchange(other.sem_, nullptr);
+      n_ = std::exchange(other.n_, 0);
+    }
+    return *this;
+  }
+
+  permit(const permit &) = delete;
+  permit &operator=(const permit &) = delete;
+
+  /// Releases the units still held. Thread-safety: -. Blocks: briefly (the semaphore's mutex).
+  ~permit() { release(); }
+
+  /// Releases the units now; the permit becomes empty. Does nothing on an empty permit.
+  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
+  /// Allocates: never.
+  void release() noexcept;
+
+  /// Whether the permit holds units. Thread-safety: not thread-safe. Blocks: never.
+  /// Allocates: never.
+  [[nodiscard]] bool owns() const noexcept { return sem_ != nullptr; }
+
+  /// owns(). Thread-safety: not thread-safe. Blocks: never. Allocates: never.
+  explicit operator bool() const noexcept { return owns(); }
+
+  /// Units held (0 when empty). Thread-safety: not thread-safe. Blocks: never.
+  /// Allocates: never.
+  [[nodiscard]] std::ptrdiff_t count() const noexcept { return n_; }
+
+private:
+  friend class semaphore;
+  permit(semaphore *s, std::ptrdiff_t n) noexcept : sem_(s), n_(n) {}
+
+  semaphore *sem_ = nullptr;
+  std::ptrdiff_t n_ = 0;
+};
+
+/// Weighted counting semaphore, strictly FIFO (see the header comment).
+class semaphore {
+public:
+  /// A semaphore with `capacity` units, none in use.
+  /// Thread-safety: -. Blocks: never.
+  /// @throws std::invalid_argument if capacity < 1. Allocates: never.
+  explicit semaphore(std::ptrdiff_t capacity) : capacity_(capacity) {
+    if (capacity < 1) {
+      throw std::invalid_argument("lakh::semaphore: capacity (" + std::to_string(capacity) +
+                                  ") must be at least 1");
+    }
+  }
+
+  semaphore(const semaphore &) = delete;
+  semaphore &operator=(const semaphore &) = delete;
+
+  /// Destroying a semaphore while calls are blocked in it or permits refer to it is
+  /// undefined behaviour, as for std::mutex.
+  ~semaphore() = default;
+
+  /// Takes n units, waiting in FIFO order until they are free.
+  /// Thread-safety: safe. Blocks: until the units are granted.
+  /// @throws std::invalid_argument if n < 1 or n > capacity(), also when a resize() while
+  /// waiting makes the capacity smaller than n. Allocates: never.
+  void acquire(std::ptrdiff_t n = 1) {
+    (void)acquire_impl("acquire", n, nullptr, std::stop_token{});
+  }
+
+  /// Takes n units, or gives up when stop is requested on `st`.
+  /// Thread-safety: safe. Blocks: until granted or stop requested.
+  /// @return status::ok (the units are held) or status::cancelled (nothing is held).
+  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  [[nodiscard]] status acquire(std::ptrdiff_t n, std::stop_token st) {
+    return acquire_impl("acquire", n, nullptr, st);
+  }
+
+  /// Takes n units if they are free and nobody waits; never blocks, never jumps the queue.
+  /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
+  /// @return true if the units are now held.
+  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  [[nodiscard]] bool try_acquire(std::ptrdiff_t n = 1) {
+    std::lock_guard lk(mu_);
+    check_n("try_acquire", n);
+    if (head_ == nullptr && n <= capacity_ - in_use_) {
+      in_use_ += n;
+      return true;
+    }
+    return false;
+  }
+
+  /// Takes n units, waiting at most `timeout`, or until stop is requested on `st`.
+  /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
+  /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
+  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  template <class Rep, class Period>
+  [[nodiscard]] status try_acquire_for(std::ptrdiff_t n, std::chrono::duration<Rep, Period> timeout,
+                                       std::stop_token st = {}) {
+    return try_acquire_until(n, std::chrono::steady_clock::now() + timeout, std::move(st));
+  }
+
+  /// Takes n units, waiting until `deadline` at most, or until stop is requested on `st`.
+  /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
+  /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
+  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  template <class Clock, class Duration>
+  [[nodiscard]] status try_acquire_until(std::ptrdiff_t n,
+                                         std::chrono::time_point<Clock, Duration> deadline,
+                                         std::stop_token st = {}) {
+    const auto steady_deadline =
+        std::chrono::steady_clock::now() +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - Clock::now());
+    return acquire_impl("try_acquire_until", n, &steady_deadline, st);
+  }
+
+  /// Gives back n units and grants waiters from the head of the queue while they fit.
+  /// Thread-safety: safe; any thread may release (not only the acquirer).
+  /// Blocks: never (briefly on the internal mutex).
+  /// @throws std::invalid_argument if n < 1.
+  /// @throws lakh::usage_error if n is more than in_use(). Allocates: never.
+  void release(std::ptrdiff_t n = 1) {
+    std::lock_guard lk(mu_);
+    if (n < 1) {
+      throw std::invalid_argument("lakh::semaphore::release: n (" + std::to_string(n) +
+                                  ") must be at least 1");
+    }
+    if (n > in_use_) {
+      throw usage_error("lakh::semaphore::release: n (" + std::to_string(n) +
+                        ") exceeds the units in use (" + std::to_string(in_use_) + ")");
+    }
+    in_use_ -= n;
+    grant_locked();
+  }
+
+  /// acquire(n) as a RAII permit. Thread-safety, blocking, exceptions: as acquire(n).
+  [[nodiscard]] permit acquire_permit(std::ptrdiff_t n = 1) {
+    acquire(n);
+    return permit(this, n);
+  }
+
+  /// acquire(n, st) as a permit; empty (owns() == false) when cancelled.
+  /// Thread-safety, blocking, exceptions: as acquire(n, st).
+  [[nodiscard]] permit acquire_permit(std::ptrdiff_t n, std::stop_token st) {
+    return acquire(n, std::move(st)) == status::ok ? permit(this, n) : permit();
+  }
+
+  /// try_acquire(n) as a permit; empty when the units were not free.
+  /// Thread-safety, blocking, exceptions: as try_acquire(n).
+  [[nodiscard]] permit try_acquire_permit(std::ptrdiff_t n = 1) {
+    return try_acquire(n) ? permit(this, n) : permit();
+  }
+
+  /// try_acquire_for(n, timeout, st) as a permit; empty on timeout or cancellation.
+  /// Thread-safety, blocking, exceptions: as try_acquire_for.
+  template <class Rep, class Period>
+  [[nodiscard]] permit try_acquire_permit_for(std::ptrdiff_t n,
+                                              std::chrono::duration<Rep, Period> timeout,
+                                              std::stop_token st = {}) {
+    return try_acquire_for(n, timeout, std::move(st)) == status::ok ? permit(this, n) : permit();
+  }
+
+  /// Changes the capacity. Growing grants waiters that now fit. Shrinking below in_use() is
+  /// allowed: units in use stay in use and new acquisitions wait until enough are released.
+  /// Waiters asking for more than the new capacity could never be served: they are woken
+  /// and their acquire throws std::invalid_argument (as it would have on arrival).
+  /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
+  /// @throws std::invalid_argument if new_capacity < 1. Allocates: never.
+  void resize(std::ptrdiff_t new_capacity) {
+    std::lock_guard lk(mu_);
+    if (new_capacity < 1) {
+      throw std::invalid_argument("lakh::semaphore::resize: new_capacity (" +
+                                  std::to_string(new_capacity) + ") must be at least 1");
+    }
+    capacity_ = new_capacity;
+    for (waiter *w = head_; w != nullptr;) {
+      waiter *next = w->next;
+      if (w->n > capacity_) {
+        unlink(w);
+        w->state = waiter::too_big;
+        w->cv.notify_one();
+      }
+      w = next;
+    }
+    grant_locked();
+  }
+
+  /// The total number of units. Thread-safety: safe. Blocks: briefly. Allocates: never.
+  [[nodiscard]] std::ptrdiff_t capacity() const {
+    std::lock_guard lk(mu_);
+    return capacity_;
+  }
+
+  /// Units held now (approximate as soon as it returns).
+  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
+  [[nodiscard]] std::ptrdiff_t in_use() const {
+    std::lock_guard lk(mu_);
+    return in_use_;
+  }
+
+  /// capacity() - in_use(), at least 0 (approximate as soon as it returns).
+  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
+  [[nodiscard]] std::ptrdiff_t available() const {
+    std::lock_guard lk(mu_);
+    return capacity_ > in_use_ ? capacity_ - in_use_ : 0;
+  }
+
+  /// Callers blocked in acquire now (approximate as soon as it returns).
+  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
+  [[nodiscard]] std::size_t waiting() const {
+    std::lock_guard lk(mu_);
+    return waiting_;
+  }
+
+private:
+  // A blocked caller, on its own stack, linked into the FIFO queue while it waits.
+  struct waiter {
+    enum state_t { waiting, granted, too_big };
+    std::ptrdiff_t n;
+    std::condition_variable_any cv;
+    state_t state = waiting;
+    waiter *prev = nullptr;
+    waiter *next = nullptr;
+  };
+
+  void check_n(const char *fn, std::ptrdiff_t n) const {
+    if (n < 1) {
+      throw std::invalid_argument(std::string("lakh::semaphore::") + fn + ": n (" +
+                                  std::to_string(n) + ") must be at least 1");
+    }
+    if (n > capacity_) {
+      throw std::invalid_argument(std::string("lakh::semaphore::") + fn + ": n (" +
+                                  std::to_string(n) + ") exceeds capacity (" +
+                                  std::to_string(capacity_) + ")");
+    }
+  }
+
+  status acquire_impl(const char *fn, std::ptrdiff_t n,
+                      const std::chrono::steady_clock::time_point *deadline, std::stop_token st) {
+    std::unique_lock lk(mu_);
+    check_n(fn, n);
+    if (head_ == nullptr && n <= capacity_ - in_use_) {
+      in_use_ += n;
+      return status::ok;
+    }
+    if (st.stop_requested()) {
+      return status::cancelled;
+    }
+    if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) {
+      return status::timeout;
+    }
+    waiter w{n, {}, waiter::waiting, tail_, nullptr};
+    (tail_ != nullptr ? tail_->next : head_) = &w;
+    tail_ = &w;
+    ++waiting_;
+    auto done = [&w] { return w.state != waiter::waiting; };
+    if (deadline != nullptr) {
+      (void)w.cv.wait_until(lk, st, *deadline, done);
+    } else {
+      (void)w.cv.wait(lk, st, done);
+    }
+    --waiting_;
+    switch (w.state) {
+    case waiter::granted: // granted, even if stop or the deadline came at the same time
+      return status::ok;
+    case waiter::too_big:
+      throw std::invalid_argument(std::string("lakh::semaphore::") + fn + ": n (" +
+                                  std::to_string(n) + ") exceeds capacity (" +
+                                  std::to_string(capacity_) + ") after resize");
+    case waiter::waiting:
+      break;
+    }
+    // Gave up: leave the queue, and let those behind through if the head moved.
+    const bool was_head = head_ == &w;
+    unlink(&w);
+    if (was_head) {
+      grant_locked();
+    }
+    return st.stop_requested() ? status::cancelled : status::timeout;
+  }
+
+  void unlink(waiter *w) noexcept {
+    (w->prev != nullptr ? w->prev->next : head_) = w->next;
+    (w->next != nullptr ? w->next->prev : tail_) = w->prev;
+    w->prev = w->next = nullptr;
+  }
+
+  // Grants from the head while the head fits (strict FIFO: stops at the first that does
+  // not). Notifies under the lock: a woken waiter's stack (and its cv) may vanish as soon as
+  // the lock is released.
+  void grant_locked() noexcept {
+    while (head_ != nullptr && head_->n <= capacity_ - in_use_) {
+      waiter *w = head_;
+      in_use_ += w->n;
+      unlink(w);
+      w->state = waiter::granted;
+      w->cv.notify_one();
+    }
+  }
+
+  mutable std::mutex mu_;
+  std::ptrdiff_t capacity_;
+  std::ptrdiff_t in_use_ = 0;
+  std::size_t waiting_ = 0;
+  waiter *head_ = nullptr;
+  waiter *tail_ = nullptr;
+};
+
+inline void permit::release() noexcept {
+  if (sem_ != nullptr) {
+    // Cannot throw: a permit never holds more than it acquired (resize keeps in-use units).
+    try {
+      sem_->release(n_);
+    } catch (...) {
+    }
+    sem_ = nullptr;
+    n_ = 0;
+  }
+}
+
+} // namespace lakh
