@@ -29,6 +29,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -158,8 +159,15 @@ private:
     status result = status::ok;
     {
       // Taking the lock in the callback means a stop request cannot fall between our check
-      // of stop_requested() and our sleep.
-      std::stop_callback wake(st, [this, &cv] {
+      // of stop_requested() and our sleep. If stop was requested before the callback is
+      // registered, the constructor runs it right here, on this thread, which holds mu_:
+      // then there is nobody to wake (the predicate sees the stop), and locking would
+      // deadlock.
+      const std::thread::id self = std::this_thread::get_id();
+      std::stop_callback wake(st, [this, &cv, self] {
+        if (std::this_thread::get_id() == self) {
+          return;
+        }
         std::scoped_lock relock(mu_);
         cv.notify_all();
       });

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -536,5 +537,28 @@ TEST_CASE("select.concurrent_traffic_exactly_once" * doctest::timeout(60)) {
     constexpr std::int64_t n = 2 * per_sender;
     CHECK(count == n);
     CHECK(sum == n * (n - 1) / 2);
+  }
+}
+
+// A stop requested while recv/send is between its own stop check and the registration of
+// its stop callback once made the callback run inline on the waiting thread, which held
+// the channel's mutex: a self-deadlock. Races the two many times; the window is a few
+// instructions wide, so this is a stress test (the bug first showed under TSan in
+// fake.usage.stream_usage_stops_on_close_and_cancel), not a deterministic reproduction.
+TEST_CASE("channel.cancel.stop_racing_the_wait_never_hangs" * doctest::timeout(60)) {
+  for (int i = 0; i < 500; ++i) {
+    lakh::channel<int> empty(1);
+    lakh::channel<int> full(1);
+    REQUIRE(full.try_send(1) == lakh::status::ok);
+    std::stop_source stop;
+    std::jthread receiver([&] { CHECK_FALSE(empty.recv(stop.get_token()).has_value()); });
+    std::jthread sender([&] { CHECK(full.send(2, stop.get_token()) == lakh::status::cancelled); });
+    // Contend for the channels' mutex as a caller polling them would, then stop: this
+    // lines the request up with the waiters' registration.
+    for (int k = 0; k < i % 8; ++k) {
+      (void)empty.size();
+      (void)full.size();
+    }
+    stop.request_stop();
   }
 }
