@@ -9,6 +9,9 @@
 #include <lakh/error.hpp>
 #include <lakh/idempotency.hpp>
 #include <lakh/lock_order.hpp>
+#include <lakh/metrics.hpp>
+#include <lakh/parallel_for_each.hpp>
+#include <lakh/semaphore.hpp>
 #include <lakh/status.hpp>
 #include <lakh/task_group.hpp>
 #include <lakh/thread_annotations.hpp>

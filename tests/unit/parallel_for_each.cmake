@@ -1,0 +1,1 @@
+lakh_add_test(test_parallel_for_each SOURCES unit/parallel_for_each_test.cpp)
