@@ -41,7 +41,7 @@ public:
 
   /// One consumer: receive and process until the channel is drained and closed (true) or
   /// stop is requested (false).
-  bool consume(std::stop_token const &pool_token) {
+  bool consume(const std::stop_token &pool_token) {
     // The pool's stop() also stops this run.
     std::stop_callback const link(pool_token, [this]() noexcept { stop_.request_stop(); });
     std::stop_token const st = stop_.get_token();
@@ -118,9 +118,9 @@ private:
 /// tasks (it would wait for workers it may be occupying).
 /// Allocates: the run's state and one pool task per consumer.
 template <class T, class F>
-  requires detail::item_consumer<F, T>
-status parallel_for_each(worker_pool &pool, channel<T> &ch, F &&fn, std::size_t consumers,
-                         std::stop_token st = {}) {
+requires detail::item_consumer<F, T> status parallel_for_each(worker_pool &pool, channel<T> &ch,
+                                                              F &&fn, std::size_t consumers,
+                                                              std::stop_token st = {}) {
   if (consumers == 0) {
     throw std::invalid_argument("lakh::parallel_for_each: consumers (0) must be at least 1");
   }
@@ -134,8 +134,8 @@ status parallel_for_each(worker_pool &pool, channel<T> &ch, F &&fn, std::size_t 
   std::vector<std::future<bool>> running;
   running.reserve(consumers);
   for (std::size_t i = 0; i < consumers; ++i) {
-    auto r = pool.submit([&run](std::stop_token pool_token) { return run.consume(pool_token); },
-                         st);
+    auto r =
+        pool.submit([&run](std::stop_token pool_token) { return run.consume(pool_token); }, st);
     if (r.status == status::ok) {
       running.push_back(std::move(r.future));
       continue;
@@ -149,7 +149,7 @@ status parallel_for_each(worker_pool &pool, channel<T> &ch, F &&fn, std::size_t 
   for (auto &f : running) {
     try {
       drained = f.get() && drained;
-    } catch (std::future_error const &) { // discarded by pool.stop() before it started
+    } catch (const std::future_error &) { // discarded by pool.stop() before it started
       drained = false;
     }
   }
@@ -162,8 +162,8 @@ status parallel_for_each(worker_pool &pool, channel<T> &ch, F &&fn, std::size_t 
 /// As above, with one consumer per worker of `pool` (`pool.size()`).
 /// Thread-safety, blocking, return, exceptions and allocation: as above.
 template <class T, class F>
-  requires detail::item_consumer<F, T>
-status parallel_for_each(worker_pool &pool, channel<T> &ch, F &&fn, std::stop_token st = {}) {
+requires detail::item_consumer<F, T> status parallel_for_each(worker_pool &pool, channel<T> &ch,
+                                                              F &&fn, std::stop_token st = {}) {
   return parallel_for_each(pool, ch, std::forward<F>(fn), pool.size(), std::move(st));
 }
 
