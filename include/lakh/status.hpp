@@ -12,11 +12,11 @@ namespace lakh {
 
 /// Why a call returned. `ok` is the only success.
 enum class status {
-  ok,        ///< done: sent, received, acquired
-  closed,    ///< the channel (or pool) is closed: a send will never succeed, a recv found it drained
-  full,      ///< a try_ send found no room
-  empty,     ///< a try_ recv found nothing buffered
-  timeout,   ///< the deadline passed first
+  ok,      ///< done: sent, received, acquired
+  closed,  ///< the channel (or pool) is closed: a send will never succeed, a recv found it drained
+  full,    ///< a try_ send found no room
+  empty,   ///< a try_ recv found nothing buffered
+  timeout, ///< the deadline passed first
   cancelled, ///< the std::stop_token was stopped first
 };
 

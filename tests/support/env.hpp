@@ -21,8 +21,14 @@ inline std::string require_env(const char *name) {
   return v;
 }
 
-inline std::string database_url() { return require_env("DATABASE_URL"); }
-inline std::string redis_url() { return require_env("REDIS_URL"); }
-inline std::string nats_url() { return require_env("NATS_URL"); }
+inline std::string database_url() {
+  return require_env("DATABASE_URL");
+}
+inline std::string redis_url() {
+  return require_env("REDIS_URL");
+}
+inline std::string nats_url() {
+  return require_env("NATS_URL");
+}
 
 } // namespace lakh::test
