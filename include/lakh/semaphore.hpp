@@ -220,7 +220,7 @@ public:
       waiter *next = w->next;
       if (w->n > capacity_) {
         unlink(w);
-        w->state = waiter::too_big;
+        w->state = waiter::state_t::too_big;
         w->cv.notify_one();
       }
       w = next;
@@ -258,10 +258,10 @@ public:
 private:
   // A blocked caller, on its own stack, linked into the FIFO queue while it waits.
   struct waiter {
-    enum state_t { waiting, granted, too_big };
+    enum class state_t { waiting, granted, too_big };
     std::ptrdiff_t n;
     std::condition_variable_any cv;
-    state_t state = waiting;
+    state_t state = state_t::waiting;
     waiter *prev = nullptr;
     waiter *next = nullptr;
   };
@@ -292,11 +292,11 @@ private:
     if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) {
       return status::timeout;
     }
-    waiter w{n, {}, waiter::waiting, tail_, nullptr};
+    waiter w{n, {}, waiter::state_t::waiting, tail_, nullptr};
     (tail_ != nullptr ? tail_->next : head_) = &w;
     tail_ = &w;
     ++waiting_;
-    auto done = [&w] { return w.state != waiter::waiting; };
+    auto done = [&w] { return w.state != waiter::state_t::waiting; };
     if (deadline != nullptr) {
       (void)w.cv.wait_until(lk, st, *deadline, done);
     } else {
@@ -304,13 +304,13 @@ private:
     }
     --waiting_;
     switch (w.state) {
-    case waiter::granted: // granted, even if stop or the deadline came at the same time
+    case waiter::state_t::granted: // granted, even if stop or the deadline came at the same time
       return status::ok;
-    case waiter::too_big:
+    case waiter::state_t::too_big:
       throw std::invalid_argument(std::string("lakh::semaphore::") + fn + ": n (" +
                                   std::to_string(n) + ") exceeds capacity (" +
                                   std::to_string(capacity_) + ") after resize");
-    case waiter::waiting:
+    case waiter::state_t::waiting:
       break;
     }
     // Gave up: leave the queue, and let those behind through if the head moved.
@@ -336,7 +336,7 @@ private:
       waiter *w = head_;
       in_use_ += w->n;
       unlink(w);
-      w->state = waiter::granted;
+      w->state = waiter::state_t::granted;
       w->cv.notify_one();
     }
   }
