@@ -18,6 +18,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <stop_token>
@@ -128,7 +129,10 @@ requires detail::item_consumer<F, T> status parallel_for_each(worker_pool &pool,
     throw usage_error("lakh::parallel_for_each: called from one of the pool's own tasks (it "
                       "would wait for workers it may be occupying)");
   }
-  detail::for_each_run<T, std::remove_reference_t<F>> run(ch, fn);
+  // On the heap: GCC 12 at -O1 with sanitizers warns (-Wmaybe-uninitialized, a false
+  // positive) about a std::stop_source member of a local object.
+  auto owner = std::make_unique<detail::for_each_run<T, std::remove_reference_t<F>>>(ch, fn);
+  auto &run = *owner;
   std::stop_callback const link(st, [&run]() noexcept { run.request_stop(); });
 
   std::vector<std::future<bool>> running;
