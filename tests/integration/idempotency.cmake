@@ -12,3 +12,13 @@ if(TARGET lakh::redis)
   lakh_add_test(test_idempotency_redis_restart SOURCES integration/idempotency_redis_restart_test.cpp
                 LIBS lakh::redis LABELS integration SERIAL)
 endif()
+# Several processes (lakh_idempotency_child) race for one key in PostgreSQL and in Redis.
+if(TARGET lakh::pg AND TARGET lakh::redis)
+  add_executable(lakh_idempotency_child integration/idempotency_child.cpp)
+  target_link_libraries(lakh_idempotency_child PRIVATE lakh::pg lakh::redis lakh_dev_flags)
+  lakh_add_test(test_idempotency_multiprocess SOURCES integration/idempotency_multiprocess_test.cpp
+                LIBS lakh::pg lakh::redis LABELS integration)
+  target_compile_definitions(test_idempotency_multiprocess
+                             PRIVATE LAKH_IDEMPOTENCY_CHILD="$<TARGET_FILE:lakh_idempotency_child>")
+  add_dependencies(test_idempotency_multiprocess lakh_idempotency_child)
+endif()
