@@ -1,0 +1,237 @@
+// bench_idempotency: one operation per iteration, through lakh::idempotency_guard and bare.
+//   new_key   every iteration a fresh key: the guard takes it, runs the operation, stores
+//             the response (the executed path, what a first request costs)
+//   replay    the same key every iteration: the stored response comes back, nothing runs
+//   bare      the operation alone, without the guard (the baseline for the overhead)
+// Stores: memory (sharded, in process), redis (SET NX PX + Lua completion; the operation is
+// an INCR), pg (the operation is an INSERT in the guard's transaction; bare: the same INSERT
+// in its own transaction). Threads 1 and 4.
+#include <lakh/idempotency.hpp>
+#include <lakh/pg/idempotency_store.hpp>
+#include <lakh/redis/idempotency_store.hpp>
+
+#include <benchmark/benchmark.h>
+#include <pqxx/pqxx>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+namespace {
+
+const auto fp = lakh::fingerprint("POST", "/v1/charges", "amount=4200");
+
+std::string env(const char *name) {
+  const char *v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+std::string unique(const std::string &prefix) {
+  static std::atomic<long> n{0};
+  return prefix + std::to_string(::getpid()) + "_" + std::to_string(n.fetch_add(1));
+}
+
+lakh::idempotency_options opts() {
+  lakh::idempotency_options o;
+  o.wait = std::chrono::milliseconds(0);
+  return o;
+}
+
+// ---- memory -------------------------------------------------------------------------------
+
+lakh::memory_idempotency_store &memory_store() {
+  static lakh::memory_idempotency_store s;
+  return s;
+}
+
+std::atomic<long> memory_business{0};
+
+void memory_new_key(benchmark::State &state) {
+  lakh::idempotency_guard g(memory_store(), opts());
+  const std::string prefix = unique("m") + "_" + std::to_string(state.thread_index()) + "_";
+  long i = 0;
+  for (auto _ : state) {
+    auto r = g.run("t", prefix + std::to_string(i++), fp, [] {
+      memory_business.fetch_add(1, std::memory_order_relaxed);
+      return lakh::stored_response{201, "ok"};
+    });
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void memory_replay(benchmark::State &state) {
+  lakh::idempotency_guard g(memory_store(), opts());
+  const std::string key = unique("mr") + "_" + std::to_string(state.thread_index());
+  auto op = [] { return lakh::stored_response{201, "ok"}; };
+  (void)g.run("t", key, fp, op);
+  for (auto _ : state) {
+    auto r = g.run("t", key, fp, op);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void memory_bare(benchmark::State &state) {
+  for (auto _ : state) {
+    memory_business.fetch_add(1, std::memory_order_relaxed);
+    lakh::stored_response r{201, "ok"};
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// ---- redis --------------------------------------------------------------------------------
+
+struct redis_env {
+  lakh::redis::connection_pool pool{env("REDIS_URL")};
+  std::string prefix = unique("lakh:bench:idem:") + ":";
+  lakh::redis::idempotency_store store{pool, {prefix}};
+};
+
+redis_env *redis() {
+  static std::unique_ptr<redis_env> e;
+  if (!e && !env("REDIS_URL").empty()) {
+    e = std::make_unique<redis_env>();
+  }
+  return e.get();
+}
+
+void redis_new_key(benchmark::State &state) {
+  auto *e = redis();
+  if (e == nullptr) {
+    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  lakh::idempotency_guard g(e->store, opts());
+  const std::string prefix = unique("k") + "_" + std::to_string(state.thread_index()) + "_";
+  long i = 0;
+  for (auto _ : state) {
+    auto r = g.run("t", prefix + std::to_string(i++), fp, [e] {
+      (void)e->pool.command({"INCR", e->prefix + "business"});
+      return lakh::stored_response{201, "ok"};
+    });
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void redis_replay(benchmark::State &state) {
+  auto *e = redis();
+  if (e == nullptr) {
+    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  lakh::idempotency_guard g(e->store, opts());
+  const std::string key = unique("r") + "_" + std::to_string(state.thread_index());
+  auto op = [] { return lakh::stored_response{201, "ok"}; };
+  (void)g.run("t", key, fp, op);
+  for (auto _ : state) {
+    auto r = g.run("t", key, fp, op);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void redis_bare(benchmark::State &state) {
+  auto *e = redis();
+  if (e == nullptr) {
+    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  for (auto _ : state) {
+    auto r = e->pool.command({"INCR", e->prefix + "business"});
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// ---- PostgreSQL ---------------------------------------------------------------------------
+
+struct pg_env {
+  lakh::pg::pool pool{env("DATABASE_URL"), 8};
+  std::string table = unique("bench_idem_");
+  lakh::pg::idempotency_store store{pool, {table}};
+  pg_env() {
+    store.create_schema();
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    tx.exec("CREATE TABLE " + table + "_business (id bigserial PRIMARY KEY, note text)");
+  }
+};
+
+pg_env *pg() {
+  static std::unique_ptr<pg_env> e;
+  if (!e && !env("DATABASE_URL").empty()) {
+    e = std::make_unique<pg_env>();
+  }
+  return e.get();
+}
+
+void pg_new_key(benchmark::State &state) {
+  auto *e = pg();
+  if (e == nullptr) {
+    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  lakh::idempotency_guard g(e->store, opts());
+  const std::string prefix = unique("k") + "_" + std::to_string(state.thread_index()) + "_";
+  const std::string insert = "INSERT INTO " + e->table + "_business (note) VALUES ('charge')";
+  long i = 0;
+  for (auto _ : state) {
+    auto r = g.run("t", prefix + std::to_string(i++), fp, [&insert](pqxx::work &w) {
+      w.exec(insert);
+      return lakh::stored_response{201, "ok"};
+    });
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void pg_replay(benchmark::State &state) {
+  auto *e = pg();
+  if (e == nullptr) {
+    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  lakh::idempotency_guard g(e->store, opts());
+  const std::string key = unique("r") + "_" + std::to_string(state.thread_index());
+  auto op = [](pqxx::work &) { return lakh::stored_response{201, "ok"}; };
+  (void)g.run("t", key, fp, op);
+  for (auto _ : state) {
+    auto r = g.run("t", key, fp, op);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void pg_bare(benchmark::State &state) {
+  auto *e = pg();
+  if (e == nullptr) {
+    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
+    return;
+  }
+  const std::string insert = "INSERT INTO " + e->table + "_business (note) VALUES ('charge')";
+  for (auto _ : state) {
+    auto c = e->pool.acquire();
+    pqxx::work w(*c);
+    w.exec(insert);
+    w.commit();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+} // namespace
+
+BENCHMARK(memory_new_key)->Name("memory/new_key")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(memory_replay)->Name("memory/replay")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(memory_bare)->Name("memory/bare")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(redis_new_key)->Name("redis/new_key")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(redis_replay)->Name("redis/replay")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(redis_bare)->Name("redis/bare")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(pg_new_key)->Name("pg/new_key")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(pg_replay)->Name("pg/replay")->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(pg_bare)->Name("pg/bare")->Threads(1)->Threads(4)->UseRealTime();
