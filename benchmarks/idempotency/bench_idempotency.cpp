@@ -40,6 +40,32 @@ lakh::idempotency_options opts() {
   return o;
 }
 
+// One guarded operation per iteration on a fresh key (the executed path).
+template <class Store, class Op>
+void guarded_new_key(benchmark::State &state, Store &store, const std::string &tag, Op op) {
+  lakh::idempotency_guard g(store, opts());
+  const std::string prefix = unique(tag) + "_" + std::to_string(state.thread_index()) + "_";
+  long i = 0;
+  for (auto _ : state) {
+    auto r = g.run("t", prefix + std::to_string(i++), fp, op);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The stored response of one key, every iteration (nothing runs).
+template <class Store, class Op>
+void guarded_replay(benchmark::State &state, Store &store, const std::string &tag, Op op) {
+  lakh::idempotency_guard g(store, opts());
+  const std::string key = unique(tag) + "_" + std::to_string(state.thread_index());
+  (void)g.run("t", key, fp, op);
+  for (auto _ : state) {
+    auto r = g.run("t", key, fp, op);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // ---- memory -------------------------------------------------------------------------------
 
 lakh::memory_idempotency_store &memory_store() {
@@ -50,29 +76,14 @@ lakh::memory_idempotency_store &memory_store() {
 std::atomic<long> memory_business{0};
 
 void memory_new_key(benchmark::State &state) {
-  lakh::idempotency_guard g(memory_store(), opts());
-  const std::string prefix = unique("m") + "_" + std::to_string(state.thread_index()) + "_";
-  long i = 0;
-  for (auto _ : state) {
-    auto r = g.run("t", prefix + std::to_string(i++), fp, [] {
-      memory_business.fetch_add(1, std::memory_order_relaxed);
-      return lakh::stored_response{201, "ok"};
-    });
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_new_key(state, memory_store(), "m", [] {
+    memory_business.fetch_add(1, std::memory_order_relaxed);
+    return lakh::stored_response{201, "ok"};
+  });
 }
 
 void memory_replay(benchmark::State &state) {
-  lakh::idempotency_guard g(memory_store(), opts());
-  const std::string key = unique("mr") + "_" + std::to_string(state.thread_index());
-  auto op = [] { return lakh::stored_response{201, "ok"}; };
-  (void)g.run("t", key, fp, op);
-  for (auto _ : state) {
-    auto r = g.run("t", key, fp, op);
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_replay(state, memory_store(), "mr", [] { return lakh::stored_response{201, "ok"}; });
 }
 
 void memory_bare(benchmark::State &state) {
@@ -106,17 +117,10 @@ void redis_new_key(benchmark::State &state) {
     state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
     return;
   }
-  lakh::idempotency_guard g(e->store, opts());
-  const std::string prefix = unique("k") + "_" + std::to_string(state.thread_index()) + "_";
-  long i = 0;
-  for (auto _ : state) {
-    auto r = g.run("t", prefix + std::to_string(i++), fp, [e] {
-      (void)e->pool.command({"INCR", e->prefix + "business"});
-      return lakh::stored_response{201, "ok"};
-    });
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_new_key(state, e->store, "k", [e] {
+    (void)e->pool.command({"INCR", e->prefix + "business"});
+    return lakh::stored_response{201, "ok"};
+  });
 }
 
 void redis_replay(benchmark::State &state) {
@@ -125,15 +129,7 @@ void redis_replay(benchmark::State &state) {
     state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
     return;
   }
-  lakh::idempotency_guard g(e->store, opts());
-  const std::string key = unique("r") + "_" + std::to_string(state.thread_index());
-  auto op = [] { return lakh::stored_response{201, "ok"}; };
-  (void)g.run("t", key, fp, op);
-  for (auto _ : state) {
-    auto r = g.run("t", key, fp, op);
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_replay(state, e->store, "r", [] { return lakh::stored_response{201, "ok"}; });
 }
 
 void redis_bare(benchmark::State &state) {
@@ -177,18 +173,11 @@ void pg_new_key(benchmark::State &state) {
     state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
     return;
   }
-  lakh::idempotency_guard g(e->store, opts());
-  const std::string prefix = unique("k") + "_" + std::to_string(state.thread_index()) + "_";
   const std::string insert = "INSERT INTO " + e->table + "_business (note) VALUES ('charge')";
-  long i = 0;
-  for (auto _ : state) {
-    auto r = g.run("t", prefix + std::to_string(i++), fp, [&insert](pqxx::work &w) {
-      w.exec(insert);
-      return lakh::stored_response{201, "ok"};
-    });
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_new_key(state, e->store, "k", [&insert](pqxx::work &w) {
+    w.exec(insert);
+    return lakh::stored_response{201, "ok"};
+  });
 }
 
 void pg_replay(benchmark::State &state) {
@@ -197,15 +186,9 @@ void pg_replay(benchmark::State &state) {
     state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
     return;
   }
-  lakh::idempotency_guard g(e->store, opts());
-  const std::string key = unique("r") + "_" + std::to_string(state.thread_index());
-  auto op = [](pqxx::work &) { return lakh::stored_response{201, "ok"}; };
-  (void)g.run("t", key, fp, op);
-  for (auto _ : state) {
-    auto r = g.run("t", key, fp, op);
-    benchmark::DoNotOptimize(r);
-  }
-  state.SetItemsProcessed(state.iterations());
+  guarded_replay(state, e->store, "r", [](pqxx::work &) {
+    return lakh::stored_response{201, "ok"};
+  });
 }
 
 void pg_bare(benchmark::State &state) {
