@@ -134,10 +134,6 @@ inline result run(const config &cfg, std::stop_token st = {}) {
 
   lakh::worker_pool pool(n_workers, n_workers);
   std::unique_ptr<lakh::progress_line> progress;
-  if (cfg.progress) {
-    progress = std::make_unique<lakh::progress_line>(
-        "rows", cfg.rows, [&aggregated_rows] { return aggregated_rows.value(); });
-  }
 
   // Setup, before the clock: buffers allocated and touched, consumers waiting on the channel,
   // generators spawned and waiting on `go`. `wall` is the pipeline itself: first row
@@ -201,6 +197,10 @@ inline result run(const config &cfg, std::stop_token st = {}) {
       });
     }
     ready.wait();
+    if (cfg.progress) { // last of the setup, so that its rate is the pipeline's
+      progress = std::make_unique<lakh::progress_line>(
+          "rows", cfg.rows, [&aggregated_rows] { return aggregated_rows.value(); });
+    }
     start = clock::now();
     go.store(true, std::memory_order_release);
     go.notify_all();
