@@ -153,7 +153,12 @@ inline result run(const config &cfg, std::stop_token st = {}) {
             if (!item) {
               return; // closed and drained, or stopped
             }
-            state->totals.add(item->rows);
+            try {
+              state->totals.add(item->rows); // throws only for a row not from the spec
+            } catch (...) {
+              queue.close(); // generators blocked in send return instead of waiting forever
+              throw;         // to this worker's future, rethrown by run()
+            }
             state->latency.record(clock::now() - item->generated);
             ++state->batches;
             aggregated_rows.add(item->rows.size());
