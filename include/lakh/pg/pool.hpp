@@ -26,6 +26,7 @@
 
 #include <lakh/error.hpp>
 #include <lakh/pg/connection.hpp>
+#include <lakh/semaphore.hpp>
 #include <lakh/status.hpp>
 
 #include <poll.h>
@@ -111,57 +112,12 @@ class pool;
 
 namespace detail {
 
-// TEMPORARY stand-in for lakh::semaphore (lakh/semaphore.hpp is being written): a FIFO-less
-// counting gate with the same calls the pool makes. Replaced by lakh::semaphore when it lands.
-class pool_permits {
-public:
-  explicit pool_permits(std::ptrdiff_t n) : avail_(n) {}
-  bool try_acquire(std::ptrdiff_t n) {
-    std::lock_guard l(m_);
-    if (avail_ < n) {
-      return false;
-    }
-    avail_ -= n;
-    return true;
-  }
-  lakh::status acquire(std::ptrdiff_t n, std::stop_token st) {
-    std::unique_lock l(m_);
-    if (!cv_.wait(l, st, [&] { return avail_ >= n; })) {
-      return lakh::status::cancelled;
-    }
-    avail_ -= n;
-    return lakh::status::ok;
-  }
-  template <class Rep, class Period>
-  lakh::status try_acquire_for(std::ptrdiff_t n, std::chrono::duration<Rep, Period> d,
-                               std::stop_token st) {
-    std::unique_lock l(m_);
-    if (!cv_.wait_for(l, st, d, [&] { return avail_ >= n; })) {
-      return st.stop_requested() ? lakh::status::cancelled : lakh::status::timeout;
-    }
-    avail_ -= n;
-    return lakh::status::ok;
-  }
-  void release(std::ptrdiff_t n) {
-    {
-      std::lock_guard l(m_);
-      avail_ += n;
-    }
-    cv_.notify_all();
-  }
-
-private:
-  std::mutex m_;
-  std::condition_variable_any cv_;
-  std::ptrdiff_t avail_;
-};
-
 struct pool_state {
   explicit pool_state(pool_options o)
       : opts(std::move(o)), permits(static_cast<std::ptrdiff_t>(opts.max_size)) {}
 
   pool_options opts;
-  pool_permits permits;
+  lakh::semaphore permits; // FIFO: waiters for a connection are served in arrival order
   std::stop_source close_source;
 
   std::mutex m;
