@@ -37,6 +37,7 @@
 // lakh::pg::acquire_error); a lost connection marks the lease broken so the pool replaces it.
 
 #include <lakh/idempotency.hpp>
+#include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
 #include <atomic>
@@ -73,7 +74,8 @@ public:
   /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if the table name is not a plain lower-case identifier.
   explicit idempotency_store(pool &p, idempotency_store_options opts = {})
-      : pool_(&p), table_(checked_table(std::move(opts.table))) {}
+      : pool_(&p),
+        table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::idempotency_store")) {}
 
   /// Create the table (and its expiry index) if it does not exist. Safe to call from many
   /// processes at once (serialised by an advisory transaction lock).
@@ -264,30 +266,6 @@ public:
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
-  static std::string checked_table(std::string name) {
-    auto ident_ok = [](std::string_view s) {
-      if (s.empty() || s.size() > 63 || (s[0] >= '0' && s[0] <= '9')) {
-        return false;
-      }
-      for (char ch : s) {
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) {
-          return false;
-        }
-      }
-      return true;
-    };
-    auto dot = name.find('.');
-    bool ok = dot == std::string::npos ? ident_ok(name)
-                                       : ident_ok(std::string_view(name).substr(0, dot)) &&
-                                             ident_ok(std::string_view(name).substr(dot + 1));
-    if (!ok) {
-      throw std::invalid_argument("lakh::pg::idempotency_store: table name \"" + name +
-                                  "\" must be a lower-case identifier ([a-z_][a-z0-9_]*, at most "
-                                  "63 bytes), optionally schema-qualified");
-    }
-    return name;
-  }
-
   std::string index_name() const {
     std::string base =
         table_.substr(table_.find('.') == std::string::npos ? 0 : table_.find('.') + 1);
@@ -310,21 +288,7 @@ private:
   }
 
   template <class F> auto with_connection(F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-    auto lease = pool_->acquire();
-    if (!lease) {
-      throw acquire_error(lease.status(), pool_->target());
-    }
-    try {
-      return f(*lease);
-    } catch (const pqxx::broken_connection &) {
-      lease.mark_broken();
-      throw;
-    } catch (...) {
-      if (!lease->is_open()) {
-        lease.mark_broken();
-      }
-      throw;
-    }
+    return detail::with_connection(*pool_, std::forward<F>(f));
   }
 
   pool *pool_;
