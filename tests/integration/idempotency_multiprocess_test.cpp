@@ -6,96 +6,43 @@
 #include <lakh/redis/connection.hpp>
 
 #include <support/env.hpp>
+#include <support/process.hpp>
 
 #include <pqxx/pqxx>
 
 #include <doctest/doctest.h>
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
-
-extern char **environ;
 
 namespace {
 
 constexpr int processes = 3;
 constexpr int threads_per_process = 22; // 66 callers per key
 
-struct child {
-  pid_t pid = -1;
-  int to_child = -1;
-  FILE *from_child = nullptr;
-};
-
-child spawn_child(const std::vector<std::string> &args) {
-  int in[2];
-  int out[2];
-  REQUIRE(::pipe(in) == 0);
-  REQUIRE(::pipe(out) == 0);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, in[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-  for (int fd : {in[0], in[1], out[0], out[1]}) {
-    posix_spawn_file_actions_addclose(&fa, fd);
-  }
-  std::vector<char *> argv;
-  for (const auto &a : args) {
-    argv.push_back(const_cast<char *>(a.c_str())); // NOLINT: posix_spawn's signature
-  }
-  argv.push_back(nullptr);
-  child c;
-  const int rc = ::posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(in[0]);
-  ::close(out[1]);
-  REQUIRE_MESSAGE(rc == 0, "posix_spawn " << args[0] << ": " << std::strerror(rc));
-  c.to_child = in[1];
-  c.from_child = ::fdopen(out[0], "r");
-  REQUIRE(c.from_child != nullptr);
-  return c;
-}
-
-std::string read_line(FILE *f) {
-  std::string line;
-  for (int ch = 0; (ch = std::fgetc(f)) != EOF && ch != '\n';) {
-    line += static_cast<char>(ch);
-  }
-  return line;
-}
-
 // Runs one round: every child calls the guard with `key`; returns the result lines.
 std::vector<std::string> run_round(const std::string &kind, const std::string &url,
                                    const std::string &ns, const std::string &key) {
-  std::vector<child> children;
+  std::vector<lakh::test::child_process> children;
   for (int p = 0; p < processes; ++p) {
-    children.push_back(spawn_child(
+    children.push_back(lakh::test::spawn_child(
         {LAKH_IDEMPOTENCY_CHILD, kind, url, ns, key, std::to_string(threads_per_process)}));
   }
   for (auto &c : children) {
-    REQUIRE(read_line(c.from_child) == "ready");
+    REQUIRE(lakh::test::read_line(c.from_child) == "ready");
   }
   for (auto &c : children) { // go: as close together as the parent can make it
     REQUIRE(::write(c.to_child, "g", 1) == 1);
   }
   std::vector<std::string> lines;
   for (auto &c : children) {
-    for (std::string l = read_line(c.from_child); !l.empty(); l = read_line(c.from_child)) {
+    for (auto &l : lakh::test::finish_child(c)) {
       lines.push_back(l);
     }
-    std::fclose(c.from_child);
-    ::close(c.to_child);
-    int status = 0;
-    REQUIRE(::waitpid(c.pid, &status, 0) == c.pid);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
   }
   return lines;
 }

@@ -1,0 +1,475 @@
+#pragma once
+// lakh/pg/job_queue.hpp: a job queue in a PostgreSQL table, claimed in batches with
+// FOR UPDATE SKIP LOCKED, with leases and fencing tokens.
+//
+// The model is the one River, Que, Oban and graphile-worker share, written down once:
+//   - enqueue() inserts jobs in the CALLER's transaction, so a job exists if and only if the
+//     business change that asked for it committed (no outbox needed for the queue itself).
+//     A job may carry a unique key: while a job with that key is pending or running, another
+//     enqueue with the key is refused (a partial unique index), and enqueue says so.
+//   - claim(queue, n, lease) takes up to n runnable jobs in ONE statement: a
+//     SELECT ... ORDER BY run_at, id LIMIT n FOR UPDATE SKIP LOCKED over a partial index on
+//     pending jobs, and an UPDATE that marks them running with lease_until = now() + lease,
+//     attempts + 1 and a NEW fencing token from a sequence. Concurrent claimers skip each
+//     other's rows instead of waiting on them: no claimer ever blocks another, no deadlock.
+//   - Every later call about a claimed job (heartbeat, complete, fail) carries the token and
+//     only takes effect while the row is still running with that token. A worker that stalled
+//     past its lease and whose job was rescued (rescue_expired) and claimed again cannot
+//     complete it, extend it or overwrite the rerun: the database refuses, and the call
+//     returns false. complete() also comes in a form that runs in the caller's transaction,
+//     so the job's effects and its completion commit together (exactly-once effects).
+//   - fail() schedules a retry with exponential backoff (run_at later) or, after
+//     max_attempts, moves the job to 'dead' (the dead-letter state) with its last error.
+//   - rescue_expired() returns running jobs whose lease passed to pending (or dead when their
+//     attempts are used up). Claim does not rescue by itself: run rescue_expired() from any
+//     worker every few seconds (it is cheap: a partial index on running jobs).
+// Times are the database's (now()), so workers on machines with skewed clocks agree.
+//
+// Table (created idempotently by create_schema(), name configurable):
+//   id bigserial, queue text, payload text, unique_key text, state
+//   ('pending'|'running'|'done'|'dead'), attempts, max_attempts, run_at, lease_until,
+//   token bigint, last_error, created_at, finished_at; indexes: runnable (queue, run_at, id)
+//   WHERE state = 'pending'; running (lease_until) WHERE state = 'running'; unique
+//   (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running').
+// Done jobs stay in the table (history, unique keys free again); delete_finished() removes
+// them in batches.
+
+#include <lakh/pg/detail/sql.hpp>
+#include <lakh/pg/pool.hpp>
+
+#include <pqxx/pqxx>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lakh::pg {
+
+/// Settings of a job_queue.
+struct job_queue_options {
+  /// Table name: a lower-case SQL identifier, optionally schema-qualified.
+  std::string table = "lakh_jobs";
+};
+
+/// A job to enqueue.
+struct job_spec {
+  std::string queue;                     ///< 1..128 bytes
+  std::string payload;                   ///< any text (JSON, an id, ...); no NUL bytes
+  std::optional<std::string> unique_key; ///< 1..256 bytes; refuses duplicates while live
+  std::chrono::milliseconds delay{0};    ///< run_at = now() + delay (>= 0)
+  int max_attempts = 5;                  ///< >= 1: claims before the job is dead
+};
+
+/// A job handed to a worker by claim(). Pass it back to heartbeat/complete/fail.
+struct claimed_job {
+  std::int64_t id = 0;
+  std::string payload;
+  int attempts = 0;       ///< including this claim
+  std::int64_t token = 0; ///< the fencing token of this claim
+};
+
+/// What fail() did.
+enum class fail_outcome {
+  retried, ///< pending again, run_at moved by the backoff
+  dead,    ///< max_attempts reached: moved to the dead-letter state
+  refused, ///< the token no longer matches (lease expired and job rescued): nothing changed
+};
+
+/// Counts and ages a dashboard or an alert wants.
+struct job_queue_health {
+  std::int64_t pending = 0;
+  std::int64_t running = 0;
+  std::int64_t done = 0;
+  std::int64_t dead = 0;
+  double oldest_pending_seconds = 0; ///< age of the oldest runnable job (0 when none)
+  std::int64_t dead_tuples = 0;      ///< pg_stat_user_tables.n_dead_tup of the table
+  double oldest_transaction_seconds =
+      0; ///< oldest open transaction in this database (it holds back vacuum)
+};
+
+/// A PostgreSQL job queue with SKIP LOCKED batch claims, leases and fencing tokens. See the
+/// header comment for the model.
+///
+/// Thread-safety: every member may be called concurrently from any number of threads and
+/// processes. Ordering: jobs are claimed in (run_at, id) order among those not locked by a
+/// concurrent claim; no stronger order is promised under concurrency.
+class job_queue {
+public:
+  static constexpr std::size_t max_queue_name = 128;
+  static constexpr std::size_t max_unique_key = 256;
+  static constexpr int max_batch = 10000;
+
+  /// A queue over table `opts.table` with connections from `p` (which must outlive it).
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  /// @throws std::invalid_argument if the table name is not a lower-case identifier.
+  explicit job_queue(pool &p, job_queue_options opts = {})
+      : pool_(&p),
+        table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::job_queue")) {}
+
+  /// Creates the table, its indexes and the token sequence if they do not exist. Safe to call
+  /// from many processes at once (serialized by an advisory transaction lock).
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
+  /// Allocates: may.
+  void create_schema() {
+    const std::string base = detail::index_base(table_);
+    detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
+      w.exec("CREATE SEQUENCE IF NOT EXISTS " + table_ + "_token_seq");
+      w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
+             " (id bigserial PRIMARY KEY, queue text NOT NULL, payload text NOT NULL, "
+             "unique_key text, "
+             "state text NOT NULL DEFAULT 'pending' "
+             "CHECK (state IN ('pending', 'running', 'done', 'dead')), "
+             "attempts integer NOT NULL DEFAULT 0, "
+             "max_attempts integer NOT NULL CHECK (max_attempts >= 1), "
+             "run_at timestamptz NOT NULL DEFAULT now(), lease_until timestamptz, token bigint, "
+             "last_error text, created_at timestamptz NOT NULL DEFAULT now(), "
+             "finished_at timestamptz)");
+      w.exec("CREATE INDEX IF NOT EXISTS " + base + "_runnable ON " + table_ +
+             " (queue, run_at, id) WHERE state = 'pending'");
+      w.exec("CREATE INDEX IF NOT EXISTS " + base + "_running ON " + table_ +
+             " (lease_until) WHERE state = 'running'");
+      w.exec("CREATE UNIQUE INDEX IF NOT EXISTS " + base + "_unique ON " + table_ +
+             " (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', "
+             "'running')");
+      w.commit();
+    });
+  }
+
+  /// Inserts a job in the caller's transaction `w` (it exists once `w` commits).
+  /// Returns its id, or std::nullopt when spec.unique_key is set and a pending or running job
+  /// of that queue already has the key (nothing is inserted).
+  /// Thread-safety: safe (w is the caller's). Blocks: a round trip.
+  /// @throws std::invalid_argument on a bad spec (empty or oversize queue or key, NUL in the
+  /// payload, negative delay, max_attempts < 1); pqxx errors. Allocates: may.
+  std::optional<std::int64_t> enqueue(pqxx::work &w, const job_spec &spec) {
+    check_spec(spec, "enqueue");
+    // Without a key the conflict target never matches (NULL keys are not indexed).
+    const std::string sql =
+        "INSERT INTO " + table_ +
+        " (queue, payload, unique_key, max_attempts, run_at) "
+        "VALUES ($1, $2, " +
+        std::string(spec.unique_key ? "$5" : "NULL") +
+        ", $3, now() + $4 * interval '1 millisecond') "
+        "ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN "
+        "('pending', 'running') DO NOTHING RETURNING id";
+    const auto delay_ms = static_cast<long long>(spec.delay.count());
+    pqxx::result r =
+        spec.unique_key ? w.exec_params(sql, spec.queue, spec.payload, spec.max_attempts, delay_ms,
+                                        *spec.unique_key)
+                        : w.exec_params(sql, spec.queue, spec.payload, spec.max_attempts, delay_ms);
+    if (r.empty()) {
+      return std::nullopt;
+    }
+    return r[0][0].as<std::int64_t>();
+  }
+
+  /// Inserts one job per payload into `queue`, in one statement, in the caller's transaction.
+  /// Returns how many were inserted (all of them). No unique keys in bulk.
+  /// Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument on a bad queue name, a NUL in a payload or max_attempts < 1
+  /// (nothing inserted); pqxx errors. Allocates: the array text.
+  std::size_t enqueue_bulk(pqxx::work &w, std::string_view queue,
+                           const std::vector<std::string> &payloads, int max_attempts = 5) {
+    check_queue(queue, "enqueue_bulk");
+    if (max_attempts < 1) {
+      throw std::invalid_argument("lakh::pg::job_queue::enqueue_bulk: max_attempts (" +
+                                  std::to_string(max_attempts) + ") must be at least 1");
+    }
+    if (payloads.empty()) {
+      return 0;
+    }
+    std::string array = "{";
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+      check_payload(payloads[i], "enqueue_bulk");
+      array += i == 0 ? "\"" : ",\"";
+      for (char ch : payloads[i]) {
+        if (ch == '"' || ch == '\\') {
+          array += '\\';
+        }
+        array += ch;
+      }
+      array += '"';
+    }
+    array += '}';
+    auto r = w.exec_params("INSERT INTO " + table_ +
+                               " (queue, payload, max_attempts) "
+                               "SELECT $1, p, $3 FROM unnest($2::text[]) AS p",
+                           std::string(queue), array, max_attempts);
+    return static_cast<std::size_t>(r.affected_rows());
+  }
+
+  /// Claims up to n runnable jobs of `queue` (pending, run_at reached) for `lease`, skipping
+  /// rows locked by concurrent claims. Each gets attempts + 1 and a new fencing token.
+  /// Returns them (possibly none) sorted by id. Commits on its own connection.
+  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
+  /// or on a bad queue name; pqxx errors; acquire_error. Allocates: the jobs.
+  std::vector<claimed_job> claim(std::string_view queue, int n, std::chrono::milliseconds lease) {
+    check_queue(queue, "claim");
+    if (n < 1 || n > max_batch) {
+      throw std::invalid_argument("lakh::pg::job_queue::claim: n (" + std::to_string(n) +
+                                  ") must be within 1.." + std::to_string(max_batch));
+    }
+    check_lease(lease, "claim");
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
+                                 " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
+                                 "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                                 "UPDATE " +
+                                 table_ +
+                                 " j SET state = 'running', attempts = j.attempts + 1, "
+                                 "lease_until = now() + $3 * interval '1 millisecond', "
+                                 "token = nextval('" +
+                                 table_ +
+                                 "_token_seq') "
+                                 "FROM next WHERE j.id = next.id "
+                                 "RETURNING j.id, j.payload, j.attempts, j.token",
+                             std::string(queue), n, static_cast<long long>(lease.count()));
+      w.commit();
+      std::vector<claimed_job> jobs;
+      jobs.reserve(r.size());
+      for (const auto &row : r) {
+        jobs.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
+                        row[3].as<std::int64_t>()});
+      }
+      std::sort(jobs.begin(), jobs.end(),
+                [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
+      return jobs;
+    });
+  }
+
+  /// Extends the job's lease to now() + lease, if the job is still running with its token.
+  /// Returns false when it is not (the lease expired and the job was rescued): stop working
+  /// on it. Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument if lease is not positive; pqxx errors. Allocates: may.
+  bool heartbeat(const claimed_job &job, std::chrono::milliseconds lease) {
+    check_lease(lease, "heartbeat");
+    return fenced_update("lease_until = now() + $3 * interval '1 millisecond'", job,
+                         static_cast<long long>(lease.count()));
+  }
+
+  /// Marks the job done, if it is still running with its token; returns false (nothing
+  /// changed) otherwise. Commits on its own connection.
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
+  bool complete(const claimed_job &job) {
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const bool done = complete(w, job);
+      w.commit();
+      return done;
+    });
+  }
+
+  /// Marks the job done in the caller's transaction `w`, if it is still running with its
+  /// token; returns false otherwise (then roll back the job's effects: another worker owns
+  /// the job now). Committing `w` commits the effects and the completion together.
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
+  bool complete(pqxx::work &w, const claimed_job &job) {
+    auto r = w.exec_params("UPDATE " + table_ +
+                               " SET state = 'done', finished_at = now(), lease_until = NULL "
+                               "WHERE id = $1 AND token = $2 AND state = 'running'",
+                           job.id, job.token);
+    return r.affected_rows() == 1;
+  }
+
+  /// Marks many jobs done in the caller's transaction, each only if still running with its
+  /// token. Returns the ids that were completed (the others belong to someone else now).
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
+  std::vector<std::int64_t> complete_batch(pqxx::work &w, const std::vector<claimed_job> &jobs) {
+    if (jobs.empty()) {
+      return {};
+    }
+    std::string ids = "{";
+    std::string tokens = "{";
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      ids += (i == 0 ? "" : ",") + std::to_string(jobs[i].id);
+      tokens += (i == 0 ? "" : ",") + std::to_string(jobs[i].token);
+    }
+    ids += '}';
+    tokens += '}';
+    auto r = w.exec_params("UPDATE " + table_ +
+                               " j SET state = 'done', finished_at = now(), lease_until = NULL "
+                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
+                               "RETURNING j.id",
+                           ids, tokens);
+    std::vector<std::int64_t> done;
+    done.reserve(r.size());
+    for (const auto &row : r) {
+      done.push_back(row[0].as<std::int64_t>());
+    }
+    return done;
+  }
+
+  /// Records a failure of the job (if still running with its token): retried later, at
+  /// now() + backoff * 2^(attempts - 1) (capped at 1 day), or dead once attempts reached
+  /// max_attempts. Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
+  fail_outcome fail(const claimed_job &job, std::string_view error,
+                    std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
+    if (backoff.count() < 0) {
+      throw std::invalid_argument("lakh::pg::job_queue::fail: backoff (" +
+                                  std::to_string(backoff.count()) + " ms) must not be negative");
+    }
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params(
+          "UPDATE " + table_ +
+              " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, "
+              "run_at = now() + LEAST($3 * power(2, attempts - 1), 86400000) * "
+              "interval '1 millisecond', "
+              "finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
+              "lease_until = NULL, last_error = $4 "
+              "WHERE id = $1 AND token = $2 AND state = 'running' RETURNING state",
+          job.id, job.token, static_cast<long long>(backoff.count()), std::string(error));
+      w.commit();
+      if (r.empty()) {
+        return fail_outcome::refused;
+      }
+      return r[0][0].as<std::string>() == "dead" ? fail_outcome::dead : fail_outcome::retried;
+    });
+  }
+
+  /// Returns running jobs whose lease has passed to pending (run now), or to dead when their
+  /// attempts are used up; their old tokens stop working. Returns how many were rescued.
+  /// Thread-safety: safe (concurrent rescuers skip each other's rows). Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error. Allocates: may.
+  std::size_t rescue_expired() {
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec("UPDATE " + table_ +
+                      " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
+                      "END, run_at = now(), lease_until = NULL, last_error = 'lease expired', "
+                      "finished_at = CASE WHEN attempts >= max_attempts THEN now() END "
+                      "WHERE id IN (SELECT id FROM " +
+                      table_ +
+                      " WHERE state = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED)");
+      w.commit();
+      return static_cast<std::size_t>(r.affected_rows());
+    });
+  }
+
+  /// Deletes up to `limit` done jobs that finished more than `older_than` ago; returns how
+  /// many. Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument if limit < 1; pqxx errors. Allocates: may.
+  std::size_t delete_finished(std::chrono::milliseconds older_than, int limit = 10000) {
+    if (limit < 1) {
+      throw std::invalid_argument("lakh::pg::job_queue::delete_finished: limit (" +
+                                  std::to_string(limit) + ") must be at least 1");
+    }
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("DELETE FROM " + table_ + " WHERE id IN (SELECT id FROM " + table_ +
+                                 " WHERE state = 'done' AND finished_at < now() - $1 * "
+                                 "interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                             static_cast<long long>(older_than.count()), limit);
+      w.commit();
+      return static_cast<std::size_t>(r.affected_rows());
+    });
+  }
+
+  /// Counts by state (all queues), the oldest runnable job's age, the table's dead tuples and
+  /// the oldest open transaction's age. Thread-safety: safe. Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error. Allocates: may.
+  job_queue_health health() {
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      job_queue_health h;
+      for (const auto &row : w.exec("SELECT state, count(*) FROM " + table_ + " GROUP BY state")) {
+        const auto state = row[0].as<std::string>();
+        const auto n = row[1].as<std::int64_t>();
+        (state == "pending"   ? h.pending
+         : state == "running" ? h.running
+         : state == "done"    ? h.done
+                              : h.dead) = n;
+      }
+      h.oldest_pending_seconds =
+          w.exec("SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0) FROM " + table_ +
+                 " WHERE state = 'pending' AND run_at <= now()")[0][0]
+              .as<double>();
+      const auto dot = table_.find('.');
+      const std::string rel = dot == std::string::npos ? table_ : table_.substr(dot + 1);
+      auto dead = w.exec_params(
+          "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname = $1", rel);
+      h.dead_tuples = dead[0][0].as<std::int64_t>();
+      h.oldest_transaction_seconds =
+          w.exec("SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) "
+                 "FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()")[0][0]
+              .as<double>();
+      w.commit();
+      return h;
+    });
+  }
+
+  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] const std::string &table() const noexcept { return table_; }
+
+private:
+  static void check_queue(std::string_view queue, const char *fn) {
+    if (queue.empty() || queue.size() > max_queue_name) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": queue name (" +
+                                  std::to_string(queue.size()) + " bytes) must be 1.." +
+                                  std::to_string(max_queue_name) + " bytes");
+    }
+  }
+
+  static void check_payload(std::string_view payload, const char *fn) {
+    if (payload.find('\0') != std::string_view::npos) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn +
+                                  ": payload contains a NUL byte (PostgreSQL text cannot)");
+    }
+  }
+
+  static void check_lease(std::chrono::milliseconds lease, const char *fn) {
+    if (lease.count() <= 0) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": lease (" +
+                                  std::to_string(lease.count()) + " ms) must be positive");
+    }
+  }
+
+  static void check_spec(const job_spec &s, const char *fn) {
+    check_queue(s.queue, fn);
+    check_payload(s.payload, fn);
+    if (s.unique_key && (s.unique_key->empty() || s.unique_key->size() > max_unique_key)) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": unique_key (" +
+                                  std::to_string(s.unique_key->size()) + " bytes) must be 1.." +
+                                  std::to_string(max_unique_key) + " bytes");
+    }
+    if (s.delay.count() < 0) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": delay (" +
+                                  std::to_string(s.delay.count()) + " ms) must not be negative");
+    }
+    if (s.max_attempts < 1) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": max_attempts (" +
+                                  std::to_string(s.max_attempts) + ") must be at least 1");
+    }
+  }
+
+  template <class... Args>
+  bool fenced_update(const std::string &set, const claimed_job &job, Args &&...args) {
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
+                                 " WHERE id = $1 AND token = $2 AND state = 'running'",
+                             job.id, job.token, std::forward<Args>(args)...);
+      w.commit();
+      return r.affected_rows() == 1;
+    });
+  }
+
+  pool *pool_;
+  std::string table_;
+};
+
+} // namespace lakh::pg
