@@ -7,5 +7,7 @@
 #include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/copy.hpp>
+#include <lakh/pg/idempotency_store.hpp>
+#include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
