@@ -1,7 +1,8 @@
 #pragma once
 // lakh/pg.hpp: the umbrella header for lakh::pg, lakh's PostgreSQL layer over libpqxx
 // (6.4 and 7.x): connections with clear errors, a bounded pool, transaction retry with
-// backoff and a budget, advisory locks in lakh's lock order, and COPY from a channel.
+// backoff and a budget, advisory locks in lakh's lock order, COPY from a channel, an
+// idempotency store committed with the business writes, and a SKIP LOCKED job queue.
 // Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
 
 #include <lakh/pg/advisory_lock.hpp>
