@@ -1,0 +1,5 @@
+# lakh::pg::outbox and its relay against a real PostgreSQL.
+if(TARGET lakh::pg)
+  lakh_add_test(test_pg_outbox SOURCES integration/pg_outbox_test.cpp LIBS lakh::pg
+                LABELS integration)
+endif()
