@@ -2,13 +2,16 @@
 // lakh/pg.hpp: the umbrella header for lakh::pg, lakh's PostgreSQL layer over libpqxx
 // (6.4 and 7.x): connections with clear errors, a bounded pool, transaction retry with
 // backoff and a budget, advisory locks in lakh's lock order, COPY from a channel, an
-// idempotency store committed with the business writes, and a SKIP LOCKED job queue.
+// idempotency store committed with the business writes, a SKIP LOCKED job queue, and the
+// transactional outbox with its relay and the consumer-side inbox.
 // Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
 
 #include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/copy.hpp>
 #include <lakh/pg/idempotency_store.hpp>
+#include <lakh/pg/inbox.hpp>
 #include <lakh/pg/job_queue.hpp>
+#include <lakh/pg/outbox.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>

@@ -7,3 +7,7 @@ if(TARGET lakh::pg AND TARGET lakh::nats)
   lakh_add_test(test_nats_outbox SOURCES integration/nats_outbox_test.cpp
                 LIBS lakh::pg lakh::nats LABELS integration)
 endif()
+if(TARGET lakh::pg)
+  lakh_add_test(test_pg_inbox SOURCES integration/pg_inbox_test.cpp LIBS lakh::pg
+                LABELS integration)
+endif()

@@ -1,0 +1,95 @@
+#pragma once
+// lakh/pg/inbox.hpp: the consumer side of exactly-once processing over an at-least-once
+// broker. A consumer records each message id in its own transaction, with the effects of
+// processing: INSERT ... ON CONFLICT DO NOTHING tells whether this delivery is the first.
+// The first delivery processes and commits both; a redelivery (the broker resent after a
+// lost ack, the relay republished after a crash) finds the id and skips; a processing that
+// rolled back left no id, so its redelivery processes. Ack the broker after the commit.
+// Two concurrent deliveries of one id: the second INSERT waits for the first transaction and
+// then sees the conflict (or, if the first rolled back, inserts and processes).
+
+#include <lakh/pg/detail/sql.hpp>
+#include <lakh/pg/pool.hpp>
+
+#include <pqxx/pqxx>
+
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace lakh::pg {
+
+/// Settings of an inbox.
+struct inbox_options {
+  std::string table = "lakh_inbox"; ///< lower-case identifier, optionally schema-qualified
+};
+
+/// Message ids already processed, per consumer.
+class inbox {
+public:
+  static constexpr std::size_t max_id = 255;
+
+  /// Thread-safety: n/a. Blocks: never.
+  /// @throws std::invalid_argument if the table name is not a lower-case identifier.
+  explicit inbox(pool &p, inbox_options opts = {})
+      : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::inbox")) {}
+
+  /// Creates the table if missing (advisory-locked). Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error.
+  void create_schema() {
+    detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_inbox_schema:" + table_);
+      w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
+             " (consumer text NOT NULL, message_id text NOT NULL, "
+             "received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, message_id))");
+      w.commit();
+    });
+  }
+
+  /// Records (consumer, message_id) in the consumer's transaction `w`. Returns true for the
+  /// first delivery (process it in `w`, then commit), false for a redelivery (skip it).
+  /// Thread-safety: safe. Blocks: a round trip, and while a concurrent transaction holds the
+  /// same id. @throws std::invalid_argument if consumer or message_id is empty or longer than
+  /// 255 bytes (nothing written); pqxx errors.
+  bool first_delivery(pqxx::work &w, std::string_view consumer, std::string_view message_id) {
+    check(consumer, "consumer");
+    check(message_id, "message_id");
+    auto r = w.exec_params("INSERT INTO " + table_ +
+                               " (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                           std::string(consumer), std::string(message_id));
+    return r.affected_rows() == 1;
+  }
+
+  /// Forgets ids received more than `older_than` ago (keep longer than the broker's
+  /// redelivery horizon). Returns how many. Blocks: a round trip. @throws pqxx errors.
+  std::size_t purge(std::chrono::milliseconds older_than) {
+    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("DELETE FROM " + table_ +
+                                 " WHERE received_at < now() - $1 * interval '1 millisecond'",
+                             static_cast<long long>(older_than.count()));
+      w.commit();
+      return static_cast<std::size_t>(r.affected_rows());
+    });
+  }
+
+  /// The table name. Thread-safety: safe.
+  [[nodiscard]] const std::string &table() const noexcept { return table_; }
+
+private:
+  static void check(std::string_view v, const char *what) {
+    if (v.empty() || v.size() > max_id) {
+      throw std::invalid_argument(std::string("lakh::pg::inbox::first_delivery: ") + what + " (" +
+                                  std::to_string(v.size()) + " bytes) must be 1..255 bytes");
+    }
+  }
+
+  pool *pool_;
+  std::string table_;
+};
+
+} // namespace lakh::pg

@@ -1,0 +1,111 @@
+// lakh::pg::inbox against the real PostgreSQL of scripts/services: a message delivered many
+// times, also concurrently, is processed once; a rolled-back processing is redone.
+#include <lakh/pg/inbox.hpp>
+
+#include <support/env.hpp>
+
+#include <pqxx/pqxx>
+
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <latch>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+struct fixture {
+  lakh::pg::pool pool{lakh::test::database_url(), 12};
+  lakh::pg::inbox box{pool, {"inbox_" + std::to_string(::getpid())}};
+  std::string effects = "inbox_effects_" + std::to_string(::getpid());
+  fixture() {
+    box.create_schema();
+    box.create_schema(); // idempotent
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    tx.exec("CREATE TABLE " + effects + " (message_id text NOT NULL)");
+  }
+  ~fixture() {
+    try {
+      auto c = pool.acquire();
+      pqxx::nontransaction tx(*c);
+      tx.exec("DROP TABLE IF EXISTS " + box.table() + ", " + effects);
+    } catch (...) {
+    }
+  }
+  fixture(const fixture &) = delete;
+  fixture &operator=(const fixture &) = delete;
+
+  // One delivery: the effect and the inbox row commit together. Returns whether it processed.
+  bool deliver(const std::string &id, bool fail = false) {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    if (!box.first_delivery(w, "billing", id)) {
+      w.commit();
+      return false;
+    }
+    w.exec_params("INSERT INTO " + effects + " VALUES ($1)", id);
+    if (fail) {
+      throw std::runtime_error("processing failed"); // w rolls back: no effect, no id
+    }
+    w.commit();
+    return true;
+  }
+  long effects_of(const std::string &id) {
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    return tx.exec_params("SELECT count(*) FROM " + effects + " WHERE message_id = $1", id)[0][0]
+        .as<long>();
+  }
+};
+
+} // namespace
+
+TEST_CASE("pg.inbox.redelivery_is_skipped_and_rollback_is_redone") {
+  fixture f;
+  CHECK(f.deliver("msg-1"));
+  CHECK_FALSE(f.deliver("msg-1"));
+  CHECK_FALSE(f.deliver("msg-1"));
+  CHECK(f.effects_of("msg-1") == 1);
+  CHECK_THROWS_AS(f.deliver("msg-2", true), std::runtime_error);
+  CHECK(f.effects_of("msg-2") == 0);
+  CHECK(f.deliver("msg-2"));
+  CHECK(f.effects_of("msg-2") == 1);
+  {
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    CHECK(f.box.first_delivery(w, "notification", "msg-1")); // another consumer: its own record
+    CHECK_THROWS_AS((void)f.box.first_delivery(w, "", "x"), std::invalid_argument);
+    CHECK_THROWS_WITH_AS((void)f.box.first_delivery(w, "c", std::string(256, 'm')),
+                         "lakh::pg::inbox::first_delivery: message_id (256 bytes) must be 1..255 "
+                         "bytes",
+                         std::invalid_argument);
+    w.commit();
+  }
+  CHECK(f.box.purge(std::chrono::hours(1)) == 0);
+}
+
+TEST_CASE("pg.inbox.concurrent_deliveries_process_once" * doctest::timeout(60)) {
+  fixture f;
+  for (int round = 0; round < 5; ++round) {
+    const std::string id = "concurrent-" + std::to_string(round);
+    std::atomic<int> processed{0};
+    std::latch start(8);
+    {
+      std::vector<std::jthread> ts;
+      for (int t = 0; t < 8; ++t) {
+        ts.emplace_back([&] {
+          start.arrive_and_wait();
+          processed += f.deliver(id) ? 1 : 0;
+        });
+      }
+    }
+    CHECK(processed.load() == 1);
+    CHECK(f.effects_of(id) == 1);
+  }
+}
