@@ -11,3 +11,8 @@ if(TARGET lakh::pg)
   lakh_add_test(test_pg_inbox SOURCES integration/pg_inbox_test.cpp LIBS lakh::pg
                 LABELS integration)
 endif()
+# Stops and restarts the nats-server of scripts/services: must not overlap other tests.
+if(TARGET lakh::pg AND TARGET lakh::nats)
+  lakh_add_test(test_nats_restart SOURCES integration/nats_restart_test.cpp
+                LIBS lakh::pg lakh::nats LABELS integration SERIAL)
+endif()

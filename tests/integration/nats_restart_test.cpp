@@ -1,0 +1,95 @@
+// The nats-server of scripts/services (LAKH_SERVICES_DIR) is stopped and started again while
+// an outbox relay runs: every event still reaches the stream exactly once. Runs alone
+// (SERIAL): other tests would see the outage.
+#include <lakh/nats/outbox_publisher.hpp>
+
+#include <support/env.hpp>
+
+#include <pqxx/pqxx>
+
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <stop_token>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int nats_port(const std::string &url) {
+  return std::stoi(url.substr(url.rfind(':') + 1));
+}
+
+void stop_nats(const std::string &dir) {
+  std::ifstream in(dir + "/nats/nats.pid");
+  pid_t pid = 0;
+  in >> pid;
+  REQUIRE(pid > 0);
+  REQUIRE(::kill(pid, SIGTERM) == 0);
+  for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(::kill(pid, 0) != 0);
+}
+
+void start_nats(const std::string &dir, int port) {
+  const std::string cmd = "setsid nats-server -a 127.0.0.1 -p " + std::to_string(port) +
+                          " -js -sd " + dir + "/nats/js -P " + dir + "/nats/nats.pid -l " + dir +
+                          "/nats/nats.log </dev/null >/dev/null 2>&1 &";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+}
+
+} // namespace
+
+TEST_CASE("nats.restart.relay_loses_nothing_and_duplicates_nothing" * doctest::timeout(180)) {
+  const std::string dir = lakh::test::require_env("LAKH_SERVICES_DIR");
+  const std::string url = lakh::test::nats_url();
+  const std::string tag = std::to_string(::getpid());
+  const std::string stream = "LAKH_RESTART_" + tag;
+  lakh::nats::jetstream js(url);
+  js.ensure_stream(stream, {"lakhrestart" + tag + ".>"});
+  lakh::pg::pool pool(lakh::test::database_url(), 4);
+  lakh::pg::outbox box(pool, {"outbox_restart_" + tag});
+  box.create_schema();
+  auto add = [&](int from, int to) {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    for (int i = from; i < to; ++i) {
+      (void)box.enqueue(w, "lakhrestart" + tag + ".event", "k", std::to_string(i));
+    }
+    w.commit();
+  };
+  lakh::nats::outbox_publisher pub(js, "r" + tag + "-");
+  lakh::pg::outbox_relay relay(box, pub, 50);
+  std::stop_source stop;
+  std::jthread relay_thread([&] { relay.run(stop.get_token(), 5ms); });
+
+  add(0, 300);
+  std::this_thread::sleep_for(100ms);
+  stop_nats(dir);
+  add(300, 600); // committed while the broker is down: must wait, not vanish
+  std::this_thread::sleep_for(500ms);
+  CHECK(box.pending() > 0);
+  start_nats(dir, nats_port(url));
+  add(600, 900);
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (box.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  stop.request_stop();
+  relay_thread.join();
+  CHECK(box.pending() == 0);
+  CHECK(js.stream_messages(stream) == 900); // each event once: republished batches deduplicated
+
+  js.delete_stream(stream);
+  pqxx::connection c(lakh::test::database_url());
+  pqxx::nontransaction tx(c);
+  tx.exec("DROP TABLE IF EXISTS " + box.table());
+}
