@@ -289,14 +289,8 @@ public:
     if (jobs.empty()) {
       return {};
     }
-    std::string ids = "{";
-    std::string tokens = "{";
-    for (std::size_t i = 0; i < jobs.size(); ++i) {
-      ids += (i == 0 ? "" : ",") + std::to_string(jobs[i].id);
-      tokens += (i == 0 ? "" : ",") + std::to_string(jobs[i].token);
-    }
-    ids += '}';
-    tokens += '}';
+    const auto ids = detail::bigint_array(jobs, [](const claimed_job &j) { return j.id; });
+    const auto tokens = detail::bigint_array(jobs, [](const claimed_job &j) { return j.token; });
     auto r = w.exec_params("UPDATE " + table_ +
                                " j SET state = 'done', finished_at = now(), lease_until = NULL "
                                "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "

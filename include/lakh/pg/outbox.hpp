@@ -159,11 +159,7 @@ public:
     if (events.empty()) {
       return;
     }
-    std::string ids = "{";
-    for (std::size_t i = 0; i < events.size(); ++i) {
-      ids += (i == 0 ? "" : ",") + std::to_string(events[i].id);
-    }
-    ids += '}';
+    const auto ids = detail::bigint_array(events, [](const outbox_event &e) { return e.id; });
     w.exec_params("UPDATE " + table_ + " SET published_at = now() WHERE id = ANY($1::bigint[])",
                   ids);
   }

@@ -48,6 +48,19 @@ inline std::string index_base(const std::string &table) {
   return table.substr(dot == std::string::npos ? 0 : dot + 1).substr(0, 48);
 }
 
+/// A PostgreSQL array literal of integers, "{1,2,3}", for a `$n::bigint[]` parameter (libpqxx
+/// 6.4 has no array parameters). `get` maps each element to its integer.
+template <class Range, class Get> std::string bigint_array(const Range &items, Get get) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto &item : items) {
+    out += first ? "" : ",";
+    out += std::to_string(get(item));
+    first = false;
+  }
+  return out + "}";
+}
+
 /// Calls f(connection) on a connection leased from `p`; a lost connection marks the lease
 /// broken so that the pool replaces it. @throws acquire_error when no connection could be
 /// leased, and whatever f throws.
