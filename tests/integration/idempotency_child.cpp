@@ -94,6 +94,13 @@ int main(int argc, char **argv) {
     if (kind == "pg") {
       lakh::pg::pool pool(url, static_cast<std::size_t>(threads));
       lakh::pg::idempotency_store store(pool, {ns});
+      // libpqxx 6.4 initializes state shared by all transactions lazily, on the first one;
+      // start it here, before the threads (TSan reports the first-use race otherwise).
+      {
+        auto c = pool.acquire();
+        pqxx::work w(*c);
+        w.commit();
+      }
       const std::string business = ns + "_business";
       return run_threads(store, key, threads, [&](std::string body) {
         return [business, body](pqxx::work &w) {
