@@ -20,6 +20,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -46,24 +47,27 @@ public:
     // The pool's stop() also stops this run.
     std::stop_callback const link(pool_token, [this]() noexcept { stop_.request_stop(); });
     std::stop_token const st = stop_.get_token();
-    for (;;) {
-      if (st.stop_requested()) {
-        return false;
-      }
-      std::optional<T> item = ch_.recv(st);
-      if (!item) {
-        return !st.stop_requested();
-      }
-      try {
+    // Everything is caught, not only fn's exceptions: a receive whose T move throws must
+    // stop the run too, and no exception may leave through the future while other
+    // consumers still use this object.
+    try {
+      for (;;) {
+        if (st.stop_requested()) {
+          return false;
+        }
+        std::optional<T> item = ch_.recv(st);
+        if (!item) {
+          return !st.stop_requested();
+        }
         if constexpr (std::is_invocable_v<F &, T &&, std::stop_token>) {
           std::invoke(fn_, std::move(*item), st);
         } else {
           std::invoke(fn_, std::move(*item));
         }
-      } catch (...) {
-        fail(std::current_exception());
-        return false;
       }
+    } catch (...) {
+      fail(std::current_exception());
+      return false;
     }
   }
 
@@ -113,7 +117,7 @@ private:
 /// channel is drained and closed, stop, or the first exception (and its consumers return).
 /// @return status::ok when the channel was drained and closed; status::cancelled when stop
 /// was requested on `st` or the pool was stopped before that.
-/// @throws the first exception fn threw.
+/// @throws the first exception fn (or a throwing move of T while receiving) threw.
 /// @throws std::invalid_argument if consumers is 0.
 /// @throws lakh::usage_error if the pool is closed, or if called from one of the pool's own
 /// tasks (it would wait for workers it may be occupying).
@@ -137,26 +141,37 @@ requires detail::item_consumer<F, T> status parallel_for_each(worker_pool &pool,
 
   std::vector<std::future<bool>> running;
   running.reserve(consumers);
-  for (std::size_t i = 0; i < consumers; ++i) {
-    auto r =
-        pool.submit([&run](std::stop_token pool_token) { return run.consume(pool_token); }, st);
-    if (r.status == status::ok) {
-      running.push_back(std::move(r.future));
-      continue;
+  // Waits for every started consumer: they use `run`, which this frame owns.
+  auto join = [&running] {
+    bool all_drained = !running.empty();
+    for (auto &f : running) {
+      try {
+        all_drained = f.get() && all_drained;
+      } catch (...) { // future_error: discarded by pool.stop() before it started
+        all_drained = false;
+      }
     }
-    if (r.status == status::closed && running.empty()) {
-      throw usage_error("lakh::parallel_for_each: the pool is shut down or stopped");
+    return all_drained;
+  };
+  try {
+    for (std::size_t i = 0; i < consumers; ++i) {
+      auto r =
+          pool.submit([&run](std::stop_token pool_token) { return run.consume(pool_token); }, st);
+      if (r.status == status::ok) {
+        running.push_back(std::move(r.future));
+        continue;
+      }
+      if (r.status == status::closed && running.empty()) {
+        throw usage_error("lakh::parallel_for_each: the pool is shut down or stopped");
+      }
+      break; // cancelled: the run is stopping anyway; closed meanwhile: fewer consumers
     }
-    break; // cancelled: the run is stopping anyway; closed meanwhile: fewer consumers
+  } catch (...) { // e.g. bad_alloc from submit: stop and wait for those already running
+    run.request_stop();
+    (void)join();
+    throw;
   }
-  bool drained = !running.empty();
-  for (auto &f : running) {
-    try {
-      drained = f.get() && drained;
-    } catch (const std::future_error &) { // discarded by pool.stop() before it started
-      drained = false;
-    }
-  }
+  const bool drained = join();
   if (std::exception_ptr e = run.error()) {
     std::rethrow_exception(e);
   }

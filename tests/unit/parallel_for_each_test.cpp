@@ -1,6 +1,8 @@
 // lakh::parallel_for_each: a channel consumed by a worker_pool's threads.
 #include <lakh/parallel_for_each.hpp>
 
+#include <support/tracked.hpp>
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -91,6 +93,35 @@ TEST_CASE("parallel_for_each.stop_token_and_pool_stop_cancel" * doctest::timeout
     });
     CHECK(lakh::parallel_for_each(pool, ch, [](int) {}) == lakh::status::cancelled);
   }
+}
+
+TEST_CASE("parallel_for_each.throwing_receive_stops_closes_and_is_rethrown" *
+          doctest::timeout(30)) {
+  // The exception comes from T's move inside recv, not from fn: it must end the run like
+  // fn's would (stop, close, rethrow after every consumer returned), leak nothing, and leave
+  // the failed item in the channel.
+  using lakh::test::tracked;
+  {
+    lakh::worker_pool pool(2);
+    lakh::channel<tracked> ch(8);
+    for (int i = 0; i < 8; ++i) {
+      REQUIRE(ch.try_send(tracked(i)) == lakh::status::ok);
+    }
+    tracked::throw_on_move = 0; // the first move: inside the first receive
+    std::atomic<int> processed{0};
+    CHECK_THROWS_WITH_AS(lakh::parallel_for_each(
+                             pool, ch, [&](tracked) { processed.fetch_add(1); }, 2),
+                         "tracked: move throws (on purpose)", std::runtime_error);
+    tracked::throw_on_move = -1;
+    CHECK(ch.is_closed());
+    std::size_t left = 0;
+    for (auto &v : ch) {
+      CHECK(v.value >= 0);
+      ++left;
+    }
+    CHECK(left + static_cast<std::size_t>(processed.load()) == 8);
+  }
+  CHECK(tracked::alive.load() == 0);
 }
 
 TEST_CASE("parallel_for_each.misuse") {
