@@ -1,26 +1,105 @@
-// bench_outbox: --events events enqueued in PostgreSQL (untimed), then relayed by
-// lakh::pg::outbox_relay to JetStream in batches of --batch until none is pending (timed),
-// then the same messages published raw (jetstream::publish_batch, async with ids, no
-// database) in the same batches into a second stream (timed). Prints events/s for both.
+// bench_outbox: --events events are enqueued in PostgreSQL (untimed), then relayed by
+// lakh::pg::outbox_relay to JetStream until none is pending (timed), for each relay setting
+// (key order strict/pipelined x mark published by UPDATE/DELETE); and the same messages are
+// published raw (jetstream::publish_batch: async, with ids, no database) in the same batches
+// (timed). One invocation, same servers, same stream settings. Prints events/s for each.
 // DATABASE_URL and NATS_URL name the servers (scripts/bench-outbox starts them).
 #include <lakh/nats/outbox_publisher.hpp>
 
 #include <CLI/CLI.hpp>
 #include <pqxx/pqxx>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-int main(int argc, char **argv) {
+namespace {
+
+struct setup {
   int events = 200'000;
   int batch = 1000;
+  int keys = 1000;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Relays `s.events` fresh events; returns the seconds taken, or a negative value on a loss.
+double relay_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &js,
+                 lakh::nats::key_order order, bool delete_published) {
+  js.delete_stream("BENCH_OUTBOX");
+  js.ensure_stream({"BENCH_OUTBOX", {"bench.outbox.>"}});
+  {
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    tx.exec("DROP TABLE IF EXISTS bench_outbox");
+  }
+  lakh::pg::outbox box(pool, {"bench_outbox", delete_published});
+  box.create_schema();
+  {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    w.exec_params("INSERT INTO bench_outbox (topic, key, payload) SELECT 'bench.outbox.invoice', "
+                  "'tenant-' || (i % $2), '{\"invoice\":' || i || ',\"cents\":4200}' "
+                  "FROM generate_series(1, $1) AS i",
+                  s.events, s.keys);
+    w.commit();
+    pqxx::nontransaction tx(*c);
+    tx.exec("VACUUM ANALYZE bench_outbox");
+  }
+  lakh::nats::outbox_publisher pub(js, {"bench-", order});
+  lakh::pg::outbox_relay relay(box, pub, {s.batch});
+  const auto t0 = std::chrono::steady_clock::now();
+  while (relay.metrics().published.value() < static_cast<std::uint64_t>(s.events)) {
+    const auto r = relay.run_once();
+    if (r.failed > 0) {
+      std::fprintf(stderr, "bench_outbox: %zu events not acknowledged: %s\n", r.failed,
+                   pub.last_error().c_str());
+    }
+  }
+  const double secs = seconds_since(t0);
+  const auto stored = js.stream_messages("BENCH_OUTBOX");
+  return stored == static_cast<std::uint64_t>(s.events) ? secs : -1.0;
+}
+
+double raw_run(const setup &s, lakh::nats::jetstream &js) {
+  js.delete_stream("BENCH_RAW");
+  js.ensure_stream({"BENCH_RAW", {"bench.raw.>"}});
+  std::vector<lakh::nats::message> msgs;
+  msgs.reserve(static_cast<std::size_t>(s.events));
+  for (int i = 1; i <= s.events; ++i) {
+    msgs.push_back({"bench.raw.invoice", "{\"invoice\":" + std::to_string(i) + ",\"cents\":4200}",
+                    "raw-" + std::to_string(i)});
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::size_t step = static_cast<std::size_t>(s.batch);
+  for (std::size_t i = 0; i < msgs.size(); i += step) {
+    const auto n = std::min(step, msgs.size() - i);
+    const auto r = js.publish_batch(std::span<const lakh::nats::message>(msgs.data() + i, n));
+    if (!r.all_acknowledged()) {
+      std::fprintf(stderr, "bench_outbox: raw publish failed: %s\n", r.first_error.c_str());
+      return -1.0;
+    }
+  }
+  const double secs = seconds_since(t0);
+  return js.stream_messages("BENCH_RAW") == static_cast<std::uint64_t>(s.events) ? secs : -1.0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  setup s;
+  int repeat = 1;
   CLI::App app{"bench_outbox: outbox relay to JetStream vs raw async publish"};
-  app.add_option("--events", events, "events")->check(CLI::Range(1, 10'000'000));
-  app.add_option("--batch", batch, "events per relay round / publish batch")
+  app.add_option("--events", s.events, "events per run")->check(CLI::Range(1, 10'000'000));
+  app.add_option("--batch", s.batch, "events per relay round / publish batch")
       ->check(CLI::Range(1, 100'000));
+  app.add_option("--keys", s.keys, "distinct ordering keys")->check(CLI::Range(1, 10'000'000));
+  app.add_option("--repeat", repeat, "runs of each variant")->check(CLI::Range(1, 20));
   CLI11_PARSE(app, argc, argv);
   const char *db = std::getenv("DATABASE_URL");
   const char *nats = std::getenv("NATS_URL");
@@ -30,60 +109,34 @@ int main(int argc, char **argv) {
     return 2;
   }
   lakh::nats::jetstream js(nats);
-  for (const char *s : {"BENCH_OUTBOX", "BENCH_RAW"}) {
-    js.delete_stream(s);
+  lakh::pg::pool pool(db, 2);
+  std::printf("events %d, batch %d, keys %d (PostgreSQL -> JetStream, file storage)\n", s.events,
+              s.batch, s.keys);
+  bool ok = true;
+  auto report = [&](const char *what, double secs) {
+    if (secs < 0) {
+      std::printf("  %-40s LOST EVENTS\n", what);
+      ok = false;
+      return;
+    }
+    std::printf("  %-40s %7.2f s %9.0f events/s\n", what, secs, s.events / secs);
+    std::fflush(stdout);
+  };
+  for (int r = 0; r < repeat; ++r) {
+    report("raw async publish (no database)", raw_run(s, js));
+    report("relay, strict key order, UPDATE",
+           relay_run(s, pool, js, lakh::nats::key_order::strict, false));
+    report("relay, strict key order, DELETE",
+           relay_run(s, pool, js, lakh::nats::key_order::strict, true));
+    report("relay, pipelined, DELETE",
+           relay_run(s, pool, js, lakh::nats::key_order::pipelined, true));
   }
-  js.ensure_stream("BENCH_OUTBOX", {"bench.outbox.>"});
-  js.ensure_stream("BENCH_RAW", {"bench.raw.>"});
-  lakh::pg::pool pool(db, 4);
-  lakh::pg::outbox box(pool, {"bench_outbox"});
+  js.delete_stream("BENCH_OUTBOX");
+  js.delete_stream("BENCH_RAW");
   {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
     tx.exec("DROP TABLE IF EXISTS bench_outbox");
   }
-  box.create_schema();
-  {
-    auto c = pool.acquire();
-    pqxx::work w(*c);
-    w.exec_params("INSERT INTO bench_outbox (topic, key, payload) SELECT 'bench.outbox.invoice', "
-                  "'tenant-' || (i % 100), '{\"invoice\":' || i || ',\"cents\":4200}' "
-                  "FROM generate_series(1, $1) AS i",
-                  events);
-    w.commit();
-  }
-  lakh::nats::outbox_publisher pub(js, "bench-");
-  lakh::pg::outbox_relay relay(box, pub, batch);
-  auto t0 = std::chrono::steady_clock::now();
-  while (relay.published() < static_cast<std::uint64_t>(events)) {
-    (void)relay.run_once();
-  }
-  const double relay_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  std::vector<lakh::nats::message> msgs;
-  for (int i = 1; i <= events; ++i) {
-    msgs.push_back({"bench.raw.invoice", "{\"invoice\":" + std::to_string(i) + ",\"cents\":4200}",
-                    "raw-" + std::to_string(i)});
-  }
-  t0 = std::chrono::steady_clock::now();
-  for (std::size_t i = 0; i < msgs.size(); i += static_cast<std::size_t>(batch)) {
-    std::vector<lakh::nats::message> part(
-        msgs.begin() + static_cast<std::ptrdiff_t>(i),
-        msgs.begin() + static_cast<std::ptrdiff_t>(
-                           std::min(msgs.size(), i + static_cast<std::size_t>(batch))));
-    if (!js.publish_batch(part)) {
-      std::fprintf(stderr, "bench_outbox: raw publish failed\n");
-      return 1;
-    }
-  }
-  const double raw_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto stored = js.stream_messages("BENCH_OUTBOX");
-  std::printf("events %d, batch %d: relay %.2f s, %.0f events/s (stream holds %llu); raw async "
-              "publish %.2f s, %.0f msg/s; relay/raw %.2f\n",
-              events, batch, relay_s, events / relay_s, static_cast<unsigned long long>(stored),
-              raw_s, events / raw_s, raw_s / relay_s);
-  js.delete_stream("BENCH_OUTBOX");
-  js.delete_stream("BENCH_RAW");
-  return stored == static_cast<std::uint64_t>(events) ? 0 : 1;
+  return ok ? 0 : 1;
 }

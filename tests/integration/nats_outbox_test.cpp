@@ -1,5 +1,6 @@
 // lakh::pg::outbox relayed to a real NATS JetStream (and PostgreSQL) of scripts/services:
-// every event lands once in the stream, and republished ids are dropped as duplicates.
+// every event lands once in the stream, in per-key order, with its headers and Nats-Msg-Id;
+// republished ids are acknowledged as duplicates; a refused event holds back its key only.
 #include <lakh/nats/outbox_publisher.hpp>
 
 #include <support/env.hpp>
@@ -11,59 +12,197 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
-TEST_CASE("nats.outbox.relay_to_jetstream_once_and_duplicates_dropped" * doctest::timeout(120)) {
-  const std::string tag = std::to_string(::getpid());
-  const std::string stream = "LAKH_TEST_" + tag;
-  const std::string subject = "lakhtest" + tag + ".invoice.issued";
-  lakh::nats::jetstream js(lakh::test::nats_url());
-  js.delete_stream(stream);
-  js.ensure_stream(stream, {"lakhtest" + tag + ".>"});
-  js.ensure_stream(stream, {"lakhtest" + tag + ".>"}); // exists: left as it is
+using namespace std::chrono_literals;
 
-  lakh::pg::pool pool(lakh::test::database_url(), 4);
-  lakh::pg::outbox box(pool, {"outbox_nats_" + tag});
-  box.create_schema();
-  constexpr int n = 500;
-  {
+namespace {
+
+std::string tag() {
+  return std::to_string(::getpid());
+}
+
+struct pg_outbox {
+  lakh::pg::pool pool{lakh::test::database_url(), 4};
+  lakh::pg::outbox box;
+  explicit pg_outbox(const std::string &table) : box(pool, {table}) {
+    drop();
+    box.create_schema();
+  }
+  ~pg_outbox() {
+    try {
+      drop();
+    } catch (...) {
+    }
+  }
+  pg_outbox(const pg_outbox &) = delete;
+  pg_outbox &operator=(const pg_outbox &) = delete;
+  void drop() {
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    tx.exec("DROP TABLE IF EXISTS " + box.table());
+  }
+  std::int64_t add(const std::string &topic, const std::string &key, const std::string &payload,
+                   const std::vector<lakh::pg::outbox_header> &headers = {}) {
     auto c = pool.acquire();
     pqxx::work w(*c);
+    const auto id = box.enqueue(w, topic, key, payload, headers);
+    w.commit();
+    return id;
+  }
+};
+
+} // namespace
+
+TEST_CASE("nats.outbox.relay_to_jetstream_once_in_key_order_with_headers" * doctest::timeout(120)) {
+  const std::string stream = "LAKH_TEST_" + tag();
+  const std::string subject = "lakhtest" + tag() + ".invoice.issued";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  js.delete_stream(stream);
+  js.ensure_stream({stream, {"lakhtest" + tag() + ".>"}});
+  js.ensure_stream({stream, {"lakhtest" + tag() + ".>"}}); // exists: left as it is
+
+  pg_outbox db("outbox_nats_" + tag());
+  constexpr int n = 600;
+  {
+    auto c = db.pool.acquire();
+    pqxx::work w(*c);
     for (int i = 0; i < n; ++i) {
-      (void)box.enqueue(w, subject, "tenant-" + std::to_string(i % 10),
-                        "{\"invoice\":" + std::to_string(i) + "}");
+      const std::vector<lakh::pg::outbox_header> h{{"traceparent", "tp-" + std::to_string(i)}};
+      (void)db.box.enqueue(w, subject, "tenant-" + std::to_string(i % 7), std::to_string(i), h);
     }
     w.commit();
   }
-  lakh::nats::outbox_publisher pub(js, "t" + tag + "-");
-  lakh::pg::outbox_relay relay(box, pub, 128);
-  for (int round = 0; round < 50 && box.pending() > 0; ++round) {
+  lakh::nats::outbox_publisher pub(js, {"t" + tag() + "-"});
+  lakh::pg::outbox_relay relay(db.box, pub, {128});
+  for (int round = 0; round < 50 && db.box.pending() > 0; ++round) {
     (void)relay.run_once();
   }
-  CHECK(box.pending() == 0);
-  CHECK(relay.published() == static_cast<std::uint64_t>(n));
-  CHECK(js.stream_messages(stream) == static_cast<std::uint64_t>(n));
+  CHECK(db.box.pending() == 0);
+  CHECK(relay.metrics().published.value() == static_cast<std::uint64_t>(n));
+  CHECK(relay.metrics().duplicates.value() == 0);
+  REQUIRE(js.stream_messages(stream) == static_cast<std::uint64_t>(n));
 
-  // A relay that crashed after publishing and before marking sends the same ids again:
-  // JetStream acknowledges them as duplicates and stores nothing new.
-  std::vector<lakh::pg::outbox_event> again;
-  {
-    auto c = pool.acquire();
-    pqxx::nontransaction tx(*c);
-    for (const auto &row :
-         tx.exec("SELECT id, topic, key, payload FROM " + box.table() + " ORDER BY id LIMIT 100")) {
-      again.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(),
-                       row[2].as<std::string>(), row[3].as<std::string>()});
+  // The stream, read back: each event once, per key in enqueue order, headers kept.
+  std::set<std::string> ids;
+  std::map<std::string, int> last; // key -> last payload number
+  bool in_order = true;
+  int with_headers = 0;
+  for (std::uint64_t seq = 1; seq <= static_cast<std::uint64_t>(n); ++seq) {
+    const auto m = js.get_message(stream, seq);
+    CHECK(m.subject == subject);
+    ids.insert(m.id);
+    const int i = std::stoi(m.payload);
+    const std::string key = "tenant-" + std::to_string(i % 7);
+    in_order = in_order && (last.count(key) == 0 || last[key] < i);
+    last[key] = i;
+    for (const auto &h : m.headers) {
+      with_headers += h.name == "traceparent" && h.value == "tp-" + m.payload ? 1 : 0;
     }
   }
-  CHECK(pub.publish(again) == again.size());
+  CHECK(ids.size() == static_cast<std::size_t>(n));
+  CHECK(ids.count(pub.message_id(1)) == 1); // a fresh table: ids 1..n
+  CHECK(ids.count(pub.message_id(n)) == 1);
+  CHECK(in_order);
+  CHECK(with_headers == n);
+
+  // A relay that crashed after publishing and before marking sends the same ids again:
+  // JetStream acknowledges them as duplicates (PubAck.Duplicate) and stores nothing new.
+  std::vector<lakh::pg::outbox_event> again;
+  {
+    auto c = db.pool.acquire();
+    pqxx::nontransaction tx(*c);
+    for (const auto &row : tx.exec("SELECT id, topic, key, payload FROM " + db.box.table() +
+                                   " ORDER BY id LIMIT 100")) {
+      again.push_back({row[0].as<std::int64_t>(),
+                       row[1].as<std::string>(),
+                       row[2].as<std::string>(),
+                       row[3].as<std::string>(),
+                       {}});
+    }
+  }
+  std::vector<lakh::pg::publish_outcome> outcomes(again.size(), lakh::pg::publish_outcome::failed);
+  pub.publish(again, outcomes);
+  CHECK(std::count(outcomes.begin(), outcomes.end(), lakh::pg::publish_outcome::duplicate) == 100);
   CHECK(js.stream_messages(stream) == static_cast<std::uint64_t>(n));
 
+  // The same through the raw batch API.
+  std::vector<lakh::nats::message> raw{{subject, "x", pub.message_id(again[0].id)},
+                                       {subject, "fresh", "fresh-" + tag()}};
+  const auto r = js.publish_batch(raw);
+  CHECK(r.status == std::vector<lakh::nats::ack_status>{lakh::nats::ack_status::duplicate,
+                                                        lakh::nats::ack_status::stored});
+  CHECK(r.duplicates == 1);
+  CHECK(r.stored == 1);
+  CHECK(r.all_acknowledged());
+  CHECK(js.stream_messages(stream) == static_cast<std::uint64_t>(n) + 1);
   js.delete_stream(stream);
-  pqxx::connection c(lakh::test::database_url());
-  pqxx::nontransaction tx(c);
-  tx.exec("DROP TABLE IF EXISTS " + box.table());
+}
+
+TEST_CASE("nats.outbox.refused_event_holds_back_its_key_only" * doctest::timeout(120)) {
+  // Subject "...nostream" is bound to no stream: JetStream refuses it (no responders). The
+  // later event of that key is withheld (strict key order); the other key goes out.
+  const std::string stream = "LAKH_REFUSE_" + tag();
+  const std::string base = "lakhrefuse" + tag();
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  js.delete_stream(stream);
+  js.ensure_stream({stream, {base + ".ok.>"}, lakh::nats::storage::memory, 10s});
+  pg_outbox db("outbox_refuse_" + tag());
+  const auto a1 = db.add(base + ".nostream", "a", "a1");
+  (void)db.add(base + ".ok.x", "a", "a2");
+  (void)db.add(base + ".ok.x", "b", "b1");
+  (void)db.add(base + ".ok.x", "b", "b2");
+  lakh::nats::outbox_publisher pub(js, {"r" + tag() + "-", lakh::nats::key_order::strict, 2s});
+  lakh::pg::outbox_relay relay(db.box, pub, {100});
+  const auto r = relay.run_once();
+  CHECK(r.ready == 4);
+  CHECK(r.published == 2); // b1, b2
+  CHECK(r.failed == 2);    // a1 refused, a2 not sent
+  CHECK(relay.metrics().failed.value() == 1);
+  CHECK(js.stream_messages(stream) == 2);
+  CHECK(pub.last_error().find(base + ".nostream") != std::string::npos);
+  CHECK(db.box.pending() == 2);
+  { // a1 is fixed by hand (moved to a bound subject): then a1 and a2 go out, in order
+    auto c = db.pool.acquire();
+    pqxx::work w(*c);
+    w.exec_params("UPDATE " + db.box.table() + " SET topic = $1 WHERE id = $2", base + ".ok.x", a1);
+    w.commit();
+  }
+  CHECK(relay.run_once().published == 2);
+  CHECK(js.get_message(stream, 3).payload == "a1");
+  CHECK(js.get_message(stream, 4).payload == "a2");
+  js.delete_stream(stream);
+}
+
+TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
+  const std::string stream = "LAKH_CFG_" + tag();
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  js.delete_stream(stream);
+  js.ensure_stream({stream, {"lakhcfg" + tag() + ".a"}, lakh::nats::storage::memory, 5s});
+  // Subjects and the duplicate window are updated; storage cannot change.
+  js.ensure_stream({stream,
+                    {"lakhcfg" + tag() + ".a", "lakhcfg" + tag() + ".b"},
+                    lakh::nats::storage::memory,
+                    30s});
+  CHECK(js.publish_batch(std::vector<lakh::nats::message>{{"lakhcfg" + tag() + ".b", "p", "1"}})
+            .all_acknowledged());
+  CHECK_THROWS_WITH_AS(js.ensure_stream({stream, {"lakhcfg" + tag() + ".a"}}),
+                       doctest::Contains("exists with memory storage"), lakh::nats::error);
+  CHECK_THROWS_AS(js.ensure_stream({"bad.name", {"x"}}), std::invalid_argument);
+  CHECK_THROWS_AS(js.ensure_stream({"", {"x"}}), std::invalid_argument);
+  CHECK_THROWS_AS(js.ensure_stream({"NOSUBJ", {}}), std::invalid_argument);
+  CHECK_THROWS_AS(js.ensure_stream({"ZERO", {"z"}, lakh::nats::storage::file, 0ms}),
+                  std::invalid_argument);
+  CHECK_THROWS_AS((void)js.publish_batch({}, 0ms), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)js.get_message(stream, 999), doctest::Contains(js.url().c_str()),
+                       lakh::nats::error);
+  CHECK_THROWS_AS(lakh::nats::outbox_publisher(js, {"", lakh::nats::key_order::strict, 0ms}),
+                  std::invalid_argument);
+  js.delete_stream(stream);
 }
 
 TEST_CASE("nats.connect_error_names_the_server") {

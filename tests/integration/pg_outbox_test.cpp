@@ -13,8 +13,11 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
+#include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,19 +29,31 @@ namespace {
 
 struct recording_publisher : lakh::pg::outbox_publisher {
   std::mutex mu;
-  std::vector<lakh::pg::outbox_event> seen;
+  std::vector<lakh::pg::outbox_event> seen; // acknowledged, in publish order
   std::size_t ack_at_most = static_cast<std::size_t>(-1);
+  std::set<std::int64_t> fail_ids; // reported failed (and withheld after, per key)
   bool throw_next = false;
+  int calls = 0;
 
-  std::size_t publish(std::span<const lakh::pg::outbox_event> events) override {
+  void publish(std::span<const lakh::pg::outbox_event> events,
+               std::span<lakh::pg::publish_outcome> outcomes) override {
     std::lock_guard g(mu);
+    ++calls;
     if (throw_next) {
       throw_next = false;
       throw std::runtime_error("broker down");
     }
-    const auto n = std::min(events.size(), ack_at_most);
-    seen.insert(seen.end(), events.begin(), events.begin() + static_cast<std::ptrdiff_t>(n));
-    return n;
+    std::set<std::string> failed_keys;
+    for (std::size_t i = 0; i < events.size() && i < ack_at_most; ++i) {
+      if (failed_keys.count(events[i].key) != 0) {
+        outcomes[i] = lakh::pg::publish_outcome::not_sent;
+      } else if (fail_ids.count(events[i].id) != 0) {
+        failed_keys.insert(events[i].key);
+      } else {
+        outcomes[i] = lakh::pg::publish_outcome::acked;
+        seen.push_back(events[i]);
+      }
+    }
   }
   std::vector<std::int64_t> ids() {
     std::lock_guard g(mu);
@@ -86,7 +101,7 @@ struct fixture {
 TEST_CASE("pg.outbox.events_exist_only_if_the_transaction_committed") {
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, 100);
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
   {
     auto c = f.pool.acquire();
     pqxx::work w(*c);
@@ -94,28 +109,28 @@ TEST_CASE("pg.outbox.events_exist_only_if_the_transaction_committed") {
     w.abort();
   }
   const auto id = f.add("t1", "{\"invoice\":1}");
-  CHECK(relay.run_once() == 1);
+  CHECK(relay.run_once().published == 1);
   REQUIRE(pub.seen.size() == 1);
   CHECK(pub.seen[0].id == id);
   CHECK(pub.seen[0].topic == "invoice.issued");
   CHECK(pub.seen[0].key == "t1");
   CHECK(pub.seen[0].payload == "{\"invoice\":1}");
-  CHECK(relay.run_once() == 0); // marked published: never again
+  CHECK(relay.run_once().published == 0); // marked published: never again
   CHECK(f.box.pending() == 0);
 }
 
 TEST_CASE("pg.outbox.out_of_order_commit_is_held_back_not_skipped" * doctest::timeout(60)) {
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, 100);
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
   auto ca = f.pool.acquire();
   pqxx::work a(*ca);
   const auto id_a = f.box.enqueue(a, "invoice.issued", "k", "first"); // lower id, still open
   const auto id_b = f.add("k", "second");                             // higher id, committed
   REQUIRE(id_a < id_b);
-  CHECK(relay.run_once() == 0); // b waits for a: publishing it now would break key order
+  CHECK(relay.run_once().published == 0); // b waits for a: publishing it now would break key order
   a.commit();
-  CHECK(relay.run_once() == 2);
+  CHECK(relay.run_once().published == 2);
   CHECK(pub.ids() == std::vector<std::int64_t>{id_a, id_b});
 }
 
@@ -126,7 +141,7 @@ TEST_CASE("pg.outbox.an_eligible_row_never_jumps_an_earlier_visible_one" * docte
   // must wait for a.
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, 100);
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
   auto cb = f.pool.acquire();
   pqxx::work b(*cb);
   b.exec("SELECT pg_current_xact_id()");
@@ -137,18 +152,18 @@ TEST_CASE("pg.outbox.an_eligible_row_never_jumps_an_earlier_visible_one" * docte
   const auto id_b = f.box.enqueue(b, "invoice.issued", "k", "b");
   b.commit();
   REQUIRE(id_a < id_b);
-  CHECK(relay.run_once() == 0);
+  CHECK(relay.run_once().published == 0);
   t0.commit();
-  CHECK(relay.run_once() == 2);
+  CHECK(relay.run_once().published == 2);
   CHECK(pub.ids() == std::vector<std::int64_t>{id_a, id_b});
 }
 
 TEST_CASE("pg.outbox.concurrent_producers_every_event_once_in_key_order" * doctest::timeout(120)) {
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, 64);
+  lakh::pg::outbox_relay relay(f.box, pub, {64, 1ms});
   std::stop_source stop;
-  std::jthread relay_thread([&] { relay.run(stop.get_token(), 1ms); });
+  std::jthread relay_thread([&] { relay.run(stop.get_token()); });
   constexpr int producers = 4;
   constexpr int per_producer = 300;
   std::vector<std::int64_t> committed;
@@ -205,19 +220,19 @@ TEST_CASE("pg.outbox.concurrent_producers_every_event_once_in_key_order" * docte
 TEST_CASE("pg.outbox.unacknowledged_events_are_retried") {
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, 100);
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
   std::vector<std::int64_t> ids;
   for (int i = 0; i < 5; ++i) {
     ids.push_back(f.add("k", std::to_string(i)));
   }
   pub.throw_next = true;
-  CHECK(relay.run_once() == 0);
+  CHECK(relay.run_once().published == 0);
   CHECK(f.box.pending() == 5);
   pub.ack_at_most = 3;
-  CHECK(relay.run_once() == 3);
+  CHECK(relay.run_once().published == 3);
   CHECK(f.box.pending() == 2);
   pub.ack_at_most = static_cast<std::size_t>(-1);
-  CHECK(relay.run_once() == 2);
+  CHECK(relay.run_once().published == 2);
   CHECK(pub.ids() == ids);
 }
 
@@ -226,33 +241,185 @@ TEST_CASE("pg.outbox.one_relay_at_a_time") {
   recording_publisher pub1;
   recording_publisher pub2;
   (void)f.add("k", "x");
-  auto first = std::make_unique<lakh::pg::outbox_relay>(f.box, pub1, 100);
-  lakh::pg::outbox_relay second(f.box, pub2, 100);
-  CHECK(first->run_once() == 1);
+  auto first = std::make_unique<lakh::pg::outbox_relay>(f.box, pub1);
+  lakh::pg::outbox_relay second(f.box, pub2);
+  CHECK(first->run_once().published == 1);
   (void)f.add("k", "y");
-  CHECK(second.run_once() == 0); // the first holds the relay lock
+  const auto standby = second.run_once(); // the first holds the relay lock
+  CHECK_FALSE(standby.active);
+  CHECK(standby.published == 0);
   CHECK(pub2.seen.empty());
   first.reset(); // its connection closes: the lock is released
-  CHECK(second.run_once() == 1);
+  CHECK(second.run_once().published == 1);
   CHECK(pub2.seen.size() == 1);
+}
+
+TEST_CASE("pg.outbox.failed_event_withholds_later_events_of_its_key_only") {
+  fixture f;
+  recording_publisher pub;
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
+  const auto a1 = f.add("a", "a1");
+  const auto b1 = f.add("b", "b1");
+  const auto a2 = f.add("a", "a2");
+  const auto b2 = f.add("b", "b2");
+  pub.fail_ids = {a1};
+  const auto r = relay.run_once();
+  CHECK(r.ready == 4);
+  CHECK(r.published == 2); // b1, b2
+  CHECK(r.failed == 2);    // a1 failed, a2 withheld
+  CHECK(relay.metrics().failed.value() == 1);
+  CHECK(pub.ids() == std::vector<std::int64_t>{b1, b2});
+  pub.fail_ids.clear();
+  CHECK(relay.run_once().published == 2);
+  CHECK(pub.ids() == std::vector<std::int64_t>{b1, b2, a1, a2}); // a1 before a2
+  CHECK(f.box.pending() == 0);
+  CHECK(relay.metrics().published.value() == 4);
+}
+
+TEST_CASE("pg.outbox.relay_marks_only_per_key_acked_prefixes") {
+  // A publisher that breaks the contract (acks a2 after failing a1) cannot make the relay
+  // mark a2: it is published again after a1.
+  struct sloppy : lakh::pg::outbox_publisher {
+    std::int64_t fail = 0;
+    void publish(std::span<const lakh::pg::outbox_event> events,
+                 std::span<lakh::pg::publish_outcome> outcomes) override {
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        outcomes[i] = events[i].id == fail ? lakh::pg::publish_outcome::failed
+                                           : lakh::pg::publish_outcome::acked;
+      }
+    }
+  } pub;
+  fixture f;
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
+  pub.fail = f.add("a", "a1");
+  (void)f.add("a", "a2");
+  (void)f.add("b", "b1");
+  const auto r = relay.run_once();
+  CHECK(r.published == 1); // b1 only
+  CHECK(f.box.pending() == 2);
+}
+
+TEST_CASE("pg.outbox.headers_round_trip_and_delete_on_publish") {
+  lakh::pg::pool pool{lakh::test::database_url(), 2};
+  const std::string schema = "outbox_s" + std::to_string(::getpid());
+  lakh::pg::outbox box(pool, {schema + ".events", true});
+  box.create_schema();
+  box.create_schema();
+  recording_publisher pub;
+  lakh::pg::outbox_relay relay(box, pub, {10});
+  const std::vector<lakh::pg::outbox_header> headers{
+      {"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+      {"X-Quote", "a \"quoted\", {braced} \\ value"},
+      {"X-Empty", ""}};
+  {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    (void)box.enqueue(w, "t.h", "k", "with headers", headers);
+    (void)box.enqueue(w, "t.h", "k", "without");
+    w.commit();
+  }
+  CHECK(relay.run_once().published == 2);
+  REQUIRE(pub.seen.size() == 2);
+  CHECK(pub.seen[0].headers == headers);
+  CHECK(pub.seen[1].headers.empty());
+  CHECK(box.pending() == 0);
+  auto c = pool.acquire();
+  pqxx::nontransaction tx(*c);
+  CHECK(tx.exec("SELECT count(*) FROM " + box.table())[0][0].as<int>() == 0); // deleted
+  tx.exec("DROP SCHEMA " + schema + " CASCADE");
+}
+
+TEST_CASE("pg.outbox.run_backs_off_on_failures_and_stops_on_request" * doctest::timeout(60)) {
+  fixture f;
+  recording_publisher pub;
+  lakh::pg::outbox_relay relay(f.box, pub, {100, 1ms, 20ms, 40ms});
+  const auto id = f.add("k", "x");
+  pub.fail_ids = {id};
+  std::stop_source stop;
+  std::jthread t([&] { relay.run(stop.get_token()); });
+  std::this_thread::sleep_for(300ms);
+  const int calls_failing = [&] {
+    std::lock_guard g(pub.mu);
+    return pub.calls;
+  }();
+  // Backoff: at most 300/1 calls without it; with it (uniform in [0, 20..40 ms]) far fewer.
+  CHECK(calls_failing >= 2);
+  CHECK(calls_failing < 100);
+  {
+    std::lock_guard g(pub.mu);
+    pub.fail_ids.clear();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (relay.metrics().published.value() < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  stop.request_stop();
+  t.join();
+  CHECK(relay.metrics().published.value() == 1);
+  CHECK(relay.metrics().failed.value() >= 2);
+  CHECK(pub.ids() == std::vector<std::int64_t>{id});
+  CHECK_FALSE(relay.active()); // run() gave the lock up
+}
+
+TEST_CASE("pg.outbox.lag_metric_reports_a_held_back_event") {
+  fixture f;
+  recording_publisher pub;
+  lakh::pg::outbox_relay relay(f.box, pub, {100});
+  auto ca = f.pool.acquire();
+  pqxx::work a(*ca);
+  (void)f.box.enqueue(a, "t", "k", "open");
+  const auto id = f.add("k", "waits");
+  (void)id;
+  std::this_thread::sleep_for(50ms);
+  // Row `id` is visible but not eligible (a's lower id may still commit).
+  const auto r = relay.run_once();
+  CHECK(r.active);
+  CHECK(r.ready == 0);
+  CHECK(relay.metrics().lag_ms.value() >= 40);
+  a.abort(); // the lower id never commits: the held-back row goes out alone
+  CHECK(relay.run_once().published == 1);
+  CHECK(pub.ids() == std::vector<std::int64_t>{id});
 }
 
 TEST_CASE("pg.outbox.bad_input") {
   fixture f;
   recording_publisher pub;
+  for (const char *bad : {"1bad", "Outbox", "a.b.c", "x;drop", "", "a.", ".a"}) {
+    CHECK_THROWS_AS(lakh::pg::outbox(f.pool, {bad}), std::invalid_argument);
+  }
   CHECK_THROWS_WITH_AS(lakh::pg::outbox(f.pool, {"1bad"}),
                        "lakh::pg::outbox: table name \"1bad\" must be a lower-case identifier "
                        "([a-z_][a-z0-9_]*, at most 63 bytes), optionally schema-qualified",
                        std::invalid_argument);
-  CHECK_THROWS_AS(lakh::pg::outbox_relay(f.box, pub, 0), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(lakh::pg::outbox_relay(f.box, pub, {0}),
+                       "lakh::pg::outbox_relay: batch (0) must be at least 1",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(lakh::pg::outbox_relay(f.box, pub, {-5}), std::invalid_argument);
+  CHECK_THROWS_AS(lakh::pg::outbox_relay(f.box, pub, {10, -1ms}), std::invalid_argument);
+  CHECK_THROWS_AS(lakh::pg::outbox_relay(f.box, pub, {10, 1ms, 0ms}), std::invalid_argument);
   auto c = f.pool.acquire();
   pqxx::work w(*c);
   CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "", "k", "p"),
                        "lakh::pg::outbox::enqueue: topic (0 bytes) must be 1..255 bytes",
                        std::invalid_argument);
-  CHECK_THROWS_AS((void)f.box.enqueue(w, "t", std::string(256, 'k'), "p"), std::invalid_argument);
-  CHECK_THROWS_AS((void)f.box.enqueue(w, "t", "k", std::string("a\0b", 3)), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "t", std::string(256, 'k'), "p"),
+                       "lakh::pg::outbox::enqueue: key (256 bytes) must be at most 255 bytes",
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)f.box.enqueue(w, std::string(256, 't'), "k", "p"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "t", "k", std::string("a\0b", 3)),
+                       "lakh::pg::outbox::enqueue: payload contains a NUL byte",
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)f.box.enqueue(w, "t", std::string("k\0", 2), "p"), std::invalid_argument);
+  const std::vector<lakh::pg::outbox_header> bad_name{{"has space", "v"}};
+  CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "t", "k", "p", bad_name),
+                       "lakh::pg::outbox::enqueue: header name \"has space\" must be 1..255 "
+                       "printable ASCII bytes without ':' or spaces",
+                       std::invalid_argument);
+  const std::vector<lakh::pg::outbox_header> bad_value{{"X-A", "line\r\nbreak"}};
+  CHECK_THROWS_AS((void)f.box.enqueue(w, "t", "k", "p", bad_value), std::invalid_argument);
+  const std::vector<lakh::pg::outbox_header> too_many(65, {"X-A", "v"});
+  CHECK_THROWS_AS((void)f.box.enqueue(w, "t", "k", "p", too_many), std::invalid_argument);
   CHECK_THROWS_AS((void)f.box.ready(w, 0), std::invalid_argument);
   w.commit();
-  CHECK(f.box.pending() == 0);
+  CHECK(f.box.pending() == 0); // nothing half-written
 }

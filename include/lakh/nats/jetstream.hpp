@@ -1,56 +1,123 @@
 #pragma once
-// lakh/nats/jetstream.hpp: a thin RAII layer over cnats (libnats-dev 3.x) for JetStream:
-// a connection with its JetStream context, stream creation, and batch publishing with
-// asynchronous acknowledgements and a message id per message (the Nats-Msg-Id header), so
-// that JetStream drops republished duplicates within the stream's duplicate window.
+// lakh/nats/jetstream.hpp: a thin RAII layer over cnats (libnats-dev 3.x) for JetStream: a
+// connection with its JetStream context, stream creation, and batch publishing with
+// asynchronous acknowledgements (js_PublishMsgAsync, then js_PublishAsyncComplete) that
+// reports, per message, whether the stream stored it, already had it (a duplicate by its
+// Nats-Msg-Id within the stream's duplicate window), or did not acknowledge it.
 //
-// Errors throw lakh::nats::error, whose text names the server URL and cnats's status text.
+// Differs from raw cnats: ownership is RAII (no natsMsg/jsCtx/natsConnection leaks on any
+// path), results are per message instead of one error callback, messages still unacknowledged
+// at the timeout are taken back (never reported later into another batch), and every error
+// throws lakh::nats::error naming the server URL and cnats's status text. Unlike Go's
+// nats.go, there is no context.Context: timeouts are explicit.
 
 #include <nats/nats.h>
 
-#include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace lakh::nats {
 
-/// A NATS or JetStream call failed; what() names the server and the cnats status.
+/// A NATS or JetStream call failed; what() names the call, the server URL and cnats's status
+/// text (and JetStream's error code when there is one).
 class error : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
 };
 
-/// One message to publish: subject, payload and the id JetStream dedupes on.
+/// One message header.
+struct header {
+  std::string name;
+  std::string value;
+};
+
+/// One message to publish.
 struct message {
   std::string subject;
   std::string payload;
-  std::string id; ///< sent as Nats-Msg-Id; empty: no dedupe
+  std::string id; ///< sent as Nats-Msg-Id (JetStream dedupes on it); empty: no id
+  std::vector<header> headers = {};
 };
 
-/// A connection to a NATS server with a JetStream context. Move-only.
+/// What JetStream said about one published message.
+enum class ack_status : std::uint8_t {
+  failed,    ///< an error, or no acknowledgement before the timeout: publish again (same id)
+  stored,    ///< stored in the stream
+  duplicate, ///< the stream already had this id (within its duplicate window): nothing stored
+};
+
+/// The outcome of publish_batch.
+struct publish_result {
+  std::vector<ack_status> status; ///< one per message, in the batch's order
+  std::size_t stored = 0;
+  std::size_t duplicates = 0;
+  std::size_t failed = 0;
+  std::string first_error; ///< the first failure's text, empty when none failed
+  /// True when every message was stored or was a duplicate.
+  [[nodiscard]] bool all_acknowledged() const noexcept { return failed == 0; }
+};
+
+/// Where a stream keeps its messages.
+enum class storage : std::uint8_t { file, memory };
+
+/// What ensure_stream creates.
+struct stream_config {
+  std::string name;                  ///< no spaces, '.', '*' or '>'
+  std::vector<std::string> subjects; ///< at least one
+  storage store = storage::file;     ///< fixed once the stream exists
+  std::chrono::milliseconds duplicate_window{std::chrono::minutes(2)}; ///< > 0
+};
+
+/// Connection settings.
+struct jetstream_options {
+  std::string name = "lakh";                     ///< client name shown by the server
+  std::chrono::milliseconds reconnect_wait{250}; ///< between reconnect attempts (forever)
+  std::int64_t max_pending = 65536;              ///< async publishes in flight at most
+};
+
+/// A connection to a NATS server with a JetStream context. Move-only. After a successful
+/// connect it reconnects forever; publishes during an outage are buffered by cnats and
+/// acknowledged (or time out) once the server is back.
 ///
-/// Thread-safety: publish_batch from one thread at a time per object (cnats connections are
-/// thread-safe, the failure counting of a batch is per object); the rest is safe.
+/// Thread-safety: all members are safe; concurrent publish_batch calls run one after the
+/// other (a batch owns the acknowledgement state). Memory ordering: a message's status in the
+/// result happens-after the server's acknowledgement of it (cnats's thread writes it under a
+/// mutex the caller takes before returning).
 class jetstream {
 public:
   /// Connects to `url` ("nats://127.0.0.1:4222").
-  /// Blocks: while connecting. @throws lakh::nats::error naming the URL if it fails.
-  explicit jetstream(std::string url) : url_(std::move(url)), state_(std::make_unique<state>()) {
-    natsOptions *opts = nullptr;
-    check(natsOptions_Create(&opts), "natsOptions_Create");
-    std::unique_ptr<natsOptions, void (*)(natsOptions *)> owned_opts(opts, natsOptions_Destroy);
-    check(natsOptions_SetURL(opts, url_.c_str()), "natsOptions_SetURL");
-    check(natsOptions_SetMaxReconnect(opts, -1), "natsOptions_SetMaxReconnect"); // ride restarts
-    check(natsConnection_Connect(&state_->nc, opts), "connect");
+  /// Thread-safety: n/a. Blocks: while connecting (cnats's connect timeout, 2 s).
+  /// @throws lakh::nats::error naming the URL and the cnats status if it fails.
+  /// Allocates: may.
+  explicit jetstream(std::string url, jetstream_options opts = {})
+      : url_(std::move(url)), state_(std::make_unique<state>()) {
+    natsOptions *o = nullptr;
+    check(natsOptions_Create(&o), "natsOptions_Create");
+    std::unique_ptr<natsOptions, void (*)(natsOptions *)> owned(o, natsOptions_Destroy);
+    check(natsOptions_SetURL(o, url_.c_str()), "natsOptions_SetURL");
+    check(natsOptions_SetName(o, opts.name.c_str()), "natsOptions_SetName");
+    check(natsOptions_SetMaxReconnect(o, -1), "natsOptions_SetMaxReconnect");
+    check(natsOptions_SetReconnectWait(o, opts.reconnect_wait.count()),
+          "natsOptions_SetReconnectWait");
+    check(natsConnection_Connect(&state_->nc, o), "connect");
     jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.PublishAsync.ErrHandler = &jetstream::on_publish_error;
-    jo.PublishAsync.ErrHandlerClosure = state_.get();
+    check(jsOptions_Init(&jo), "jsOptions_Init");
+    jo.PublishAsync.MaxPending = opts.max_pending;
+    jo.PublishAsync.AckHandler = &jetstream::on_ack;
+    jo.PublishAsync.AckHandlerClosure = state_.get();
     check(natsConnection_JetStream(&state_->js, state_->nc, &jo), "natsConnection_JetStream");
   }
 
@@ -58,88 +125,205 @@ public:
   jetstream &operator=(jetstream &&) noexcept = default;
   jetstream(const jetstream &) = delete;
   jetstream &operator=(const jetstream &) = delete;
+  /// Closes the connection (messages still buffered are dropped: wait for publish_batch).
   ~jetstream() = default;
 
-  /// Creates stream `name` over `subjects` (file storage) with a duplicate window, or leaves
-  /// an existing one as it is. Blocks: a request. @throws lakh::nats::error.
-  void ensure_stream(const std::string &name, const std::vector<std::string> &subjects,
-                     std::chrono::seconds duplicate_window = std::chrono::minutes(2)) {
+  /// Creates the stream if it does not exist; if it does, updates its subjects and duplicate
+  /// window to `cfg`'s when they differ. Thread-safety: safe. Blocks: one or two requests.
+  /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
+  /// lakh::nats::error if the server refuses or the stream exists with the other storage.
+  /// Allocates: may.
+  void ensure_stream(const stream_config &cfg) {
+    const std::string who = "lakh::nats::jetstream::ensure_stream: ";
+    if (cfg.name.empty() || cfg.name.find_first_of(" \t.*>") != std::string::npos) {
+      throw std::invalid_argument(who + "stream name \"" + cfg.name +
+                                  "\" must be non-empty without spaces, '.', '*' or '>'");
+    }
+    if (cfg.subjects.empty() || std::any_of(cfg.subjects.begin(), cfg.subjects.end(),
+                                            [](const std::string &s) { return s.empty(); })) {
+      throw std::invalid_argument(who + "stream " + cfg.name + " needs non-empty subjects");
+    }
+    if (cfg.duplicate_window.count() <= 0) {
+      throw std::invalid_argument(who + "duplicate_window (" +
+                                  std::to_string(cfg.duplicate_window.count()) +
+                                  " ms) must be positive");
+    }
+    std::vector<const char *> subj;
+    for (const auto &s : cfg.subjects) {
+      subj.push_back(s.c_str());
+    }
+    jsStreamConfig sc;
+    check(jsStreamConfig_Init(&sc), "jsStreamConfig_Init");
+    sc.Name = cfg.name.c_str();
+    sc.Subjects = subj.data();
+    sc.SubjectsLen = static_cast<int>(subj.size());
+    sc.Storage = cfg.store == storage::file ? js_FileStorage : js_MemoryStorage;
+    sc.Duplicates =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.duplicate_window).count();
+
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    if (js_GetStreamInfo(&si, state_->js, name.c_str(), nullptr, &jerr) == NATS_OK) {
+    const natsStatus got = js_GetStreamInfo(&si, state_->js, cfg.name.c_str(), nullptr, &jerr);
+    if (got == NATS_NOT_FOUND) {
+      check(js_AddStream(&si, state_->js, &sc, nullptr, &jerr), "js_AddStream " + cfg.name, jerr);
       jsStreamInfo_Destroy(si);
       return;
     }
-    std::vector<const char *> subj;
-    for (const auto &s : subjects) {
-      subj.push_back(s.c_str());
+    check(got, "js_GetStreamInfo " + cfg.name, jerr);
+    std::unique_ptr<jsStreamInfo, void (*)(jsStreamInfo *)> info(si, jsStreamInfo_Destroy);
+    if (info->Config->Storage != sc.Storage) {
+      throw error("lakh::nats: stream " + cfg.name + " (" + url_ + ") exists with " +
+                  (info->Config->Storage == js_FileStorage ? "file" : "memory") +
+                  " storage; storage cannot be changed");
     }
-    jsStreamConfig cfg;
-    jsStreamConfig_Init(&cfg);
-    cfg.Name = name.c_str();
-    cfg.Subjects = subj.data();
-    cfg.SubjectsLen = static_cast<int>(subj.size());
-    cfg.Storage = js_FileStorage;
-    cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(duplicate_window).count();
-    check(js_AddStream(&si, state_->js, &cfg, nullptr, &jerr), "js_AddStream " + name);
-    jsStreamInfo_Destroy(si);
+    bool same =
+        info->Config->Duplicates == sc.Duplicates && info->Config->SubjectsLen == sc.SubjectsLen;
+    for (int i = 0; same && i < sc.SubjectsLen; ++i) {
+      same = std::string_view(info->Config->Subjects[i]) == subj[static_cast<std::size_t>(i)];
+    }
+    if (!same) {
+      jsStreamInfo *updated = nullptr;
+      check(js_UpdateStream(&updated, state_->js, &sc, nullptr, &jerr),
+            "js_UpdateStream " + cfg.name, jerr);
+      jsStreamInfo_Destroy(updated);
+    }
   }
 
-  /// Messages stored in stream `name`. Blocks: a request. @throws lakh::nats::error.
+  /// Messages stored in stream `name`. Thread-safety: safe. Blocks: a request.
+  /// @throws lakh::nats::error. Allocates: may.
   std::uint64_t stream_messages(const std::string &name) {
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
     check(js_GetStreamInfo(&si, state_->js, name.c_str(), nullptr, &jerr),
-          "js_GetStreamInfo " + name);
+          "js_GetStreamInfo " + name, jerr);
     const auto n = si->State.Msgs;
     jsStreamInfo_Destroy(si);
     return n;
   }
 
-  /// Deletes stream `name` if it exists. Blocks: a request. @throws nothing.
+  /// Message `seq` (1-based) of stream `name`, with its headers (Nats-Msg-Id included).
+  /// Thread-safety: safe. Blocks: a request. @throws lakh::nats::error (also when there is
+  /// no such message). Allocates: the message.
+  message get_message(const std::string &name, std::uint64_t seq) {
+    natsMsg *m = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    check(js_GetMsg(&m, state_->js, name.c_str(), seq, nullptr, &jerr),
+          "js_GetMsg " + name + " #" + std::to_string(seq), jerr);
+    std::unique_ptr<natsMsg, void (*)(natsMsg *)> owned(m, natsMsg_Destroy);
+    message out;
+    out.subject = natsMsg_GetSubject(m);
+    out.payload.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+    const char **keys = nullptr;
+    int nkeys = 0;
+    if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
+      for (int k = 0; k < nkeys; ++k) {
+        const char **values = nullptr;
+        int nvalues = 0;
+        if (natsMsgHeader_Values(m, keys[k], &values, &nvalues) == NATS_OK) {
+          for (int v = 0; v < nvalues; ++v) {
+            out.headers.push_back({keys[k], values[v]});
+          }
+          std::free(static_cast<void *>(values)); // NOLINT: cnats allocates the array
+        }
+      }
+      std::free(static_cast<void *>(keys)); // NOLINT
+    }
+    for (const auto &h : out.headers) {
+      if (h.name == "Nats-Msg-Id") {
+        out.id = h.value;
+      }
+    }
+    return out;
+  }
+
+  /// Deletes stream `name` if it exists. Thread-safety: safe. Blocks: a request.
+  /// @throws nothing (a failure is ignored). Allocates: may.
   void delete_stream(const std::string &name) noexcept {
     jsErrCode jerr = static_cast<jsErrCode>(0);
     (void)js_DeleteStream(state_->js, name.c_str(), nullptr, &jerr);
   }
 
-  /// Publishes all messages asynchronously and waits up to `timeout` for every
-  /// acknowledgement. Returns true if all were acknowledged (duplicates count as
-  /// acknowledged: JetStream already has them), false if any failed or timed out (publish
-  /// again: the ids make it safe). Blocks: until acknowledged or timeout.
-  /// @throws lakh::nats::error if a message cannot even be queued (e.g. the connection is
-  /// closed for good).
-  bool publish_batch(const std::vector<message> &batch,
-                     std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-    state_->failures.store(0);
-    for (const auto &m : batch) {
-      natsMsg *msg = nullptr;
-      check(natsMsg_Create(&msg, m.subject.c_str(), nullptr, m.payload.data(),
-                           static_cast<int>(m.payload.size())),
-            "natsMsg_Create");
-      jsPubOptions po;
-      jsPubOptions_Init(&po);
-      po.MsgId = m.id.empty() ? nullptr : m.id.c_str();
-      const natsStatus s = js_PublishMsgAsync(state_->js, &msg, &po);
+  /// Publishes every message asynchronously (pipelined on the connection) and waits up to
+  /// `timeout` for all acknowledgements; returns each message's status. Messages not
+  /// acknowledged by then are taken back and reported failed (a late acknowledgement is
+  /// ignored): publish them again with the same ids and JetStream keeps one copy.
+  /// Thread-safety: safe (batches are serialized). Blocks: until every message is
+  /// acknowledged or `timeout`. @throws std::invalid_argument if timeout is not positive.
+  /// Never for a message that cannot be sent: it is reported failed. Allocates: may.
+  publish_result publish_batch(std::span<const message> batch,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+    if (timeout.count() <= 0) {
+      throw std::invalid_argument("lakh::nats::jetstream::publish_batch: timeout (" +
+                                  std::to_string(timeout.count()) + " ms) must be positive");
+    }
+    std::lock_guard batch_lock(state_->batch_mu);
+    publish_result r;
+    r.status.assign(batch.size(), ack_status::failed);
+    {
+      std::lock_guard g(state_->mu);
+      state_->result = &r;
+      state_->index.clear();
+      state_->index.reserve(batch.size());
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      const auto s = publish_one(batch[i], i);
       if (s != NATS_OK) {
-        natsMsg_Destroy(msg); // still ours when the call failed
-        check(s, "js_PublishMsgAsync " + m.subject);
+        std::lock_guard g(state_->mu);
+        note_error(r, "js_PublishMsgAsync " + batch[i].subject + " (" + url_ +
+                          "): " + natsStatus_GetText(s));
+        if (s == NATS_CONNECTION_CLOSED) {
+          break; // closed for good: the rest cannot go either
+        }
       }
     }
     jsPubOptions wait;
     jsPubOptions_Init(&wait);
     wait.MaxWait = timeout.count();
     const natsStatus done = js_PublishAsyncComplete(state_->js, &wait);
-    return done == NATS_OK && state_->failures.load() == 0;
+    {
+      // cnats may count an acknowledgement before its handler ran: let the handlers finish.
+      std::unique_lock g(state_->mu);
+      state_->cv.wait_for(g, std::min(timeout, std::chrono::milliseconds(1000)),
+                          [&] { return state_->index.empty(); });
+    }
+    if (done != NATS_OK) {
+      natsMsgList pending{};
+      const bool took = js_PublishAsyncGetPendingList(&pending, state_->js) == NATS_OK;
+      {
+        std::lock_guard g(state_->mu);
+        state_->index.clear(); // their statuses stay failed; late acks are ignored
+        note_error(r, "js_PublishAsyncComplete (" + url_ + "): " + natsStatus_GetText(done));
+      }
+      if (took) {
+        natsMsgList_Destroy(&pending);
+      }
+    }
+    {
+      std::lock_guard g(state_->mu);
+      state_->result = nullptr;
+      state_->index.clear();
+    }
+    for (auto st : r.status) {
+      r.stored += st == ack_status::stored ? 1U : 0U;
+      r.duplicates += st == ack_status::duplicate ? 1U : 0U;
+      r.failed += st == ack_status::failed ? 1U : 0U;
+    }
+    return r;
   }
 
-  /// The server URL. Thread-safety: safe.
+  /// The server URL given to the constructor. Thread-safety: safe. Blocks: never.
+  /// Allocates: never.
   [[nodiscard]] const std::string &url() const noexcept { return url_; }
 
 private:
   struct state {
     natsConnection *nc = nullptr;
     jsCtx *js = nullptr;
-    std::atomic<int> failures{0};
+    std::mutex batch_mu;                                    // one batch at a time
+    std::mutex mu;                                          // guards result and index
+    std::condition_variable cv;                             // index became empty
+    publish_result *result = nullptr;                       // the batch in progress
+    std::unordered_map<const natsMsg *, std::size_t> index; // in flight -> batch position
     state() = default;
     state(const state &) = delete;
     state &operator=(const state &) = delete;
@@ -153,13 +337,76 @@ private:
     }
   };
 
-  static void on_publish_error(jsCtx *, jsPubAckErr *, void *closure) {
-    static_cast<state *>(closure)->failures.fetch_add(1);
+  natsStatus publish_one(const message &m, std::size_t i) {
+    natsMsg *msg = nullptr;
+    natsStatus s = natsMsg_Create(&msg, m.subject.c_str(), nullptr, m.payload.data(),
+                                  static_cast<int>(m.payload.size()));
+    for (std::size_t h = 0; s == NATS_OK && h < m.headers.size(); ++h) {
+      s = natsMsgHeader_Add(msg, m.headers[h].name.c_str(), m.headers[h].value.c_str());
+    }
+    if (s != NATS_OK) {
+      natsMsg_Destroy(msg);
+      return s;
+    }
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = m.id.empty() ? nullptr : m.id.c_str();
+    const natsMsg *key = msg;
+    {
+      std::lock_guard g(state_->mu);
+      state_->index.emplace(key, i); // before the send: the ack may come at once
+    }
+    s = js_PublishMsgAsync(state_->js, &msg, &po);
+    if (s != NATS_OK) {
+      std::lock_guard g(state_->mu);
+      state_->index.erase(key);
+    }
+    natsMsg_Destroy(msg); // a no-op when cnats took it (msg is then NULL)
+    return s;
   }
 
-  void check(natsStatus s, const std::string &what) const {
+  static void note_error(publish_result &r, const std::string &text) {
+    if (r.first_error.empty()) {
+      r.first_error = text;
+    }
+  }
+
+  // cnats's thread, once per message: record the status, then free the message (ours).
+  static void on_ack(jsCtx *, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+    auto *st = static_cast<state *>(closure);
+    {
+      std::lock_guard g(st->mu);
+      const auto it = st->index.find(msg);
+      if (it != st->index.end() && st->result != nullptr) {
+        auto &status = st->result->status[it->second];
+        if (pa != nullptr) {
+          status = pa->Duplicate ? ack_status::duplicate : ack_status::stored;
+        } else if (pae != nullptr) {
+          note_error(*st->result,
+                     std::string("JetStream refused ") + natsMsg_GetSubject(msg) + ": " +
+                         (pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err)));
+        }
+        st->index.erase(it);
+        if (st->index.empty()) {
+          st->cv.notify_all();
+        }
+      }
+    }
+    natsMsg_Destroy(msg);
+  }
+
+  void check(natsStatus s, const std::string &what, jsErrCode jerr = static_cast<jsErrCode>(0)) {
     if (s != NATS_OK) {
-      throw error("lakh::nats: " + what + " (" + url_ + "): " + natsStatus_GetText(s));
+      std::string text = "lakh::nats: " + what + " (" + url_ + "): " + natsStatus_GetText(s);
+      if (jerr != 0) {
+        text += " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")";
+      }
+      const char *last = nats_GetLastError(nullptr);
+      if (last != nullptr && *last != '\0' && text.find(last) == std::string::npos) {
+        text += ": ";
+        text += last;
+      }
+      throw error(text);
     }
   }
 

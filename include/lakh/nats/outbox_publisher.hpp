@@ -1,41 +1,144 @@
 #pragma once
-// lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's relay publishing to NATS JetStream.
-// Each event goes to its topic as subject, with Nats-Msg-Id = "<prefix><event id>", so that
-// JetStream drops the duplicates an at-least-once relay sends after a crash or a failed
-// batch. Needs both targets: lakh::pg and lakh::nats.
+// lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's publisher for NATS JetStream. Each
+// event goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event id>",
+// so that JetStream drops the duplicates an at-least-once relay sends after a crash or a
+// failed batch (within the stream's duplicate window). Needs both targets: lakh::pg and
+// lakh::nats.
+//
+// Per-key order on a partial failure: JetStream stores pipelined messages in the order they
+// arrive, but a message can fail (a reconnect loses it in flight, a timeout) while a later
+// one is stored. With key_order::strict (the default) a batch goes out in waves: wave n holds
+// the n-th event of each key, all pipelined; the next wave starts when the previous one is
+// acknowledged, and a key whose event failed sends nothing more in this call (reported
+// not_sent). So a later event of a key is never stored before an earlier one. Throughput
+// follows the number of distinct keys per batch (one key: one round trip per event).
+// key_order::pipelined sends the whole batch at once: fastest, order kept only while
+// nothing fails.
 
 #include <lakh/nats/jetstream.hpp>
 #include <lakh/pg/outbox.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace lakh::nats {
 
-/// An outbox_publisher over a lakh::nats::jetstream (which must outlive it).
+/// How a publisher keeps the order of one key's events when a publish fails.
+enum class key_order : std::uint8_t {
+  strict,    ///< waves: an event is sent only after its key's earlier ones were acknowledged
+  pipelined, ///< everything at once: order kept unless a message fails and a later one lands
+};
+
+/// Settings of an outbox_publisher.
+struct outbox_publisher_options {
+  std::string id_prefix;                       ///< keeps outboxes apart ("billing-")
+  key_order order = key_order::strict;         ///< see the header comment
+  std::chrono::milliseconds ack_timeout{5000}; ///< per wave; > 0
+};
+
+/// A lakh::pg::outbox_publisher over a lakh::nats::jetstream (which must outlive it).
+/// Memory ordering: outcomes are written before publish() returns (see jetstream).
 class outbox_publisher : public lakh::pg::outbox_publisher {
 public:
-  /// `id_prefix` keeps ids of different outboxes apart in one stream ("billing-").
-  explicit outbox_publisher(jetstream &js, std::string id_prefix = {})
-      : js_(&js), prefix_(std::move(id_prefix)) {}
-
-  /// Publishes the batch; all acknowledged or none counted (the relay then sends the whole
-  /// batch again and JetStream drops what it already has).
-  /// Thread-safety: one relay thread. Blocks: until acknowledged or the timeout.
-  /// @throws lakh::nats::error (the relay counts it as 0 acknowledged).
-  std::size_t publish(std::span<const lakh::pg::outbox_event> events) override {
-    batch_.clear();
-    for (const auto &e : events) {
-      batch_.push_back({e.topic, e.payload, prefix_ + std::to_string(e.id)});
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  /// @throws std::invalid_argument if ack_timeout is not positive.
+  explicit outbox_publisher(jetstream &js, outbox_publisher_options opts = {})
+      : js_(&js), opts_(std::move(opts)) {
+    if (opts_.ack_timeout.count() <= 0) {
+      throw std::invalid_argument("lakh::nats::outbox_publisher: ack_timeout (" +
+                                  std::to_string(opts_.ack_timeout.count()) +
+                                  " ms) must be positive");
     }
-    return js_->publish_batch(batch_) ? events.size() : 0;
+  }
+
+  /// Publishes the events (in waves per key with key_order::strict) and reports each one:
+  /// acked, duplicate (JetStream had the id), failed, or not_sent (an earlier event of its
+  /// key failed). Thread-safety: one caller at a time. Blocks: until every wave is
+  /// acknowledged or timed out. @throws std::bad_alloc only. Allocates: may.
+  void publish(std::span<const lakh::pg::outbox_event> events,
+               std::span<lakh::pg::publish_outcome> outcomes) override {
+    using lakh::pg::publish_outcome;
+    std::fill(outcomes.begin(), outcomes.end(), publish_outcome::not_sent);
+    // wave_[i]: how many earlier events of the same key precede event i.
+    wave_.assign(events.size(), 0);
+    std::size_t waves = 1;
+    if (opts_.order == key_order::strict) {
+      seen_.clear();
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        wave_[i] = seen_[events[i].key]++;
+        waves = std::max(waves, wave_[i] + 1);
+      }
+    }
+    failed_keys_.clear();
+    for (std::size_t w = 0; w < waves; ++w) {
+      batch_.clear();
+      positions_.clear();
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        if (wave_[i] != w || failed_keys_.count(events[i].key) != 0) {
+          continue;
+        }
+        batch_.push_back(to_message(events[i]));
+        positions_.push_back(i);
+      }
+      if (batch_.empty()) {
+        continue;
+      }
+      const auto r = js_->publish_batch(batch_, opts_.ack_timeout);
+      last_error_ = r.first_error.empty() ? last_error_ : r.first_error;
+      for (std::size_t j = 0; j < positions_.size(); ++j) {
+        const auto i = positions_[j];
+        switch (r.status[j]) {
+        case ack_status::stored:
+          outcomes[i] = publish_outcome::acked;
+          break;
+        case ack_status::duplicate:
+          outcomes[i] = publish_outcome::duplicate;
+          break;
+        case ack_status::failed:
+          outcomes[i] = publish_outcome::failed;
+          failed_keys_.insert(events[i].key);
+          break;
+        }
+      }
+    }
+  }
+
+  /// The last failure's text (names the server and cnats's status), empty if none yet.
+  /// Thread-safety: the publishing thread. Blocks: never. Allocates: never.
+  [[nodiscard]] const std::string &last_error() const noexcept { return last_error_; }
+
+  /// The Nats-Msg-Id of event `id`. Thread-safety: safe. Allocates: the string.
+  [[nodiscard]] std::string message_id(std::int64_t id) const {
+    return opts_.id_prefix + std::to_string(id);
   }
 
 private:
+  message to_message(const lakh::pg::outbox_event &e) const {
+    message m{e.topic, e.payload, message_id(e.id), {}};
+    m.headers.reserve(e.headers.size());
+    for (const auto &h : e.headers) {
+      m.headers.push_back({h.name, h.value});
+    }
+    return m;
+  }
+
   jetstream *js_;
-  std::string prefix_;
+  outbox_publisher_options opts_;
+  std::vector<std::size_t> wave_;
+  std::unordered_map<std::string_view, std::size_t> seen_;
+  std::unordered_set<std::string_view> failed_keys_;
   std::vector<message> batch_;
+  std::vector<std::size_t> positions_;
+  std::string last_error_;
 };
 
 } // namespace lakh::nats
