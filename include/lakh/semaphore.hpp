@@ -11,12 +11,20 @@
 // capacity can be changed at run time (`resize`), and asking for more than the capacity is
 // an immediate error instead of a wait that can never end.
 //
-// Memory ordering: a release(n) happens-before every acquire that the released units let
-// complete; acquire and release synchronize through one mutex.
+// Memory ordering: a release(n) happens-before every acquisition that the released units let
+// complete (acquire and release synchronize through one mutex), so whatever a holder wrote
+// before releasing is visible to the next holder of those units.
 // Fairness: strictly first come, first served among blocked callers; try_acquire never
-// jumps the queue (it fails while anyone waits).
-// Cost: one mutex per call (no atomic fast path: FIFO hand-off needs the queue); a waiter
-// is woken only when its own units are granted (no thundering herd).
+// jumps the queue (it fails while anyone waits). A waiter that gives up (deadline or stop)
+// leaves the queue at once, and if it was the head the waiters behind it that now fit are
+// granted, so a cancelled big request never blocks the small ones behind it.
+// resize() may shrink the capacity below a queued request: that waiter's acquire throws
+// std::invalid_argument (the error it would have got on arrival) instead of waiting for a
+// capacity that may never come back; Go, which cannot resize, would block it forever.
+// Cost: one mutex per call (no atomic fast path: FIFO hand-off needs the queue); each
+// waiter has its own condition variable and is woken only when its own units are granted
+// (no thundering herd). Nothing allocates: a waiter lives on its caller's stack, and the
+// stop_token is watched by a std::stop_callback, not by condition_variable_any.
 
 #include <lakh/error.hpp>
 #include <lakh/status.hpp>
@@ -25,12 +33,55 @@
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <utility>
 
 namespace lakh {
+
+namespace detail {
+
+// A far deadline (about a century) is no deadline: steady time points overflow past ~292
+// years, and a wait that long is a wait forever in practice. Compared in double seconds, so
+// that no duration type (hours::max(), ...) overflows while being compared.
+inline bool beyond_steady_horizon(double seconds_left) noexcept {
+  return seconds_left >= 100.0 * 365.25 * 24 * 3600;
+}
+
+/// The steady-clock time `left` from now; empty (no deadline) beyond the horizon.
+template <class Rep, class Period>
+std::optional<std::chrono::steady_clock::time_point>
+steady_deadline_in(std::chrono::duration<Rep, Period> left) {
+  const auto now = std::chrono::steady_clock::now();
+  if (left <= left.zero()) {
+    return now;
+  }
+  if (beyond_steady_horizon(std::chrono::duration<double>(left).count())) {
+    return std::nullopt;
+  }
+  return now + std::chrono::ceil<std::chrono::steady_clock::duration>(left);
+}
+
+/// The steady-clock equivalent of a deadline on any clock (the time left, measured now).
+template <class Clock, class Duration>
+std::optional<std::chrono::steady_clock::time_point>
+steady_deadline_at(std::chrono::time_point<Clock, Duration> deadline) {
+  const auto now = Clock::now();
+  using seconds = std::chrono::duration<double>;
+  const double left =
+      seconds(deadline.time_since_epoch()).count() - seconds(now.time_since_epoch()).count();
+  if (left <= 0) {
+    return std::chrono::steady_clock::now();
+  }
+  if (beyond_steady_horizon(left)) {
+    return std::nullopt;
+  }
+  return steady_deadline_in(deadline - now); // both within range: cannot overflow
+}
+
+} // namespace detail
 
 class semaphore;
 
@@ -60,6 +111,8 @@ public:
   ~permit() { release(); }
 
   /// Releases the units now; the permit becomes empty. Does nothing on an empty permit.
+  /// Releasing the same units by hand as well (semaphore::release) is misuse: the permit's
+  /// own release then finds them gone and calls std::terminate (it is noexcept).
   /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
   /// Allocates: never.
   void release() noexcept;
@@ -108,7 +161,7 @@ public:
   /// @throws std::invalid_argument if n < 1 or n > capacity(), also when a resize() while
   /// waiting makes the capacity smaller than n. Allocates: never.
   void acquire(std::ptrdiff_t n = 1) {
-    (void)acquire_impl("acquire", n, nullptr, std::stop_token{});
+    (void)acquire_impl("acquire", n, std::nullopt, std::stop_token{});
   }
 
   /// Takes n units, or gives up when stop is requested on `st`.
@@ -116,7 +169,7 @@ public:
   /// @return status::ok (the units are held) or status::cancelled (nothing is held).
   /// @throws std::invalid_argument as acquire(n). Allocates: never.
   [[nodiscard]] status acquire(std::ptrdiff_t n, std::stop_token st) {
-    return acquire_impl("acquire", n, nullptr, st);
+    return acquire_impl("acquire", n, std::nullopt, st);
   }
 
   /// Takes n units if they are free and nobody waits; never blocks, never jumps the queue.
@@ -133,17 +186,20 @@ public:
     return false;
   }
 
-  /// Takes n units, waiting at most `timeout`, or until stop is requested on `st`.
+  /// Takes n units, waiting at most `timeout`, or until stop is requested on `st`. A timeout
+  /// of zero or less only succeeds if the units are free now (and nobody waits); one longer
+  /// than about a century means no deadline (it cannot overflow).
   /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
   /// @throws std::invalid_argument as acquire(n). Allocates: never.
   template <class Rep, class Period>
   [[nodiscard]] status try_acquire_for(std::ptrdiff_t n, std::chrono::duration<Rep, Period> timeout,
                                        std::stop_token st = {}) {
-    return try_acquire_until(n, std::chrono::steady_clock::now() + timeout, std::move(st));
+    return acquire_impl("try_acquire_for", n, detail::steady_deadline_in(timeout), st);
   }
 
-  /// Takes n units, waiting until `deadline` at most, or until stop is requested on `st`.
+  /// Takes n units, waiting until `deadline` at most (any clock: the time left is measured
+  /// once and waited on the steady clock), or until stop is requested on `st`.
   /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
   /// @throws std::invalid_argument as acquire(n). Allocates: never.
@@ -151,10 +207,7 @@ public:
   [[nodiscard]] status try_acquire_until(std::ptrdiff_t n,
                                          std::chrono::time_point<Clock, Duration> deadline,
                                          std::stop_token st = {}) {
-    const auto steady_deadline =
-        std::chrono::steady_clock::now() +
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - Clock::now());
-    return acquire_impl("try_acquire_until", n, &steady_deadline, st);
+    return acquire_impl("try_acquire_until", n, detail::steady_deadline_at(deadline), st);
   }
 
   /// Gives back n units and grants waiters from the head of the queue while they fit.
@@ -194,13 +247,23 @@ public:
     return try_acquire(n) ? permit(this, n) : permit();
   }
 
-  /// try_acquire_for(n, timeout, st) as a permit; empty on timeout or cancellation.
+  /// try_acquire_for(n, timeout, st) as a permit; empty on timeout or cancellation (call
+  /// try_acquire_for itself to tell them apart).
   /// Thread-safety, blocking, exceptions: as try_acquire_for.
   template <class Rep, class Period>
   [[nodiscard]] permit try_acquire_permit_for(std::ptrdiff_t n,
                                               std::chrono::duration<Rep, Period> timeout,
                                               std::stop_token st = {}) {
     return try_acquire_for(n, timeout, std::move(st)) == status::ok ? permit(this, n) : permit();
+  }
+
+  /// try_acquire_until(n, deadline, st) as a permit; empty on timeout or cancellation.
+  /// Thread-safety, blocking, exceptions: as try_acquire_until.
+  template <class Clock, class Duration>
+  [[nodiscard]] permit try_acquire_permit_until(std::ptrdiff_t n,
+                                                std::chrono::time_point<Clock, Duration> deadline,
+                                                std::stop_token st = {}) {
+    return try_acquire_until(n, deadline, std::move(st)) == status::ok ? permit(this, n) : permit();
   }
 
   /// Changes the capacity. Growing grants waiters that now fit. Shrinking below in_use() is
@@ -248,7 +311,8 @@ public:
     return capacity_ > in_use_ ? capacity_ - in_use_ : 0;
   }
 
-  /// Callers blocked in acquire now (approximate as soon as it returns).
+  /// Callers queued in acquire now, i.e. not yet granted, timed out or cancelled
+  /// (approximate as soon as it returns).
   /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::size_t waiting() const {
     std::lock_guard lk(mu_);
@@ -257,10 +321,12 @@ public:
 
 private:
   // A blocked caller, on its own stack, linked into the FIFO queue while it waits.
+  // Its own condition variable means a release wakes exactly the waiters it grants.
   struct waiter {
-    enum class state_t { waiting, granted, too_big };
+    enum class state_t { waiting, granted, cancelled, too_big };
+    explicit waiter(std::ptrdiff_t units) noexcept : n(units) {}
     std::ptrdiff_t n;
-    std::condition_variable_any cv;
+    std::condition_variable cv; // never allocates (condition_variable_any would)
     state_t state = state_t::waiting;
     waiter *prev = nullptr;
     waiter *next = nullptr;
@@ -278,34 +344,44 @@ private:
     }
   }
 
+  // Blocks for n units in FIFO order; no deadline when `deadline` is empty.
   status acquire_impl(const char *fn, std::ptrdiff_t n,
-                      const std::chrono::steady_clock::time_point *deadline, std::stop_token st) {
+                      std::optional<std::chrono::steady_clock::time_point> deadline,
+                      const std::stop_token &st) {
     std::unique_lock lk(mu_);
     check_n(fn, n);
     if (head_ == nullptr && n <= capacity_ - in_use_) {
-      in_use_ += n;
+      in_use_ += n; // free and nobody queued: granted even if stop was already requested
       return status::ok;
     }
     if (st.stop_requested()) {
       return status::cancelled;
     }
-    if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) {
+    if (deadline && std::chrono::steady_clock::now() >= *deadline) {
       return status::timeout;
     }
-    waiter w{n, {}, waiter::state_t::waiting, tail_, nullptr};
-    (tail_ != nullptr ? tail_->next : head_) = &w;
-    tail_ = &w;
-    ++waiting_;
-    auto done = [&w] { return w.state != waiter::state_t::waiting; };
-    if (deadline != nullptr) {
-      (void)w.cv.wait_until(lk, st, *deadline, done);
+    waiter w(n);
+    enqueue(&w);
+    if (st.stop_possible()) {
+      // The callback takes mu_, so it is registered (it may run at once, on this thread) and
+      // destroyed (it may be running on the stopping thread) with mu_ unlocked; it unlinks a
+      // waiting `w` itself, so that the waiters behind it move on without waiting for us.
+      lk.unlock();
+      {
+        std::stop_callback on_stop(st, [this, &w]() noexcept { cancel(&w); });
+        lk.lock();
+        wait_locked(lk, w, deadline);
+        lk.unlock();
+      }
+      lk.lock();
     } else {
-      (void)w.cv.wait(lk, st, done);
+      wait_locked(lk, w, deadline);
     }
-    --waiting_;
     switch (w.state) {
     case waiter::state_t::granted: // granted, even if stop or the deadline came at the same time
       return status::ok;
+    case waiter::state_t::cancelled:
+      return status::cancelled;
     case waiter::state_t::too_big:
       throw std::invalid_argument(std::string("lakh::semaphore::") + fn + ": n (" +
                                   std::to_string(n) + ") exceeds capacity (" +
@@ -313,19 +389,52 @@ private:
     case waiter::state_t::waiting:
       break;
     }
-    // Gave up: leave the queue, and let those behind through if the head moved.
-    const bool was_head = head_ == &w;
-    unlink(&w);
+    // The deadline passed: leave the queue, and let those behind through if the head moved.
+    leave_locked(&w);
+    return status::timeout;
+  }
+
+  static void wait_locked(std::unique_lock<std::mutex> &lk, waiter &w,
+                          const std::optional<std::chrono::steady_clock::time_point> &deadline) {
+    auto done = [&w] { return w.state != waiter::state_t::waiting; };
+    if (deadline) {
+      (void)w.cv.wait_until(lk, *deadline, done);
+    } else {
+      w.cv.wait(lk, done);
+    }
+  }
+
+  // The stop callback of a waiter: gives up its place unless it was already granted.
+  void cancel(waiter *w) noexcept {
+    std::lock_guard lk(mu_);
+    if (w->state == waiter::state_t::waiting) {
+      leave_locked(w);
+      w->state = waiter::state_t::cancelled;
+      w->cv.notify_one();
+    }
+  }
+
+  void enqueue(waiter *w) noexcept {
+    w->prev = tail_;
+    (tail_ != nullptr ? tail_->next : head_) = w;
+    tail_ = w;
+    ++waiting_;
+  }
+
+  // Unlinks a waiter that gives up; if it was the head, grants those behind that now fit.
+  void leave_locked(waiter *w) noexcept {
+    const bool was_head = head_ == w;
+    unlink(w);
     if (was_head) {
       grant_locked();
     }
-    return st.stop_requested() ? status::cancelled : status::timeout;
   }
 
   void unlink(waiter *w) noexcept {
     (w->prev != nullptr ? w->prev->next : head_) = w->next;
     (w->next != nullptr ? w->next->prev : tail_) = w->prev;
     w->prev = w->next = nullptr;
+    --waiting_;
   }
 
   // Grants from the head while the head fits (strict FIFO: stops at the first that does
@@ -351,13 +460,10 @@ private:
 
 inline void permit::release() noexcept {
   if (sem_ != nullptr) {
-    // Cannot throw: a permit never holds more than it acquired (resize keeps in-use units).
-    try {
-      sem_->release(n_);
-    } catch (...) {
-    }
-    sem_ = nullptr;
-    n_ = 0;
+    // Throws only if the same units were also released by hand (resize keeps in-use units):
+    // noexcept turns that into std::terminate, as Go panics on "released more than held".
+    semaphore *s = std::exchange(sem_, nullptr);
+    s->release(std::exchange(n_, 0));
   }
 }
 
