@@ -316,6 +316,8 @@ public:
   [[nodiscard]] const std::string &url() const noexcept { return url_; }
 
 private:
+  friend class pull_consumer;
+
   struct state {
     natsConnection *nc = nullptr;
     jsCtx *js = nullptr;
@@ -412,6 +414,141 @@ private:
 
   std::string url_;
   std::unique_ptr<state> state_;
+};
+
+/// One message fetched by a pull_consumer. Move-only; owns the cnats message. Ack it after
+/// the effects of processing it committed (lakh::pg::inbox); an unacknowledged message is
+/// redelivered after the consumer's ack wait.
+class delivery {
+public:
+  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  explicit delivery(natsMsg *m, std::string url) noexcept : msg_(m), url_(std::move(url)) {}
+  delivery(delivery &&o) noexcept : msg_(std::exchange(o.msg_, nullptr)), url_(std::move(o.url_)) {}
+  delivery &operator=(delivery &&o) noexcept {
+    if (this != &o) {
+      natsMsg_Destroy(msg_);
+      msg_ = std::exchange(o.msg_, nullptr);
+      url_ = std::move(o.url_);
+    }
+    return *this;
+  }
+  delivery(const delivery &) = delete;
+  delivery &operator=(const delivery &) = delete;
+  /// Frees the message (without acking it). Thread-safety: n/a. Blocks: never.
+  ~delivery() { natsMsg_Destroy(msg_); }
+
+  /// The subject. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] std::string_view subject() const noexcept { return natsMsg_GetSubject(msg_); }
+  /// The payload. Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] std::string_view payload() const noexcept {
+    return {natsMsg_GetData(msg_), static_cast<std::size_t>(natsMsg_GetDataLength(msg_))};
+  }
+  /// Header `name`'s first value, empty if absent ("Nats-Msg-Id": the publisher's id).
+  /// Thread-safety: safe. Blocks: never. Allocates: the string.
+  [[nodiscard]] std::string header(const char *name) const {
+    const char *v = nullptr;
+    return natsMsgHeader_Get(msg_, name, &v) == NATS_OK && v != nullptr ? std::string(v)
+                                                                        : std::string();
+  }
+  /// The Nats-Msg-Id header (the outbox event's id). Thread-safety: safe. Allocates: may.
+  [[nodiscard]] std::string id() const { return header("Nats-Msg-Id"); }
+  /// How many times JetStream delivered this message (1 the first time).
+  /// Thread-safety: safe. Blocks: never. Allocates: briefly.
+  [[nodiscard]] std::uint64_t delivery_count() const {
+    jsMsgMetaData *meta = nullptr;
+    if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) {
+      return 0;
+    }
+    const auto n = meta->NumDelivered;
+    jsMsgMetaData_Destroy(meta);
+    return n;
+  }
+  /// Acknowledges the message (no redelivery). Thread-safety: one thread. Blocks: a send.
+  /// @throws lakh::nats::error naming the server and the status. Allocates: may.
+  void ack() { check(natsMsg_Ack(msg_, nullptr), "natsMsg_Ack"); }
+  /// Asks for a redelivery now. Thread-safety: one thread. Blocks: a send.
+  /// @throws lakh::nats::error. Allocates: may.
+  void nak() { check(natsMsg_Nak(msg_, nullptr), "natsMsg_Nak"); }
+
+private:
+  void check(natsStatus s, const char *what) const {
+    if (s != NATS_OK) {
+      throw error(std::string("lakh::nats: ") + what + " (" + url_ + "): " + natsStatus_GetText(s));
+    }
+  }
+  natsMsg *msg_;
+  std::string url_;
+};
+
+/// A durable pull consumer on a stream (js_PullSubscribe): fetch batches, process, ack each.
+/// Move-only. Thread-safety: fetch from one thread at a time; deliveries may be acked from
+/// any one thread each. Delivery is at least once: pair it with lakh::pg::inbox.
+class pull_consumer {
+public:
+  /// Binds durable consumer `durable` on `stream`, filtered by `subject` (created if
+  /// missing; explicit acks, redelivery after `ack_wait`). `js` must outlive it.
+  /// Thread-safety: n/a. Blocks: a request.
+  /// @throws std::invalid_argument if durable or subject is empty or ack_wait not positive;
+  /// lakh::nats::error naming the server if JetStream refuses. Allocates: may.
+  pull_consumer(jetstream &js, const std::string &stream, const std::string &subject,
+                const std::string &durable,
+                std::chrono::milliseconds ack_wait = std::chrono::seconds(30))
+      : url_(js.url()), sub_(nullptr, natsSubscription_Destroy) {
+    if (durable.empty() || subject.empty() || ack_wait.count() <= 0) {
+      throw std::invalid_argument("lakh::nats::pull_consumer: durable (\"" + durable +
+                                  "\") and subject (\"" + subject +
+                                  "\") must be non-empty and ack_wait (" +
+                                  std::to_string(ack_wait.count()) + " ms) positive");
+    }
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream.c_str();
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
+    natsSubscription *sub = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    const natsStatus s = js_PullSubscribe(&sub, js.state_->js, subject.c_str(), durable.c_str(),
+                                          nullptr, &so, &jerr);
+    if (s != NATS_OK) {
+      throw error("lakh::nats: js_PullSubscribe " + stream + "/" + durable + " (" + url_ +
+                  "): " + natsStatus_GetText(s) +
+                  (jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")"
+                             : std::string()));
+    }
+    sub_.reset(sub);
+  }
+
+  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came.
+  /// Thread-safety: one thread at a time. Blocks: until a message or `timeout`.
+  /// @throws std::invalid_argument if max < 1; lakh::nats::error for a failure other than a
+  /// timeout. Allocates: the deliveries.
+  std::vector<delivery> fetch(int max, std::chrono::milliseconds timeout) {
+    if (max < 1) {
+      throw std::invalid_argument("lakh::nats::pull_consumer::fetch: max (" + std::to_string(max) +
+                                  ") must be at least 1");
+    }
+    natsMsgList list{};
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    const natsStatus s = natsSubscription_Fetch(&list, sub_.get(), max, timeout.count(), &jerr);
+    std::vector<delivery> out;
+    if (s == NATS_OK) {
+      out.reserve(static_cast<std::size_t>(list.Count));
+      for (int i = 0; i < list.Count; ++i) {
+        out.emplace_back(std::exchange(list.Msgs[i], nullptr), url_);
+      }
+      natsMsgList_Destroy(&list);
+      return out;
+    }
+    natsMsgList_Destroy(&list);
+    if (s == NATS_TIMEOUT) {
+      return out;
+    }
+    throw error("lakh::nats: natsSubscription_Fetch (" + url_ + "): " + natsStatus_GetText(s));
+  }
+
+private:
+  std::string url_;
+  std::unique_ptr<natsSubscription, void (*)(natsSubscription *)> sub_;
 };
 
 } // namespace lakh::nats

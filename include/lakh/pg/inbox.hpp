@@ -7,6 +7,13 @@
 // rolled back left no id, so its redelivery processes. Ack the broker after the commit.
 // Two concurrent deliveries of one id: the second INSERT waits for the first transaction and
 // then sees the conflict (or, if the first rolled back, inserts and processes).
+//
+// The end-to-end story with lakh::pg::outbox and lakh::nats: the producer's change and its
+// event commit together (outbox); the relay publishes at least once with Nats-Msg-Id = the
+// event id (JetStream drops duplicates within its window); the consumer processes each
+// message id once (this inbox) and acks only after its commit, so a crash before the ack
+// means a redelivery that the inbox skips. There is no Go or std counterpart; it is the
+// "idempotent consumer" pattern with the dedupe record inside the consumer's transaction.
 
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
@@ -28,6 +35,10 @@ struct inbox_options {
 };
 
 /// Message ids already processed, per consumer.
+///
+/// Memory ordering: the database's: a delivery that finds the id sees every effect committed
+/// with it. Fairness: concurrent deliveries of one id queue on its unique index (PostgreSQL's
+/// lock queue). Thread-safety: immutable after construction, shareable.
 class inbox {
 public:
   static constexpr std::size_t max_id = 255;
@@ -37,12 +48,16 @@ public:
   explicit inbox(pool &p, inbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::inbox")) {}
 
-  /// Creates the table if missing (advisory-locked). Blocks: a round trip.
-  /// @throws pqxx errors, acquire_error.
+  /// Creates the schema (if qualified) and the table if missing; safe from many processes
+  /// at once (advisory-locked). Thread-safety: safe. Blocks: a few round trips.
+  /// @throws pqxx errors, acquire_error. Allocates: may.
   void create_schema() {
     detail::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_inbox_schema:" + table_);
+      if (const auto dot = table_.find('.'); dot != std::string::npos) {
+        w.exec("CREATE SCHEMA IF NOT EXISTS " + table_.substr(0, dot));
+      }
       w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
              " (consumer text NOT NULL, message_id text NOT NULL, "
              "received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (consumer, message_id))");
@@ -50,12 +65,14 @@ public:
     });
   }
 
-  /// Records (consumer, message_id) in the consumer's transaction `w`. Returns true for the
-  /// first delivery (process it in `w`, then commit), false for a redelivery (skip it).
-  /// Thread-safety: safe. Blocks: a round trip, and while a concurrent transaction holds the
-  /// same id. @throws std::invalid_argument if consumer or message_id is empty or longer than
-  /// 255 bytes (nothing written); pqxx errors.
-  bool first_delivery(pqxx::work &w, std::string_view consumer, std::string_view message_id) {
+  /// Records (consumer, message_id) in the consumer's transaction `w` (usually a pqxx::work).
+  /// Returns true for the first delivery (process it in `w`, commit, then ack the broker),
+  /// false for a redelivery (commit or abort, then ack: it was processed before).
+  /// Thread-safety: safe (w's thread). Blocks: a round trip, and while a concurrent
+  /// transaction holds the same id. @throws std::invalid_argument if consumer or message_id
+  /// is empty or longer than 255 bytes (nothing written); pqxx errors. Allocates: may.
+  [[nodiscard]] bool first_delivery(pqxx::transaction_base &w, std::string_view consumer,
+                                    std::string_view message_id) {
     check(consumer, "consumer");
     check(message_id, "message_id");
     auto r = w.exec_params("INSERT INTO " + table_ +
@@ -65,7 +82,8 @@ public:
   }
 
   /// Forgets ids received more than `older_than` ago (keep longer than the broker's
-  /// redelivery horizon). Returns how many. Blocks: a round trip. @throws pqxx errors.
+  /// redelivery horizon). Returns how many. Thread-safety: safe. Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error. Allocates: may.
   std::size_t purge(std::chrono::milliseconds older_than) {
     return detail::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -77,7 +95,7 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe.
+  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
