@@ -89,12 +89,17 @@ class semaphore;
 /// not copyable; an empty permit (owns() == false) holds nothing.
 class [[nodiscard]] permit {
 public:
-  /// An empty permit. Thread-safety: -. Blocks: never. Allocates: never.
+  /// An empty permit. Thread-safety: n/a. Blocks: never. Allocates: never.
   permit() noexcept = default;
 
+  /// Takes over other's units; other becomes empty.
+  /// Thread-safety: not thread-safe (one owner). Blocks: never. Allocates: never.
   permit(permit &&other) noexcept
       : sem_(std::exchange(other.sem_, nullptr)), n_(std::exchange(other.n_, 0)) {}
 
+  /// Releases the units this permit holds, then takes over other's; other becomes empty.
+  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
+  /// Allocates: never.
   permit &operator=(permit &&other) noexcept {
     if (this != &other) {
       release();
@@ -107,7 +112,9 @@ public:
   permit(const permit &) = delete;
   permit &operator=(const permit &) = delete;
 
-  /// Releases the units still held. Thread-safety: -. Blocks: briefly (the semaphore's mutex).
+  /// Releases the units still held (see release()).
+  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
+  /// Allocates: never.
   ~permit() { release(); }
 
   /// Releases the units now; the permit becomes empty. Does nothing on an empty permit.
@@ -136,12 +143,18 @@ private:
   std::ptrdiff_t n_ = 0;
 };
 
-/// Weighted counting semaphore, strictly FIFO (see the header comment).
+/// Weighted counting semaphore, strictly FIFO (details in the header comment).
+///
+/// Memory ordering: a release(n) happens-before every acquisition those units let complete.
+/// Fairness: blocked callers are granted strictly in arrival order; a caller that cannot be
+/// granted yet blocks everyone behind it (so it is never starved), and try_acquire fails
+/// while anyone is queued. Every member may be called concurrently.
 class semaphore {
 public:
   /// A semaphore with `capacity` units, none in use.
-  /// Thread-safety: -. Blocks: never.
-  /// @throws std::invalid_argument if capacity < 1. Allocates: never.
+  /// Thread-safety: n/a. Blocks: never.
+  /// @throws std::invalid_argument if capacity < 1.
+  /// Allocates: never (only the message of an exception it throws).
   explicit semaphore(std::ptrdiff_t capacity) : capacity_(capacity) {
     if (capacity < 1) {
       throw std::invalid_argument("lakh::semaphore: capacity (" + std::to_string(capacity) +
@@ -154,12 +167,14 @@ public:
 
   /// Destroying a semaphore while calls are blocked in it or permits refer to it is
   /// undefined behaviour, as for std::mutex.
+  /// Thread-safety: no other call may run concurrently. Blocks: never. Allocates: never.
   ~semaphore() = default;
 
   /// Takes n units, waiting in FIFO order until they are free.
   /// Thread-safety: safe. Blocks: until the units are granted.
   /// @throws std::invalid_argument if n < 1 or n > capacity(), also when a resize() while
-  /// waiting makes the capacity smaller than n. Allocates: never.
+  /// waiting makes the capacity smaller than n.
+  /// Allocates: never (only the message of an exception it throws).
   void acquire(std::ptrdiff_t n = 1) {
     (void)acquire_impl("acquire", n, std::nullopt, std::stop_token{});
   }
@@ -167,7 +182,8 @@ public:
   /// Takes n units, or gives up when stop is requested on `st`.
   /// Thread-safety: safe. Blocks: until granted or stop requested.
   /// @return status::ok (the units are held) or status::cancelled (nothing is held).
-  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  /// @throws std::invalid_argument as acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] status acquire(std::ptrdiff_t n, std::stop_token st) {
     return acquire_impl("acquire", n, std::nullopt, st);
   }
@@ -175,7 +191,8 @@ public:
   /// Takes n units if they are free and nobody waits; never blocks, never jumps the queue.
   /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
   /// @return true if the units are now held.
-  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  /// @throws std::invalid_argument as acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] bool try_acquire(std::ptrdiff_t n = 1) {
     std::lock_guard lk(mu_);
     check_n("try_acquire", n);
@@ -191,7 +208,8 @@ public:
   /// than about a century means no deadline (it cannot overflow).
   /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
-  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  /// @throws std::invalid_argument as acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   template <class Rep, class Period>
   [[nodiscard]] status try_acquire_for(std::ptrdiff_t n, std::chrono::duration<Rep, Period> timeout,
                                        std::stop_token st = {}) {
@@ -202,7 +220,8 @@ public:
   /// once and waited on the steady clock), or until stop is requested on `st`.
   /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
-  /// @throws std::invalid_argument as acquire(n). Allocates: never.
+  /// @throws std::invalid_argument as acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   template <class Clock, class Duration>
   [[nodiscard]] status try_acquire_until(std::ptrdiff_t n,
                                          std::chrono::time_point<Clock, Duration> deadline,
@@ -214,7 +233,8 @@ public:
   /// Thread-safety: safe; any thread may release (not only the acquirer).
   /// Blocks: never (briefly on the internal mutex).
   /// @throws std::invalid_argument if n < 1.
-  /// @throws lakh::usage_error if n is more than in_use(). Allocates: never.
+  /// @throws lakh::usage_error if n is more than in_use().
+  /// Allocates: never (only the message of an exception it throws).
   void release(std::ptrdiff_t n = 1) {
     std::lock_guard lk(mu_);
     if (n < 1) {
@@ -229,7 +249,9 @@ public:
     grant_locked();
   }
 
-  /// acquire(n) as a RAII permit. Thread-safety, blocking, exceptions: as acquire(n).
+  /// acquire(n) as a RAII permit.
+  /// Thread-safety, blocking, exceptions: as acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] permit acquire_permit(std::ptrdiff_t n = 1) {
     acquire(n);
     return permit(this, n);
@@ -237,12 +259,14 @@ public:
 
   /// acquire(n, st) as a permit; empty (owns() == false) when cancelled.
   /// Thread-safety, blocking, exceptions: as acquire(n, st).
+  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] permit acquire_permit(std::ptrdiff_t n, std::stop_token st) {
     return acquire(n, std::move(st)) == status::ok ? permit(this, n) : permit();
   }
 
   /// try_acquire(n) as a permit; empty when the units were not free.
   /// Thread-safety, blocking, exceptions: as try_acquire(n).
+  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] permit try_acquire_permit(std::ptrdiff_t n = 1) {
     return try_acquire(n) ? permit(this, n) : permit();
   }
@@ -250,6 +274,7 @@ public:
   /// try_acquire_for(n, timeout, st) as a permit; empty on timeout or cancellation (call
   /// try_acquire_for itself to tell them apart).
   /// Thread-safety, blocking, exceptions: as try_acquire_for.
+  /// Allocates: never (only the message of an exception it throws).
   template <class Rep, class Period>
   [[nodiscard]] permit try_acquire_permit_for(std::ptrdiff_t n,
                                               std::chrono::duration<Rep, Period> timeout,
@@ -259,6 +284,7 @@ public:
 
   /// try_acquire_until(n, deadline, st) as a permit; empty on timeout or cancellation.
   /// Thread-safety, blocking, exceptions: as try_acquire_until.
+  /// Allocates: never (only the message of an exception it throws).
   template <class Clock, class Duration>
   [[nodiscard]] permit try_acquire_permit_until(std::ptrdiff_t n,
                                                 std::chrono::time_point<Clock, Duration> deadline,
@@ -271,7 +297,8 @@ public:
   /// Waiters asking for more than the new capacity could never be served: they are woken
   /// and their acquire throws std::invalid_argument (as it would have on arrival).
   /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
-  /// @throws std::invalid_argument if new_capacity < 1. Allocates: never.
+  /// @throws std::invalid_argument if new_capacity < 1.
+  /// Allocates: never (only the message of an exception it throws).
   void resize(std::ptrdiff_t new_capacity) {
     std::lock_guard lk(mu_);
     if (new_capacity < 1) {
