@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -86,6 +87,52 @@ TEST_CASE("metrics.histogram.quantiles_within_one_percent") {
     s.push_back(3'600'000'000'000ULL);
     check_quantiles(s);
   }
+  SUBCASE("log-uniform over 1ns..1h") {
+    std::uniform_real_distribution<double> d(0.0, std::log(3.6e12));
+    std::vector<std::uint64_t> s(100'000);
+    std::generate(s.begin(), s.end(), [&] { return static_cast<std::uint64_t>(std::exp(d(rng))); });
+    s.front() = 1;
+    s.back() = 3'600'000'000'000ULL;
+    check_quantiles(s);
+  }
+  SUBCASE("bimodal: fast hits and slow misses") {
+    std::normal_distribution<double> hit(2'000.0, 200.0);
+    std::normal_distribution<double> miss(40'000'000.0, 5'000'000.0);
+    std::bernoulli_distribution is_miss(0.02);
+    std::vector<std::uint64_t> s(50'000);
+    std::generate(s.begin(), s.end(), [&] {
+      return static_cast<std::uint64_t>(std::max(1.0, is_miss(rng) ? miss(rng) : hit(rng)));
+    });
+    check_quantiles(s);
+  }
+  SUBCASE("beyond an hour: 1h..70h") {
+    std::uniform_int_distribution<std::uint64_t> d(3'600'000'000'000ULL, 252'000'000'000'000ULL);
+    std::vector<std::uint64_t> s(10'000);
+    std::generate(s.begin(), s.end(), [&] { return d(rng); });
+    check_quantiles(s);
+  }
+}
+
+TEST_CASE("metrics.histogram.every_magnitude_reports_within_0.4_percent") {
+  // One sample v between a 0 and a huge sample: the median is v's bucket, unclamped. Walk v
+  // over every power of two from 1 ns to 2^47 ns and around each boundary.
+  std::mt19937_64 rng(99);
+  for (unsigned e = 0; e < 48; ++e) {
+    const std::uint64_t p = std::uint64_t{1} << e;
+    std::uniform_int_distribution<std::uint64_t> within(p, 2 * p - 1);
+    for (const std::uint64_t v : {p, p + 1, 2 * p - 1, within(rng), within(rng)}) {
+      CAPTURE(v);
+      lakh::latency_histogram h;
+      h.record_ns(0);
+      h.record_ns(v);
+      h.record_ns(std::uint64_t{1} << 50);
+      const auto got = static_cast<double>(h.quantile(0.5).count());
+      CHECK(std::abs(got - static_cast<double>(v)) <= static_cast<double>(v) / 256.0);
+      if (v < 128) {
+        CHECK(h.quantile(0.5).count() == static_cast<std::int64_t>(v)); // exact below 128 ns
+      }
+    }
+  }
 }
 
 TEST_CASE("metrics.histogram.empty_reset_and_bad_q") {
@@ -120,52 +167,171 @@ TEST_CASE("metrics.histogram.merge_equals_recording_everything_in_one") {
     (i % 3 == 0 ? a : b).record_ns(v);
     all.record_ns(v);
   }
+  lakh::latency_histogram empty;
   a.merge(b);
-  a.merge(a); // merging itself is a no-op
+  a.merge(empty); // no samples: min and max unchanged
   CHECK(a.count() == all.count());
   CHECK(a.sum() == all.sum());
   CHECK(a.min() == all.min());
   CHECK(a.max() == all.max());
-  for (double q : {0.1, 0.5, 0.99, 0.999}) {
+  for (double q : {0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0}) {
     CHECK(a.quantile(q) == all.quantile(q));
+  }
+  CHECK(b.count() + (all.count() - b.count()) == a.count()); // b untouched
+  empty.merge(all); // into an empty one: min comes from `all`
+  CHECK(empty.min() == all.min());
+  CHECK(empty.quantile(0.5) == all.quantile(0.5));
+  all.merge(all); // merging itself doubles every count
+  CHECK(all.count() == 2 * a.count());
+  CHECK(all.sum() == 2 * a.sum());
+  for (double q : {0.1, 0.5, 0.99}) {
+    CHECK(all.quantile(q) == a.quantile(q));
   }
 }
 
-TEST_CASE("metrics.concurrent_updates_are_exact" * doctest::timeout(60)) {
-  for (int threads : {1, 2, 4, 8}) {
+TEST_CASE("metrics.histogram.concurrent_records_are_exact" * doctest::timeout(60)) {
+  constexpr int per_thread = 20'000;
+  for (int threads : {1, 2, 3, 4, 8}) {
     CAPTURE(threads);
-    lakh::counter c;
-    lakh::gauge g;
     lakh::latency_histogram h;
-    lakh::throughput_meter m;
-    constexpr int per_thread = 20'000;
+    lakh::latency_histogram reference; // the same values, recorded by one thread
+    const auto value = [](int t, int i) {
+      return static_cast<std::uint64_t>(t * per_thread + i) * 997; // spans many buckets
+    };
     {
       std::vector<std::jthread> ts;
       for (int t = 0; t < threads; ++t) {
         ts.emplace_back([&, t] {
           for (int i = 0; i < per_thread; ++i) {
-            c.add(2);
-            g.add(1);
-            h.record_ns(static_cast<std::uint64_t>(t * per_thread + i));
-            m.add();
-            g.add(-1);
+            h.record_ns(value(t, i));
           }
-          g.set(1000 + t); // the high-water mark must reach the largest of these
         });
       }
     }
+    for (int t = 0; t < threads; ++t) {
+      for (int i = 0; i < per_thread; ++i) {
+        reference.record_ns(value(t, i));
+      }
+    }
     const auto n = static_cast<std::uint64_t>(threads) * per_thread;
-    CHECK(c.value() == 2 * n);
     CHECK(h.count() == n);
-    CHECK(static_cast<std::uint64_t>(h.sum().count()) == n * (n - 1) / 2);
+    CHECK(static_cast<std::uint64_t>(h.sum().count()) == 997 * (n * (n - 1) / 2));
     CHECK(h.min() == 0ns);
-    CHECK(h.max().count() == static_cast<std::int64_t>(n - 1));
-    CHECK(m.total() == n);
-    CHECK(g.max() >= 1000 + threads - 1);
-    CHECK(g.max() <= 1000 + threads - 1 + threads); // never above what was really reached
-    g.reset();
-    CHECK(g.value() == 0);
-    CHECK(g.max() == 0);
+    CHECK(h.max().count() == static_cast<std::int64_t>(997 * (n - 1)));
+    // Every bucket holds exactly what one thread would have put there.
+    for (double q = 0.0; q <= 1.0; q += 1.0 / 64) {
+      CAPTURE(q);
+      CHECK(h.quantile(q) == reference.quantile(q));
+    }
+  }
+}
+
+TEST_CASE("metrics.registry.summary_quantiles_are_monotone_while_recording" *
+          doctest::timeout(60)) {
+  lakh::registry reg;
+  auto &h = reg.make_histogram("lat_seconds", "x");
+  std::atomic<bool> stop{false};
+  std::jthread writer([&] {
+    std::uint64_t v = 1;
+    while (!stop.load(std::memory_order_relaxed)) {
+      h.record_ns(v);
+      v = v * 31 % 1'000'003 + 1;
+    }
+  });
+  for (int i = 0; i < 100; ++i) {
+    const auto lines = lines_of(reg.prometheus_text());
+    REQUIRE(lines.size() == 8);
+    double prev = 0.0;
+    for (std::size_t k = 2; k < 6; ++k) { // the four quantile lines
+      const double v = std::stod(lines[k].substr(lines[k].rfind(' ') + 1));
+      CHECK(v >= prev);
+      CHECK(v <= 1'000'003e-9);
+      prev = v;
+    }
+  }
+  stop = true;
+}
+
+TEST_CASE("metrics.counter_and_meter.concurrent_adds_are_exact" * doctest::timeout(60)) {
+  constexpr int per_thread = 50'000;
+  for (int threads : {1, 2, 4, 8}) {
+    CAPTURE(threads);
+    lakh::counter c;
+    lakh::throughput_meter m;
+    {
+      std::vector<std::jthread> ts;
+      for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+          for (int i = 0; i < per_thread; ++i) {
+            c.add(static_cast<std::uint64_t>(t) + 1);
+            m.add();
+          }
+        });
+      }
+    }
+    const auto n = static_cast<std::uint64_t>(threads);
+    CHECK(c.value() == per_thread * n * (n + 1) / 2);
+    CHECK(m.total() == per_thread * n);
+  }
+}
+
+TEST_CASE("metrics.gauge.concurrent_updates_give_exact_value_and_max" * doctest::timeout(60)) {
+  constexpr int per_thread = 20'000;
+  for (int threads : {1, 2, 4, 8}) {
+    CAPTURE(threads);
+    SUBCASE("increments only: value and max are the total") {
+      lakh::gauge g;
+      {
+        std::vector<std::jthread> ts;
+        for (int t = 0; t < threads; ++t) {
+          ts.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i) {
+              g.add(1);
+            }
+          });
+        }
+      }
+      CHECK(g.value() == static_cast<std::int64_t>(threads) * per_thread);
+      CHECK(g.max() == static_cast<std::int64_t>(threads) * per_thread);
+    }
+    SUBCASE("balanced up and down: back to 0, max within [1, threads]") {
+      lakh::gauge g;
+      {
+        std::vector<std::jthread> ts;
+        for (int t = 0; t < threads; ++t) {
+          ts.emplace_back([&] {
+            for (int i = 0; i < per_thread; ++i) {
+              g.add(1);
+              g.add(-1);
+            }
+          });
+        }
+      }
+      CHECK(g.value() == 0);
+      CHECK(g.max() >= 1);
+      CHECK(g.max() <= threads); // never above a value the gauge really held
+    }
+    SUBCASE("sets: max is exactly the largest value set") {
+      lakh::gauge g;
+      {
+        std::vector<std::jthread> ts;
+        for (int t = 0; t < threads; ++t) {
+          ts.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+              g.set(static_cast<std::int64_t>(i) * threads + t - 5);
+            }
+          });
+        }
+      }
+      const std::int64_t largest =
+          static_cast<std::int64_t>(per_thread - 1) * threads + (threads - 1) - 5;
+      CHECK(g.max() == largest);
+      CHECK(g.value() >= static_cast<std::int64_t>(per_thread - 1) * threads - 5); // a last set
+      CHECK(g.value() <= largest);
+      g.reset();
+      CHECK(g.value() == 0);
+      CHECK(g.max() == 0);
+    }
   }
 }
 
@@ -195,67 +361,129 @@ TEST_CASE("metrics.throughput_meter_rate") {
 TEST_CASE("metrics.registry.prometheus_text") {
   lakh::registry reg;
   auto &rows = reg.make_counter("lakh_rows_total", "Rows aggregated.");
-  auto &q1 = reg.make_gauge("lakh_queue_depth", "Items\nbuffered \\ now.", {{"queue", "a\"b"}});
+  auto &q1 = reg.make_gauge("lakh_queue_depth", "Items\nbuffered \\ now \"quoted\".",
+                            {{"queue", "a\"b"}, {"path", "C:\\tmp"}});
   auto &q2 = reg.make_gauge("lakh_queue_depth", "ignored for the second", {{"queue", "c\nd"}});
   auto &lat = reg.make_histogram("lakh_batch_seconds", "Batch latency.", {{"stage", "agg"}});
+  auto &bare = reg.make_histogram("lakh_idle_seconds", "");
   rows.add(42);
   q1.set(3);
   q2.set(-1);
   for (int i = 0; i < 1000; ++i) {
     lat.record(1ms);
   }
+  lat.record(250ms);
   const auto lines = lines_of(reg.prometheus_text());
   const std::vector<std::string> want = {
       "# HELP lakh_rows_total Rows aggregated.",
       "# TYPE lakh_rows_total counter",
       "lakh_rows_total 42",
-      "# HELP lakh_queue_depth Items\\nbuffered \\\\ now.",
+      // HELP escapes \ and newline only; label values also escape "
+      R"(# HELP lakh_queue_depth Items\nbuffered \\ now "quoted".)",
       "# TYPE lakh_queue_depth gauge",
-      "lakh_queue_depth{queue=\"a\\\"b\"} 3",
-      "lakh_queue_depth{queue=\"c\\nd\"} -1",
+      R"(lakh_queue_depth{queue="a\"b",path="C:\\tmp"} 3)",
+      R"(lakh_queue_depth{queue="c\nd"} -1)",
       "# HELP lakh_batch_seconds Batch latency.",
       "# TYPE lakh_batch_seconds summary",
+      // 1000 samples of 1 ms and one of 250 ms: every quantile (p999 is rank 1000) reports
+      // the middle of 1 ms's bucket [999424, 1003520) ns, 0.15% off
+      R"(lakh_batch_seconds{stage="agg",quantile="0.5"} 0.001001472)",
+      R"(lakh_batch_seconds{stage="agg",quantile="0.9"} 0.001001472)",
+      R"(lakh_batch_seconds{stage="agg",quantile="0.99"} 0.001001472)",
+      R"(lakh_batch_seconds{stage="agg",quantile="0.999"} 0.001001472)",
+      R"(lakh_batch_seconds_sum{stage="agg"} 1.25)",
+      R"(lakh_batch_seconds_count{stage="agg"} 1001)",
+      "# HELP lakh_idle_seconds ",
+      "# TYPE lakh_idle_seconds summary",
+      R"(lakh_idle_seconds{quantile="0.5"} 0)",
+      R"(lakh_idle_seconds{quantile="0.9"} 0)",
+      R"(lakh_idle_seconds{quantile="0.99"} 0)",
+      R"(lakh_idle_seconds{quantile="0.999"} 0)",
+      "lakh_idle_seconds_sum 0",
+      "lakh_idle_seconds_count 0",
   };
-  REQUIRE(lines.size() == want.size() + 6);
-  for (std::size_t i = 0; i < want.size(); ++i) {
+  CHECK(lines.size() == want.size());
+  for (std::size_t i = 0; i < std::min(lines.size(), want.size()); ++i) {
+    CAPTURE(i);
     CHECK(lines[i] == want[i]);
   }
-  for (std::size_t i = 0; i < 4; ++i) {
-    const auto &l = lines[want.size() + i];
-    CHECK(l.rfind("lakh_batch_seconds{stage=\"agg\",quantile=\"", 0) == 0);
-    const double v = std::stod(l.substr(l.rfind(' ') + 1));
-    CHECK(v == doctest::Approx(0.001).epsilon(0.005));
+  bare.record(2500us);
+  for (int i = 0; i < 10; ++i) { // p999 now falls on the largest sample
+    lat.record(250ms);
   }
-  CHECK(lines[want.size()].find("quantile=\"0.5\"") != std::string::npos);
-  CHECK(lines[want.size() + 3].find("quantile=\"0.999\"") != std::string::npos);
-  const auto &sum = lines[want.size() + 4];
-  CHECK(sum.rfind("lakh_batch_seconds_sum{stage=\"agg\"} ", 0) == 0);
-  CHECK(std::stod(sum.substr(sum.rfind(' ') + 1)) == doctest::Approx(1.0));
-  CHECK(lines[want.size() + 5] == "lakh_batch_seconds_count{stage=\"agg\"} 1000");
+  std::ostringstream out;
+  reg.write_prometheus(out);
+  const auto again = lines_of(out.str());
+  REQUIRE(again.size() == want.size());
+  CHECK(again[12] == R"(lakh_batch_seconds{stage="agg",quantile="0.999"} 0.25)");
+  CHECK(again[17] == R"(lakh_idle_seconds{quantile="0.5"} 0.0025)");
+  CHECK(again[22] == "lakh_idle_seconds_count 1");
+  CHECK(out.str().back() == '\n');
 }
 
 TEST_CASE("metrics.registry.rejects_bad_and_duplicate_names") {
   lakh::registry reg;
   (void)reg.make_counter("ok_total", "x", {{"a", "1"}});
-  CHECK_THROWS_WITH_AS((void)reg.make_counter("9lives", "x"),
-                       "lakh::registry: '9lives' is not a valid Prometheus metric name",
-                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      (void)reg.make_counter("9lives", "x"),
+      "lakh::registry::make_counter: '9lives' is not a valid Prometheus metric name",
+      std::invalid_argument);
   CHECK_THROWS_AS((void)reg.make_counter("", "x"), std::invalid_argument);
-  CHECK_THROWS_AS((void)reg.make_counter("has-dash", "x"), std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_gauge("has-dash", "x"), std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_gauge("sp ace", "x"), std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_histogram("caf\xc3\xa9", "x"), std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)reg.make_counter("m", "x", {{"a:b", "1"}}),
-                       "lakh::registry: 'a:b' is not a valid Prometheus label name",
+                       "lakh::registry::make_counter: 'a:b' is not a valid Prometheus label name",
                        std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_counter("m", "x", {{"1a", "1"}}), std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_counter("m", "x", {{"", "1"}}), std::invalid_argument);
   CHECK_THROWS_AS((void)reg.make_counter("m", "x", {{"__reserved", "1"}}), std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)reg.make_counter("m", "x", {{"a", "1"}, {"a", "2"}}),
-                       "lakh::registry: label 'a' repeats in 'm'", std::invalid_argument);
+                       "lakh::registry::make_counter: label 'a' repeats in 'm'",
+                       std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)reg.make_counter("ok_total", "x", {{"a", "1"}}),
-                       "lakh::registry: 'ok_total{a=\"1\"}' is registered already",
+                       "lakh::registry::make_counter: 'ok_total{a=\"1\"}' is registered already",
                        std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)reg.make_gauge("ok_total", "x", {{"a", "2"}}),
-                       "lakh::registry: 'ok_total' is registered already as a counter",
+                       "lakh::registry::make_gauge: 'ok_total' is registered already as a counter",
                        std::invalid_argument);
-  (void)reg.make_counter("ok_total", "x", {{"a", "2"}}); // other labels: fine
-  CHECK(lines_of(reg.prometheus_text()).size() == 4);
+  CHECK_THROWS_WITH_AS(
+      (void)reg.make_histogram("h_seconds", "x", {{"quantile", "1"}}),
+      "lakh::registry::make_histogram: label 'quantile' of 'h_seconds' is reserved for the "
+      "summary's quantiles",
+      std::invalid_argument);
+  (void)reg.make_histogram("h_seconds", "x");
+  CHECK_THROWS_WITH_AS(
+      (void)reg.make_counter("h_seconds_count", "x"),
+      "lakh::registry::make_counter: 'h_seconds_count' collides with the 'h_seconds' summary's "
+      "_sum/_count series",
+      std::invalid_argument);
+  (void)reg.make_gauge("g_sum", "x");
+  CHECK_THROWS_AS((void)reg.make_histogram("g", "x"), std::invalid_argument);
+  (void)reg.make_counter("ok_total", "x", {{"a", "2"}});     // other labels: fine
+  (void)reg.make_counter("m:sub_total", "x", {{"_a1", ""}}); // ':' in a metric name is legal
+  const auto lines = lines_of(reg.prometheus_text());
+  CHECK(lines.size() == 4 + 8 + 3 + 3); // ok_total x2, h_seconds, g_sum, m:sub_total
+  CHECK(lines[2] == "ok_total{a=\"1\"} 0");
+  CHECK(lines[3] == "ok_total{a=\"2\"} 0");
+  CHECK(lines.back() == "m:sub_total{_a1=\"\"} 0");
+}
+
+TEST_CASE("metrics.registry.references_stay_valid_as_it_grows") {
+  lakh::registry reg;
+  std::vector<lakh::counter *> cs;
+  for (int i = 0; i < 200; ++i) {
+    cs.push_back(&reg.make_counter("c_total", "x", {{"i", std::to_string(i)}}));
+  }
+  for (int i = 0; i < 200; ++i) {
+    cs[static_cast<std::size_t>(i)]->add(static_cast<std::uint64_t>(i));
+  }
+  const auto lines = lines_of(reg.prometheus_text());
+  REQUIRE(lines.size() == 202);
+  for (int i = 0; i < 200; ++i) {
+    CHECK(lines[static_cast<std::size_t>(i) + 2] ==
+          "c_total{i=\"" + std::to_string(i) + "\"} " + std::to_string(i));
+  }
 }
 
 TEST_CASE("metrics.progress.format") {
@@ -266,6 +494,13 @@ TEST_CASE("metrics.progress.format") {
         "jobs 100.0% 1500/1000 2.5k/s ETA 0.0s");
   CHECK(lakh::format_progress("rows", 0, 1000, 0.0) == "rows 0.0% 0/1000 0/s");
   CHECK(lakh::format_progress("events", 42, 0, 3.5e9) == "events 42 3.5G/s");
+  CHECK(lakh::format_progress("events", 0, 0, 0.0) == "events 0 0/s");
+  CHECK(lakh::format_progress("", 1, 2, 1.0) == " 50.0% 1/2 1/s ETA 1.0s");
+  // the ETA grows units: seconds, minutes and seconds, hours and minutes
+  CHECK(lakh::format_progress("rows", 0, 65, 1.0) == "rows 0.0% 0/65 1/s ETA 1m05s");
+  CHECK(lakh::format_progress("rows", 0, 7380, 1.0) == "rows 0.0% 0/7380 1/s ETA 2h03m");
+  CHECK(lakh::format_progress("rows", 1, 3, 1e-3) == "rows 33.3% 1/3 0/s ETA 33m20s");
+  CHECK(lakh::format_progress("rows", 0, 18'446'744'073'709'551'615ULL, 1.0).size() < 80);
 }
 
 TEST_CASE("metrics.progress.line_prints_periodically_and_once_more_at_finish" *
@@ -326,4 +561,68 @@ TEST_CASE("metrics.progress.tty_redraws_in_place" * doctest::timeout(30)) {
   CHECK(std::count(text.begin(), text.end(), '\n') == 1); // only the final line ends one
   CHECK(text.back() == '\n');
   CHECK_THROWS_AS(lakh::progress_line("x", 1, {}), std::invalid_argument);
+}
+
+TEST_CASE("metrics.progress.errors" * doctest::timeout(30)) {
+  CHECK_THROWS_WITH_AS(lakh::progress_line("rows", 1, {}),
+                       "lakh::progress_line: done (for 'rows') is an empty std::function",
+                       std::invalid_argument);
+  lakh::progress_options o;
+  o.out = nullptr;
+  CHECK_THROWS_AS(lakh::progress_line(
+                      "rows", 1, [] { return std::uint64_t{0}; }, o),
+                  std::invalid_argument);
+  std::FILE *f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  o.out = f;
+  o.force_tty = 0;
+  o.log_interval = 0ms;
+  CHECK_THROWS_WITH_AS(lakh::progress_line(
+                           "rows", 1, [] { return std::uint64_t{0}; }, o),
+                       "lakh::progress_line: log_interval (0ms) is not positive",
+                       std::invalid_argument);
+  SUBCASE("an exception from done on the printing thread comes out of finish") {
+    o.log_interval = 1ms;
+    std::atomic<int> calls{0};
+    lakh::progress_line p(
+        "rows", 10,
+        [&]() -> std::uint64_t {
+          calls.fetch_add(1);
+          throw std::runtime_error("source gone");
+        },
+        o);
+    for (int i = 0; i < 5000 && calls.load() == 0; ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    CHECK(calls.load() == 1); // the thread stopped at the first throw
+    CHECK_THROWS_WITH_AS(p.finish(), "source gone", std::runtime_error);
+    CHECK_NOTHROW(p.finish()); // once only
+  }
+  std::fclose(f);
+}
+
+TEST_CASE("metrics.progress.finish_from_several_threads_prints_once" * doctest::timeout(30)) {
+  std::FILE *f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  {
+    lakh::progress_options o;
+    o.out = f;
+    o.force_tty = 0;
+    o.log_interval = 1h; // only the final line
+    lakh::progress_line p(
+        "rows", 4, [] { return std::uint64_t{2}; }, o);
+    std::vector<std::jthread> ts;
+    for (int t = 0; t < 4; ++t) {
+      ts.emplace_back([&] { p.finish(); });
+    }
+  }
+  std::rewind(f);
+  std::string text;
+  for (int ch = 0; (ch = std::fgetc(f)) != EOF;) {
+    text += static_cast<char>(ch);
+  }
+  std::fclose(f);
+  const auto lines = lines_of(text);
+  REQUIRE(lines.size() == 1);
+  CHECK(lines[0].rfind("rows 50.0% 2/4 ", 0) == 0); // where it stopped, not 100%
 }
