@@ -275,63 +275,64 @@ TEST_CASE("metrics.counter_and_meter.concurrent_adds_are_exact" * doctest::timeo
   }
 }
 
-TEST_CASE("metrics.gauge.concurrent_updates_give_exact_value_and_max" * doctest::timeout(60)) {
-  constexpr int per_thread = 20'000;
+// Runs body(t) on `threads` threads and joins them.
+template <class Body> void on_threads(int threads, Body body) {
+  std::vector<std::jthread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&body, t] { body(t); });
+  }
+}
+
+constexpr int gauge_per_thread = 20'000;
+
+TEST_CASE("metrics.gauge.concurrent_increments_give_exact_value_and_max" * doctest::timeout(60)) {
   for (int threads : {1, 2, 4, 8}) {
     CAPTURE(threads);
-    SUBCASE("increments only: value and max are the total") {
-      lakh::gauge g;
-      {
-        std::vector<std::jthread> ts;
-        for (int t = 0; t < threads; ++t) {
-          ts.emplace_back([&] {
-            for (int i = 0; i < per_thread; ++i) {
-              g.add(1);
-            }
-          });
-        }
+    lakh::gauge g;
+    on_threads(threads, [&](int) {
+      for (int i = 0; i < gauge_per_thread; ++i) {
+        g.add(1);
       }
-      CHECK(g.value() == static_cast<std::int64_t>(threads) * per_thread);
-      CHECK(g.max() == static_cast<std::int64_t>(threads) * per_thread);
-    }
-    SUBCASE("balanced up and down: back to 0, max within [1, threads]") {
-      lakh::gauge g;
-      {
-        std::vector<std::jthread> ts;
-        for (int t = 0; t < threads; ++t) {
-          ts.emplace_back([&] {
-            for (int i = 0; i < per_thread; ++i) {
-              g.add(1);
-              g.add(-1);
-            }
-          });
-        }
+    });
+    CHECK(g.value() == static_cast<std::int64_t>(threads) * gauge_per_thread);
+    CHECK(g.max() == static_cast<std::int64_t>(threads) * gauge_per_thread);
+  }
+}
+
+TEST_CASE("metrics.gauge.balanced_up_down_returns_to_0_with_max_at_most_threads" *
+          doctest::timeout(60)) {
+  for (int threads : {1, 2, 4, 8}) {
+    CAPTURE(threads);
+    lakh::gauge g;
+    on_threads(threads, [&](int) {
+      for (int i = 0; i < gauge_per_thread; ++i) {
+        g.add(1);
+        g.add(-1);
       }
-      CHECK(g.value() == 0);
-      CHECK(g.max() >= 1);
-      CHECK(g.max() <= threads); // never above a value the gauge really held
-    }
-    SUBCASE("sets: max is exactly the largest value set") {
-      lakh::gauge g;
-      {
-        std::vector<std::jthread> ts;
-        for (int t = 0; t < threads; ++t) {
-          ts.emplace_back([&, t] {
-            for (int i = 0; i < per_thread; ++i) {
-              g.set(static_cast<std::int64_t>(i) * threads + t - 5);
-            }
-          });
-        }
+    });
+    CHECK(g.value() == 0);
+    CHECK(g.max() >= 1);
+    CHECK(g.max() <= threads); // never above a value the gauge really held
+  }
+}
+
+TEST_CASE("metrics.gauge.concurrent_sets_give_max_exactly_the_largest_set" * doctest::timeout(60)) {
+  for (int threads : {1, 2, 4, 8}) {
+    CAPTURE(threads);
+    lakh::gauge g;
+    on_threads(threads, [&](int t) {
+      for (int i = 0; i < gauge_per_thread; ++i) {
+        g.set(static_cast<std::int64_t>(i) * threads + t - 5);
       }
-      const std::int64_t largest =
-          static_cast<std::int64_t>(per_thread - 1) * threads + (threads - 1) - 5;
-      CHECK(g.max() == largest);
-      CHECK(g.value() >= static_cast<std::int64_t>(per_thread - 1) * threads - 5); // a last set
-      CHECK(g.value() <= largest);
-      g.reset();
-      CHECK(g.value() == 0);
-      CHECK(g.max() == 0);
-    }
+    });
+    const std::int64_t last_round = static_cast<std::int64_t>(gauge_per_thread - 1) * threads - 5;
+    const std::int64_t largest = last_round + threads - 1;
+    CHECK(g.max() == largest);
+    CHECK(g.value() >= last_round); // one thread's last set
+    CHECK(g.value() <= largest);
+    g.reset();
+    CHECK(g.value() == 0);
+    CHECK(g.max() == 0);
   }
 }
 
