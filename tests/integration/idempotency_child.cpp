@@ -2,8 +2,10 @@
 // Opens its own store, starts THREADS threads that wait for the parent's go, then all call
 // idempotency_guard::run with the same tenant and key. The operation does the store of
 // record's business write (PostgreSQL: a row inserted in the guard's transaction; Redis: an
-// INCR) and takes 30 ms. Protocol on stdin/stdout: prints "ready", waits for one byte, runs,
-// prints one line per thread: "<outcome> <status> <body>" or "error <message>".
+// INCR) and takes 100 ms. Protocol on stdin/stdout: opens its connections, prints "ready",
+// waits for one byte (end of file instead: exits without touching the store), runs, prints
+// one line per thread: "<outcome> <begin ns> <end ns> <status> <body>" or
+// "error <begin ns> <end ns> <message>", the times on CLOCK_MONOTONIC.
 //
 //   lakh_idempotency_child pg|redis URL NAMESPACE KEY THREADS
 #include <lakh/pg/idempotency_store.hpp>
@@ -38,39 +40,54 @@ struct result_line {
   std::string text;
 };
 
+// Nanoseconds on CLOCK_MONOTONIC (libstdc++'s steady_clock), comparable across processes.
+long long now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 template <class Store, class Op>
 int run_threads(Store &store, const std::string &key, int threads, Op make_op) {
   lakh::idempotency_guard g(store, options());
   const auto fp = lakh::fingerprint("POST", "/v1/charges", "amount=4200");
-  std::atomic<bool> go{false};
+  enum : int { wait_for_go, go, abandon };
+  std::atomic<int> signal{wait_for_go};
   std::vector<result_line> results(static_cast<std::size_t>(threads));
   {
     std::vector<std::jthread> ts;
     for (int i = 0; i < threads; ++i) {
       ts.emplace_back([&, i] {
         auto op = make_op("winner " + std::to_string(::getpid()) + "/" + std::to_string(i));
-        go.wait(false);
+        signal.wait(wait_for_go);
+        if (signal.load() != go) {
+          return; // the parent went away: touch nothing
+        }
         auto &out = results[static_cast<std::size_t>(i)].text;
+        const auto begin = now_ns();
+        std::string rest;
+        std::string outcome;
         try {
           auto r = g.run("tenant-mp", key, fp, op);
-          out = std::string(lakh::to_string(r.outcome)) + " " + std::to_string(r.response.status) +
-                " " + r.response.body;
+          outcome = lakh::to_string(r.outcome);
+          rest = std::to_string(r.response.status) + " " + r.response.body;
         } catch (const std::exception &e) {
-          out = std::string("error ") + e.what();
+          outcome = "error";
+          rest = e.what();
         }
+        out = outcome + " " + std::to_string(begin) + " " + std::to_string(now_ns()) + " " + rest;
       });
     }
     std::printf("ready\n");
     std::fflush(stdout);
     char byte = 0;
-    if (::read(STDIN_FILENO, &byte, 1) != 1) {
-      go = true;
-      go.notify_all();
+    const bool got_go = ::read(STDIN_FILENO, &byte, 1) == 1;
+    signal = got_go ? go : abandon;
+    signal.notify_all();
+    if (!got_go) {
       std::fprintf(stderr, "lakh_idempotency_child: no go signal on stdin\n");
       return 1;
     }
-    go = true;
-    go.notify_all();
   }
   for (const auto &r : results) {
     std::printf("%s\n", r.text.c_str());
@@ -94,18 +111,23 @@ int main(int argc, char **argv) {
     if (kind == "pg") {
       lakh::pg::pool pool(url, static_cast<std::size_t>(threads));
       lakh::pg::idempotency_store store(pool, {ns});
-      // libpqxx 6.4 initializes state shared by all transactions lazily, on the first one;
-      // start it here, before the threads (TSan reports the first-use race otherwise).
+      // Open every connection now (the pool connects lazily), so that at the go signal all
+      // threads reach the server together instead of one connect apart. The first
+      // transaction also starts libpqxx 6.4's lazily initialized shared state before the
+      // threads exist (TSan reports that first-use race otherwise).
       {
-        auto c = pool.acquire();
-        pqxx::work w(*c);
-        w.commit();
+        std::vector<lakh::pg::pooled_connection> open;
+        for (int i = 0; i < threads; ++i) {
+          open.push_back(pool.acquire());
+          pqxx::work w(*open.back());
+          w.commit();
+        }
       }
       const std::string business = ns + "_business";
       return run_threads(store, key, threads, [&](std::string body) {
         return [business, body](pqxx::work &w) {
           w.exec("INSERT INTO " + business + " (note) VALUES (" + w.quote(body) + ")");
-          std::this_thread::sleep_for(30ms);
+          std::this_thread::sleep_for(100ms);
           return lakh::stored_response{201, body};
         };
       });
@@ -113,10 +135,17 @@ int main(int argc, char **argv) {
     if (kind == "redis") {
       lakh::redis::connection_pool pool(url);
       lakh::redis::idempotency_store store(pool, {ns});
+      { // open every connection now, as for PostgreSQL (the pool keeps them idle)
+        std::vector<lakh::redis::connection_pool::lease> open;
+        for (int i = 0; i < threads; ++i) {
+          open.push_back(pool.acquire());
+          (void)open.back()->command({"PING"});
+        }
+      }
       return run_threads(store, key, threads, [&](std::string body) {
         return [&pool, ns, body] {
           (void)pool.command({"INCR", ns + "business_count"});
-          std::this_thread::sleep_for(30ms);
+          std::this_thread::sleep_for(100ms);
           return lakh::stored_response{201, body};
         };
       });

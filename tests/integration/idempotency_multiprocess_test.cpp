@@ -1,7 +1,10 @@
 // Several PROCESSES (lakh_idempotency_child, started with posix_spawn) and many threads in
 // each fire the same idempotency key at once, against the real PostgreSQL and Redis of
 // scripts/services: the operation runs exactly once across all of them (the store of
-// record's business counter says 1), and every caller gets the winner's response.
+// record's business counter says 1), and every caller gets the winner's response. The
+// children open their connections and start their threads first, then the parent releases
+// all of them at once (a byte on each child's stdin); each caller reports its outcome, the
+// response and when its call began and ended.
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/redis/connection.hpp>
 
@@ -12,10 +15,15 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -24,41 +32,88 @@ namespace {
 constexpr int processes = 3;
 constexpr int threads_per_process = 22; // 66 callers per key
 
-// Runs one round: every child calls the guard with `key`; returns the result lines.
-std::vector<std::string> run_round(const std::string &kind, const std::string &url,
-                                   const std::string &ns, const std::string &key) {
-  std::vector<lakh::test::child_process> children;
-  for (int p = 0; p < processes; ++p) {
-    children.push_back(lakh::test::spawn_child(
-        {LAKH_IDEMPOTENCY_CHILD, kind, url, ns, key, std::to_string(threads_per_process)}));
-  }
-  for (auto &c : children) {
-    REQUIRE(lakh::test::read_line(c.from_child) == "ready");
-  }
-  for (auto &c : children) { // go: as close together as the parent can make it
-    REQUIRE(::write(c.to_child, "g", 1) == 1);
-  }
-  std::vector<std::string> lines;
-  for (auto &c : children) {
-    for (auto &l : lakh::test::finish_child(c)) {
-      lines.push_back(l);
+// The children of one round. If the round fails half-way (a REQUIRE throws), the ones not
+// yet finished are killed and reaped, so none outlives the test case holding connections.
+struct round_children {
+  std::vector<lakh::test::child_process> procs;
+
+  round_children() = default;
+  round_children(const round_children &) = delete;
+  round_children &operator=(const round_children &) = delete;
+  ~round_children() {
+    for (auto &c : procs) {
+      if (c.pid > 0) {
+        ::kill(c.pid, SIGKILL);
+        std::fclose(c.from_child);
+        ::close(c.to_child);
+        int status = 0;
+        (void)::waitpid(c.pid, &status, 0);
+      }
     }
   }
-  return lines;
+};
+
+// One caller's report: "<outcome> <begin ns> <end ns> <status> <body>" from a child.
+struct call {
+  int process = 0;
+  std::string outcome;
+  long long begin_ns = 0; // CLOCK_MONOTONIC: comparable across the processes
+  long long end_ns = 0;
+  std::string response; // "<status> <body>" ("0 " for in_progress; the message for error)
+};
+
+call parse_call(int process, const std::string &line) {
+  std::istringstream in(line);
+  call c;
+  c.process = process;
+  in >> c.outcome >> c.begin_ns >> c.end_ns;
+  REQUIRE_MESSAGE(in, "malformed child line: " << line);
+  in.get(); // the space before the rest
+  std::getline(in, c.response);
+  return c;
 }
 
-// Exactly one "executed" line, every other line "replayed" (or "in_progress" if the wait
-// ran out) with the winner's response; nothing else.
-void check_once(const std::vector<std::string> &lines) {
-  REQUIRE(lines.size() == static_cast<std::size_t>(processes * threads_per_process));
+// Runs one round: every child calls the guard with `key`; returns every caller's report.
+std::vector<call> run_round(const std::string &kind, const std::string &url, const std::string &ns,
+                            const std::string &key) {
+  round_children children;
+  for (int p = 0; p < processes; ++p) {
+    children.procs.push_back(lakh::test::spawn_child(
+        {LAKH_IDEMPOTENCY_CHILD, kind, url, ns, key, std::to_string(threads_per_process)}));
+  }
+  // "ready": the child has its connections open and its threads started.
+  for (auto &c : children.procs) {
+    REQUIRE(lakh::test::read_line(c.from_child) == "ready");
+  }
+  for (auto &c : children.procs) { // go: as close together as the parent can make it
+    REQUIRE(::write(c.to_child, "g", 1) == 1);
+  }
+  std::vector<call> calls;
+  for (int p = 0; p < processes; ++p) {
+    auto &c = children.procs[static_cast<std::size_t>(p)];
+    for (auto &l : lakh::test::finish_child(c)) {
+      calls.push_back(parse_call(p, l));
+    }
+    c.pid = -1; // reaped
+  }
+  return calls;
+}
+
+// Exactly one "executed" call, every other one "replayed" with the winner's response (or
+// "in_progress", without one, had its 20 s wait run out); no error, mismatch or lease_lost.
+// And the race was real: callers in at least one other process than the winner's started
+// before the winner's call returned (its operation alone takes 100 ms).
+void check_once(const std::vector<call> &calls) {
+  REQUIRE(calls.size() == static_cast<std::size_t>(processes * threads_per_process));
   std::map<std::string, int> by_outcome;
-  std::string winner;
-  for (const auto &l : lines) {
-    const auto space = l.find(' ');
-    const std::string outcome = l.substr(0, space);
-    ++by_outcome[outcome];
-    if (outcome == "executed") {
-      winner = l.substr(space + 1);
+  const call *winner = nullptr;
+  for (const auto &c : calls) {
+    ++by_outcome[c.outcome];
+    if (c.outcome == "executed") {
+      winner = &c;
+    }
+    if (c.outcome == "error") {
+      MESSAGE("process " << c.process << ": " << c.response);
     }
   }
   CHECK(by_outcome["executed"] == 1);
@@ -66,12 +121,22 @@ void check_once(const std::vector<std::string> &lines) {
   CHECK(by_outcome["error"] == 0);
   CHECK(by_outcome["mismatch"] == 0);
   CHECK(by_outcome["lease_lost"] == 0);
-  REQUIRE(winner.rfind("201 winner ", 0) == 0);
-  for (const auto &l : lines) {
-    if (l.rfind("replayed ", 0) == 0) {
-      CHECK(l.substr(std::strlen("replayed ")) == winner);
+  REQUIRE(winner != nullptr);
+  REQUIRE(winner->response.rfind("201 winner ", 0) == 0);
+  std::set<int> overlapping; // processes with a caller that started during the winner's call
+  for (const auto &c : calls) {
+    if (c.outcome == "replayed") {
+      CHECK(c.response == winner->response);
+    }
+    if (c.outcome == "in_progress") {
+      CHECK(c.response == "0 ");
+    }
+    if (c.begin_ns < winner->end_ns) {
+      overlapping.insert(c.process);
     }
   }
+  CAPTURE(winner->process);
+  CHECK(overlapping.size() >= 2);
 }
 
 long pg_scalar(const std::string &sql) {
@@ -115,8 +180,10 @@ TEST_CASE("idempotency.multiprocess.redis.same_key_runs_once_across_processes" *
     CAPTURE(round);
     const std::string key = "charge-" + std::to_string(round);
     check_once(run_round("redis", lakh::test::redis_url(), ns, key));
+    // The store of record: the operation's INCR ran once per key.
     auto count = pool.command({"GET", ns + "business_count"});
     REQUIRE(count->type == REDIS_REPLY_STRING);
     CHECK(std::string(count->str, count->len) == std::to_string(round + 1));
   }
+  (void)pool.command({"DEL", ns + "business_count"}); // the records expire (TTL 60 s)
 }
