@@ -1,6 +1,7 @@
 // bench_outbox: --events events are enqueued in PostgreSQL (untimed), then relayed by
 // lakh::pg::outbox_relay to JetStream until none is pending (timed), for each relay setting
-// (key order strict/pipelined x mark published by UPDATE/DELETE); and the same messages are
+// (sequential run_once rounds or run() with overlapped rounds, key order strict/pipelined,
+// mark published by UPDATE/DELETE); and the same messages are
 // published raw (jetstream::publish_batch: async, with ids, no database) in the same batches
 // (timed). One invocation, same servers, same stream settings. Prints events/s for each.
 // DATABASE_URL and NATS_URL name the servers (scripts/bench-outbox starts them).
@@ -13,7 +14,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <span>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -24,13 +28,28 @@ struct setup {
   int keys = 1000;
 };
 
+// Wraps the JetStream publisher to split a relay's time into broker and database parts.
+struct timed_publisher : lakh::pg::outbox_publisher {
+  lakh::nats::outbox_publisher *inner;
+  double seconds = 0;
+  explicit timed_publisher(lakh::nats::outbox_publisher &p) : inner(&p) {}
+  void publish(std::span<const lakh::pg::outbox_event> events,
+               std::span<lakh::pg::publish_outcome> outcomes) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    inner->publish(events, outcomes);
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+};
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Relays `s.events` fresh events; returns the seconds taken, or a negative value on a loss.
+double broker_seconds = 0; // of the last relay_run: time inside the publisher
+
 double relay_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &js,
-                 lakh::nats::key_order order, bool delete_published) {
+                 lakh::nats::key_order order, bool delete_published, bool overlap) {
   js.delete_stream("BENCH_OUTBOX");
   js.ensure_stream({"BENCH_OUTBOX", {"bench.outbox.>"}});
   {
@@ -52,16 +71,31 @@ double relay_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &js
     tx.exec("VACUUM ANALYZE bench_outbox");
   }
   lakh::nats::outbox_publisher pub(js, {"bench-", order});
-  lakh::pg::outbox_relay relay(box, pub, {s.batch});
+  timed_publisher timed(pub);
+  lakh::pg::outbox_relay relay(box, timed,
+                               {s.batch, std::chrono::milliseconds(1),
+                                std::chrono::milliseconds(10), std::chrono::milliseconds(1000),
+                                overlap});
+  const auto target = static_cast<std::uint64_t>(s.events);
   const auto t0 = std::chrono::steady_clock::now();
-  while (relay.metrics().published.value() < static_cast<std::uint64_t>(s.events)) {
-    const auto r = relay.run_once();
-    if (r.failed > 0) {
-      std::fprintf(stderr, "bench_outbox: %zu events not acknowledged: %s\n", r.failed,
-                   pub.last_error().c_str());
+  if (overlap) { // run(): the overlapped rounds live there
+    std::stop_source stop;
+    std::jthread relay_thread([&] { relay.run(stop.get_token()); });
+    while (relay.metrics().published.value() < target) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    stop.request_stop();
+  } else {
+    while (relay.metrics().published.value() < target) {
+      const auto r = relay.run_once();
+      if (r.failed > 0) {
+        std::fprintf(stderr, "bench_outbox: %zu events not acknowledged: %s\n", r.failed,
+                     pub.last_error().c_str());
+      }
     }
   }
   const double secs = seconds_since(t0);
+  broker_seconds = timed.seconds;
   const auto stored = js.stream_messages("BENCH_OUTBOX");
   return stored == static_cast<std::uint64_t>(s.events) ? secs : -1.0;
 }
@@ -109,7 +143,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   lakh::nats::jetstream js(nats);
-  lakh::pg::pool pool(db, 2);
+  lakh::pg::pool pool(db, 3);
   std::printf("events %d, batch %d, keys %d (PostgreSQL -> JetStream, file storage)\n", s.events,
               s.batch, s.keys);
   bool ok = true;
@@ -119,17 +153,24 @@ int main(int argc, char **argv) {
       ok = false;
       return;
     }
-    std::printf("  %-40s %7.2f s %9.0f events/s\n", what, secs, s.events / secs);
+    std::printf("  %-36s %7.2f s %9.0f events/s", what, secs, s.events / secs);
+    if (broker_seconds > 0) {
+      std::printf("  (publish+acks %.2f s, database %.2f s)", broker_seconds,
+                  secs - broker_seconds);
+    }
+    std::printf("\n");
+    broker_seconds = 0;
     std::fflush(stdout);
   };
   for (int r = 0; r < repeat; ++r) {
     report("raw async publish (no database)", raw_run(s, js));
-    report("relay, strict key order, UPDATE",
-           relay_run(s, pool, js, lakh::nats::key_order::strict, false));
-    report("relay, strict key order, DELETE",
-           relay_run(s, pool, js, lakh::nats::key_order::strict, true));
-    report("relay, pipelined, DELETE",
-           relay_run(s, pool, js, lakh::nats::key_order::pipelined, true));
+    using lakh::nats::key_order;
+    report("relay run_once, strict, UPDATE",
+           relay_run(s, pool, js, key_order::strict, false, false));
+    report("relay run(), strict, UPDATE", relay_run(s, pool, js, key_order::strict, false, true));
+    report("relay run(), strict, DELETE", relay_run(s, pool, js, key_order::strict, true, true));
+    report("relay run(), pipelined, DELETE",
+           relay_run(s, pool, js, key_order::pipelined, true, true));
   }
   js.delete_stream("BENCH_OUTBOX");
   js.delete_stream("BENCH_RAW");

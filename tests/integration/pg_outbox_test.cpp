@@ -159,9 +159,13 @@ TEST_CASE("pg.outbox.an_eligible_row_never_jumps_an_earlier_visible_one" * docte
 }
 
 TEST_CASE("pg.outbox.concurrent_producers_every_event_once_in_key_order" * doctest::timeout(120)) {
+  bool overlap = true;
+  SUBCASE("overlapped rounds") { overlap = true; }
+  SUBCASE("sequential rounds") { overlap = false; }
+  CAPTURE(overlap);
   fixture f;
   recording_publisher pub;
-  lakh::pg::outbox_relay relay(f.box, pub, {64, 1ms});
+  lakh::pg::outbox_relay relay(f.box, pub, {64, 1ms, 10ms, 5000ms, overlap});
   std::stop_source stop;
   std::jthread relay_thread([&] { relay.run(stop.get_token()); });
   constexpr int producers = 4;
@@ -263,8 +267,9 @@ TEST_CASE("pg.outbox.two_running_relays_never_race_and_hand_over" * doctest::tim
     fixture f;
     recording_publisher pub1;
     recording_publisher pub2;
-    lakh::pg::outbox_relay r1(f.box, pub1, {16, 1ms});
-    lakh::pg::outbox_relay r2(f.box, pub2, {16, 1ms});
+    const bool overlap = producers > 1; // both round kinds
+    lakh::pg::outbox_relay r1(f.box, pub1, {16, 1ms, 10ms, 5000ms, overlap});
+    lakh::pg::outbox_relay r2(f.box, pub2, {16, 1ms, 10ms, 5000ms, !overlap});
     std::stop_source stop1;
     std::stop_source stop2;
     std::jthread t1([&] { r1.run(stop1.get_token()); });

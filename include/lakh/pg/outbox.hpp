@@ -56,6 +56,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -244,7 +245,9 @@ private:
     double oldest_age_s = 0; // of the oldest visible unpublished row, eligible or not
   };
 
-  ready_result read_ready(pqxx::transaction_base &tx, int limit, const char *who) {
+  // `exclude`: a bigint[] literal of ids being published right now (overlapped relay).
+  ready_result read_ready(pqxx::transaction_base &tx, int limit, const char *who,
+                          const std::string &exclude = "{}") {
     if (limit < 1) {
       throw std::invalid_argument(std::string(who) + ": limit (" + std::to_string(limit) +
                                   ") must be at least 1");
@@ -254,8 +257,9 @@ private:
         "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
         "SELECT id, topic, key, payload, headers, xid < s.xmin, "
         "extract(epoch FROM clock_timestamp() - created_at)::float8 FROM " +
-            table_ + ", s WHERE published_at IS NULL ORDER BY id LIMIT $1",
-        limit);
+            table_ +
+            ", s WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+        limit, exclude);
     ready_result out;
     out.events.reserve(r.size());
     if (!r.empty()) {
@@ -372,6 +376,10 @@ struct outbox_relay_options {
   std::chrono::milliseconds idle{50};          ///< pause when nothing is ready
   std::chrono::milliseconds backoff_base{10};  ///< first retry pause after a failure
   std::chrono::milliseconds backoff_cap{5000}; ///< longest retry pause
+  /// run() only: while the broker acknowledges batch n, mark batch n-1 and read batch n+1
+  /// (on the relay's connection, in a helper thread). Marks then lag one round; after a
+  /// failure the prefetched batch is dropped and the next round starts afresh.
+  bool overlap = true;
 };
 
 /// What one relay round did.
@@ -435,50 +443,13 @@ public:
       }
       round.active = true;
       metrics_.rounds.add();
-      outbox::ready_result batch;
-      {
-        pqxx::nontransaction tx(*lease_);
-        batch = box_->read_ready(tx, opts_.batch, "lakh::pg::outbox_relay");
-      }
-      metrics_.lag_ms.set(static_cast<std::int64_t>(batch.oldest_age_s * 1000.0));
-      auto &events = batch.events;
-      round.ready = events.size();
-      if (events.empty()) {
+      auto batch = read();
+      round.ready = batch.events.size();
+      if (batch.events.empty()) {
         return round;
       }
-      outcomes_.assign(events.size(), publish_outcome::failed);
-      try {
-        pub_->publish(events, outcomes_);
-      } catch (...) {
-        std::fill(outcomes_.begin(), outcomes_.end(), publish_outcome::failed);
-      }
-      // Per key, only the prefix before the first unacknowledged event counts.
-      blocked_.clear();
-      std::vector<outbox_event> done;
-      done.reserve(events.size());
-      std::size_t duplicates = 0;
-      for (std::size_t i = 0; i < events.size(); ++i) {
-        const bool ok =
-            outcomes_[i] == publish_outcome::acked || outcomes_[i] == publish_outcome::duplicate;
-        if (!ok || blocked_.count(events[i].key) != 0) {
-          blocked_.insert(events[i].key);
-          if (outcomes_[i] == publish_outcome::failed) {
-            metrics_.failed.add();
-          }
-          ++round.failed;
-          continue;
-        }
-        duplicates += outcomes_[i] == publish_outcome::duplicate ? 1U : 0U;
-        done.push_back(std::move(events[i]));
-      }
-      if (!done.empty()) {
-        pqxx::work w(*lease_);
-        box_->mark_published(w, done);
-        w.commit();
-      }
-      round.published = done.size();
-      metrics_.published.add(done.size());
-      metrics_.duplicates.add(duplicates);
+      auto done = publish(batch.events, round);
+      mark(done);
       return round;
     } catch (...) {
       drop_lock(); // a lost connection: take the lock again on a fresh one
@@ -488,17 +459,20 @@ public:
 
   /// Runs rounds until stop is requested: at once again after a full batch, after `idle`
   /// when fewer were ready or this relay stands by, and with capped exponential backoff (full
-  /// jitter) after a failed publish or a database error. Gives up the relay lock on return.
+  /// jitter) after a failed publish or a database error. With `overlap` (the default) the
+  /// database work of neighbouring rounds runs while the broker acknowledges. Before it
+  /// returns it marks what was acknowledged and gives up the relay lock.
   /// Thread-safety: one thread at a time. Blocks: until `st` is stopped (a pause is cut short,
   /// a round in progress finishes). @throws nothing but std::bad_alloc: errors are retried.
   /// Allocates: may.
   void run(std::stop_token st) {
     const lakh::backoff retry(opts_.backoff_base, opts_.backoff_cap);
     unsigned failures = 0;
+    pipeline pipe;
     while (!st.stop_requested()) {
       std::chrono::nanoseconds pause{0};
       try {
-        const auto r = run_once();
+        const auto r = opts_.overlap ? overlapped_round(pipe) : run_once();
         if (r.failed > 0) {
           pause = retry.delay(failures++);
         } else {
@@ -511,11 +485,18 @@ public:
         drop_lock();
         throw;
       } catch (...) {
+        pipe = pipeline(); // unmarked acknowledged events are republished: duplicates
         pause = retry.delay(failures++);
       }
       if (pause.count() > 0) {
         (void)lakh::sleep_for(pause, st);
       }
+    }
+    try {
+      if (lock_) {
+        mark(pipe.to_mark);
+      }
+    } catch (...) { // republished later, deduplicated by the broker
     }
     drop_lock(); // let a standby relay take over
   }
@@ -529,6 +510,104 @@ public:
   [[nodiscard]] const outbox_relay_metrics &metrics() const noexcept { return metrics_; }
 
 private:
+  // The overlapped relay's state between rounds.
+  struct pipeline {
+    bool have_next = false;            // `next` was read while the last batch was published
+    outbox::ready_result next;         // excludes the ids of the batch published then
+    std::vector<outbox_event> to_mark; // acknowledged in the last round, not yet marked
+  };
+
+  outbox::ready_result read(const std::string &exclude = "{}") {
+    pqxx::nontransaction tx(*lease_);
+    auto batch = box_->read_ready(tx, opts_.batch, "lakh::pg::outbox_relay", exclude);
+    metrics_.lag_ms.set(static_cast<std::int64_t>(batch.oldest_age_s * 1000.0));
+    return batch;
+  }
+
+  void mark(std::vector<outbox_event> &done) {
+    if (!done.empty()) {
+      pqxx::work w(*lease_);
+      box_->mark_published(w, done);
+      w.commit();
+      metrics_.published.add(done.size());
+      done.clear();
+    }
+  }
+
+  // Publishes `events`; returns the ones to mark: per key, the acknowledged prefix.
+  std::vector<outbox_event> publish(std::vector<outbox_event> &events, outbox_round &round) {
+    outcomes_.assign(events.size(), publish_outcome::failed);
+    try {
+      pub_->publish(events, outcomes_);
+    } catch (...) {
+      std::fill(outcomes_.begin(), outcomes_.end(), publish_outcome::failed);
+    }
+    blocked_.clear();
+    std::vector<outbox_event> done;
+    done.reserve(events.size());
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      const bool ok =
+          outcomes_[i] == publish_outcome::acked || outcomes_[i] == publish_outcome::duplicate;
+      if (!ok || blocked_.count(events[i].key) != 0) {
+        blocked_.insert(events[i].key);
+        if (outcomes_[i] == publish_outcome::failed) {
+          metrics_.failed.add();
+        }
+        ++round.failed;
+        continue;
+      }
+      if (outcomes_[i] == publish_outcome::duplicate) {
+        metrics_.duplicates.add();
+      }
+      done.push_back(std::move(events[i]));
+    }
+    round.published = done.size();
+    return done;
+  }
+
+  // One overlapped round: publish the prefetched batch while a helper thread marks the last
+  // round's acknowledged events and reads the next batch (excluding the one in flight).
+  outbox_round overlapped_round(pipeline &pipe) {
+    outbox_round round;
+    try {
+      if (!lock_ && !take_lock()) {
+        return round;
+      }
+      round.active = true;
+      metrics_.rounds.add();
+      if (!pipe.have_next) {
+        mark(pipe.to_mark);
+        pipe.next = read();
+      }
+      pipe.have_next = false;
+      auto current = std::move(pipe.next.events);
+      round.ready = current.size();
+      if (current.empty()) {
+        mark(pipe.to_mark);
+        return round;
+      }
+      const auto in_flight =
+          detail::bigint_array(current, [](const outbox_event &e) { return e.id; });
+      // The helper uses the relay's connection while this thread only talks to the broker;
+      // future::get() orders the two.
+      auto db = std::async(std::launch::async, [this, &pipe, &in_flight] {
+        mark(pipe.to_mark);
+        return read(in_flight);
+      });
+      auto done = publish(current, round);
+      auto next = db.get();
+      pipe.to_mark = std::move(done);
+      if (round.failed == 0) {
+        pipe.next = std::move(next);
+        pipe.have_next = true;
+      } // else: drop the prefetch; the next round marks, then reads afresh (failed first)
+      return round;
+    } catch (...) {
+      drop_lock();
+      throw;
+    }
+  }
+
   void drop_lock() noexcept {
     lock_.reset(); // pg_advisory_unlock if the connection still works
     if (lease_) {
