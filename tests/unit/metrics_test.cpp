@@ -238,9 +238,13 @@ TEST_CASE("metrics.registry.summary_quantiles_are_monotone_while_recording" *
       v = v * 31 % 1'000'003 + 1;
     }
   });
+  std::uint64_t last_count = 0;
   for (int i = 0; i < 100; ++i) {
     const auto lines = lines_of(reg.prometheus_text());
     REQUIRE(lines.size() == 8);
+    const auto count = std::stoull(lines[7].substr(lines[7].rfind(' ') + 1));
+    CHECK(count >= last_count); // buckets only grow
+    last_count = count;
     double prev = 0.0;
     for (std::size_t k = 2; k < 6; ++k) { // the four quantile lines
       const double v = std::stod(lines[k].substr(lines[k].rfind(' ') + 1));
