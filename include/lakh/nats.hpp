@@ -1,6 +1,11 @@
 #pragma once
-// lakh/nats.hpp: the umbrella header for lakh::nats (NATS JetStream over cnats). Link the
-// CMake target lakh::nats. lakh/nats/outbox_publisher.hpp (which also needs lakh::pg) is not
-// included here.
+// lakh/nats.hpp: the umbrella header for lakh::nats, lakh's NATS JetStream adapter over cnats
+// (libnats-dev 3.x): an RAII connection with its JetStream context, streams created
+// idempotently, batch publishing with per-message acknowledgements (stored / duplicate by
+// Nats-Msg-Id / failed), and a durable pull consumer with explicit acks. Link the CMake
+// target lakh::nats. The core umbrella (lakh/lakh.hpp) never includes this.
+//
+// Not included here: lakh/nats/outbox_publisher.hpp, lakh::pg::outbox's JetStream publisher,
+// which also needs lakh::pg (libpqxx); include it and link both targets.
 
 #include <lakh/nats/jetstream.hpp>

@@ -386,7 +386,7 @@ struct outbox_relay_options {
 struct outbox_round {
   bool active = false;       ///< this relay holds the relay lock (false: another one does)
   std::size_t ready = 0;     ///< eligible events read
-  std::size_t published = 0; ///< marked published
+  std::size_t published = 0; ///< acknowledged; marked this round (run_once) or the next (overlap)
   std::size_t failed = 0;    ///< not acknowledged (failed or withheld), retried later
 };
 
@@ -394,7 +394,9 @@ struct outbox_round {
 /// outbox (session advisory lock).
 ///
 /// Memory ordering: an event is marked published in a transaction that starts after the
-/// publisher returned its acknowledgement (so the mark happens-after the broker's store).
+/// publisher returned its acknowledgement (so the mark happens-after the broker's store). In
+/// overlapped rounds the database work runs on a helper thread; std::future::get orders it
+/// with the relay's thread, and the two never use the connection at the same time.
 /// Fairness: none among relays: whichever takes the lock first is active until it stops.
 class outbox_relay {
 public:
