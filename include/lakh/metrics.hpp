@@ -26,11 +26,12 @@
 //   - while writers are running, a reader that reads several values (a histogram's buckets,
 //     sum, min and max; a gauge's value and max; Prometheus text of several metrics) reads
 //     each one at its own moment: they can disagree by the records in flight. A histogram's
-//     count is the sum of its buckets and its quantiles come from one pass over them, so
-//     the four quantiles and the _count of one Prometheus summary are mutually consistent
-//     (monotone in q, ranks within that count); its _sum may lead or lag them by the
-//     records in flight. Buckets are read one by one while records go on, so the pass is
-//     not one instant either: a record landing behind the pass is simply not seen.
+//     count is the sum of its buckets and its quantiles are ranked within that sum by one
+//     cumulative pass over them, so the four quantiles and the _count of one Prometheus
+//     summary are mutually consistent (monotone in q, ranks within that count); its _sum
+//     may lead or lag them by the records in flight. Buckets are read one by one while
+//     records go on, so a pass is not one instant either: a record landing in a bucket
+//     already read is simply not seen by it.
 // Fairness does not arise: nothing waits, except progress_line's own thread.
 
 #include <algorithm>
@@ -167,8 +168,7 @@ class registry;
 /// reads min and max; only a sample that is a new minimum or maximum does a CAS, retried
 /// while other threads set new extremes meanwhile (lock-free). After the first samples new
 /// extremes are rare, so in practice record() is two fetch_adds and two loads. There is no
-/// separate count to update: count() adds up the buckets, so it is a read-side pass (as
-/// quantile()) and always agrees with the quantiles of the same moment.
+/// separate count to update: count() adds up the buckets, a read-side pass like quantile().
 class latency_histogram {
 public:
   /// Records one duration; a negative duration counts as 0.
@@ -233,7 +233,7 @@ public:
   /// The q-quantile (0.5 median, 0.99, ...) within 0.4% relative error; 0 ns when empty.
   /// quantile(0) is min() and quantile(1) is max(), exactly.
   /// Thread-safety: safe; records racing with it may or may not be counted.
-  /// Blocks: never (one pass over the 5376 buckets).
+  /// Blocks: never (two passes over the 5376 buckets, a few microseconds).
   /// @throws std::invalid_argument if q is not within [0, 1] (NaN included).
   /// Allocates: only for the exception's message.
   [[nodiscard]] std::chrono::nanoseconds quantile(double q) const {
@@ -324,9 +324,9 @@ private:
     return lo + ((std::uint64_t{1} << shift) >> 1);
   }
 
-  // out[k] = the qs[k]-quantile, for qs ascending within [0, 1], from one pass over the
-  // buckets (so the n results are monotone even while others record).
-  // Returns the count the ranks were taken from.
+  // out[k] = the qs[k]-quantile, for qs ascending within [0, 1]: a pass to count, then one
+  // cumulative pass for all n ranks (so the n results are monotone even while others
+  // record). Returns the count the ranks were taken from.
   std::uint64_t quantiles_sorted(const double *qs, std::chrono::nanoseconds *out,
                                  std::size_t n) const noexcept {
     const std::uint64_t total = count();
