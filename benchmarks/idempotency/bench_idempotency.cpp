@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -101,20 +102,52 @@ struct redis_env {
   lakh::redis::connection_pool pool{env("REDIS_URL")};
   std::string prefix = unique("lakh:bench:idem:") + ":";
   lakh::redis::idempotency_store store{pool, {prefix}};
+  redis_env() { (void)pool.command({"PING"}); } // the pool connects lazily: fail here
 };
 
-redis_env *redis() {
-  static std::unique_ptr<redis_env> e;
-  if (!e && !env("REDIS_URL").empty()) {
-    e = std::make_unique<redis_env>();
+// A server-backed fixture, made once on first use (a magic static: safe when the first use
+// is from several benchmark threads at once). Null, with `error` saying why, when the URL
+// variable is unset or the server cannot be used: every benchmark then reports that error.
+template <class Env> struct fixture {
+  std::unique_ptr<Env> env;
+  std::string error;
+};
+
+template <class Env> const fixture<Env> &get_fixture(const char *url_var, const char *server) {
+  static const fixture<Env> f = [&] {
+    fixture<Env> r;
+    if (env(url_var).empty()) {
+      r.error = std::string(url_var) + " is not set (run scripts/bench-idempotency, which "
+                                       "starts the servers)";
+      return r;
+    }
+    try {
+      r.env = std::make_unique<Env>();
+    } catch (const std::exception &e) {
+      r.error = std::string(server) + " (" + url_var + ") is not usable: " + e.what();
+    }
+    return r;
+  }();
+  return f;
+}
+
+// The fixture, or null after reporting its error on `state`.
+template <class Env>
+Env *require_fixture(benchmark::State &state, const char *url_var, const char *server) {
+  const auto &f = get_fixture<Env>(url_var, server);
+  if (!f.env) {
+    state.SkipWithError(f.error.c_str());
   }
-  return e.get();
+  return f.env.get();
+}
+
+redis_env *redis(benchmark::State &state) {
+  return require_fixture<redis_env>(state, "REDIS_URL", "Redis");
 }
 
 void redis_new_key(benchmark::State &state) {
-  auto *e = redis();
+  auto *e = redis(state);
   if (e == nullptr) {
-    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   guarded_new_key(state, e->store, "k", [e] {
@@ -124,18 +157,16 @@ void redis_new_key(benchmark::State &state) {
 }
 
 void redis_replay(benchmark::State &state) {
-  auto *e = redis();
+  auto *e = redis(state);
   if (e == nullptr) {
-    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   guarded_replay(state, e->store, "r", [] { return lakh::stored_response{201, "ok"}; });
 }
 
 void redis_bare(benchmark::State &state) {
-  auto *e = redis();
+  auto *e = redis(state);
   if (e == nullptr) {
-    state.SkipWithError("REDIS_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   for (auto _ : state) {
@@ -159,18 +190,13 @@ struct pg_env {
   }
 };
 
-pg_env *pg() {
-  static std::unique_ptr<pg_env> e;
-  if (!e && !env("DATABASE_URL").empty()) {
-    e = std::make_unique<pg_env>();
-  }
-  return e.get();
+pg_env *pg(benchmark::State &state) {
+  return require_fixture<pg_env>(state, "DATABASE_URL", "PostgreSQL");
 }
 
 void pg_new_key(benchmark::State &state) {
-  auto *e = pg();
+  auto *e = pg(state);
   if (e == nullptr) {
-    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   const std::string insert = "INSERT INTO " + e->table + "_business (note) VALUES ('charge')";
@@ -181,9 +207,8 @@ void pg_new_key(benchmark::State &state) {
 }
 
 void pg_replay(benchmark::State &state) {
-  auto *e = pg();
+  auto *e = pg(state);
   if (e == nullptr) {
-    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   guarded_replay(state, e->store, "r", [](pqxx::work &) {
@@ -192,9 +217,8 @@ void pg_replay(benchmark::State &state) {
 }
 
 void pg_bare(benchmark::State &state) {
-  auto *e = pg();
+  auto *e = pg(state);
   if (e == nullptr) {
-    state.SkipWithError("DATABASE_URL is not set (run scripts/bench-idempotency)");
     return;
   }
   const std::string insert = "INSERT INTO " + e->table + "_business (note) VALUES ('charge')";
