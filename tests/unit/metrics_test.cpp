@@ -518,13 +518,23 @@ TEST_CASE("metrics.progress.line_prints_periodically_and_once_more_at_finish" *
     o.out = f;
     o.force_tty = 0;
     o.log_interval = 10ms;
+    std::atomic<int> calls{0};
     lakh::progress_line p(
-        "rows", 100, [&] { return done.value(); }, o);
+        "rows", 100,
+        [&] {
+          calls.fetch_add(1);
+          return done.value();
+        },
+        o);
     for (int i = 0; i < 10; ++i) {
       done.add(10);
       std::this_thread::sleep_for(5ms);
     }
-    std::this_thread::sleep_for(30ms);
+    // Wait (bounded) for two periodic lines, however slow the machine (sanitizers, load).
+    for (int i = 0; i < 10'000 && calls.load() < 2; ++i) {
+      std::this_thread::sleep_for(1ms);
+    }
+    REQUIRE(calls.load() >= 2);
     p.finish();
     p.finish(); // idempotent
   }             // the destructor does not print again
@@ -535,7 +545,7 @@ TEST_CASE("metrics.progress.line_prints_periodically_and_once_more_at_finish" *
   }
   std::fclose(f);
   const auto lines = lines_of(text);
-  REQUIRE(lines.size() >= 2); // at least one periodic line and the final one
+  REQUIRE(lines.size() >= 3); // at least two periodic lines and the final one
   for (const auto &l : lines) {
     CHECK(l.rfind("rows ", 0) == 0);
   }
