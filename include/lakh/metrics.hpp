@@ -353,7 +353,7 @@ private:
       // stay below rank: `at` is then the highest bucket seen, the best answer left.)
       std::uint64_t v = middle_of(at);
       if (lo <= hi) { // a sample's min/max are visible: the exact bounds of every quantile
-        v = std::clamp(v, lo, hi);
+        v = rank == 1 ? lo : rank >= total ? hi : std::clamp(v, lo, hi);
       }
       out[k] = std::chrono::nanoseconds(static_cast<std::int64_t>(v));
     }

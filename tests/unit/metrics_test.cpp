@@ -43,6 +43,8 @@ void check_quantiles(std::vector<std::uint64_t> samples) {
     const auto got = static_cast<double>(h.quantile(q).count());
     CHECK(std::abs(got - want) <= 0.01 * want);
   }
+  CHECK(h.quantile(0.0) == h.min()); // the first and last ranks are exact
+  CHECK(h.quantile(1.0) == h.max());
   CHECK(h.min().count() == static_cast<std::int64_t>(samples.front()));
   CHECK(h.max().count() == static_cast<std::int64_t>(samples.back()));
 }
