@@ -539,9 +539,12 @@ int cmd_run(const common_opts &c, const run_opts &o) {
     unsigned reports = 0;
     for (const auto &f : stats_files) {
       std::ifstream in(f);
-      nlohmann::json j;
-      if (!(in >> j)) {
-        continue;
+      if (!in) {
+        continue; // killed before it could write
+      }
+      const auto j = nlohmann::json::parse(in, nullptr, false);
+      if (j.is_discarded()) {
+        continue; // killed while writing
       }
       ++reports;
       for (auto x : j["claim_ns"]) {
