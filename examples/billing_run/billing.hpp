@@ -156,8 +156,8 @@ inline lakh::pg::retrier patient_retrier() {
 // load
 
 struct load_result {
-  std::uint64_t rows_copied = 0;   ///< rows written by this call (skipped chunks excluded)
-  std::uint64_t chunks_copied = 0; ///< chunks committed by this call
+  std::uint64_t rows_copied = 0;    ///< rows written by this call (skipped chunks excluded)
+  std::uint64_t chunks_copied = 0;  ///< chunks committed by this call
   std::uint64_t chunks_skipped = 0; ///< chunks found committed already (a resumed load)
   double seconds = 0;
 };
@@ -257,34 +257,36 @@ inline load_result load(lakh::pg::pool &p, std::uint64_t seed, std::uint64_t row
           const std::uint64_t chunk = b->first_index / batch;
           const auto first_id = static_cast<std::int64_t>(b->first_index + 1);
           const auto last_id = static_cast<std::int64_t>(b->first_index + b->rows.size());
-          const bool done = retry.run(p, [&](pqxx::work &w) {
-            // Serialize the (rare) race of two loaders on one chunk; skip a committed chunk.
-            w.exec_params("SELECT pg_advisory_xact_lock($1, $2)", tenant_lock_ns - 1,
-                          static_cast<std::int32_t>(chunk));
-            if (!w.exec_params("SELECT 1 FROM billing.chunks WHERE chunk = $1",
-                               static_cast<std::int64_t>(chunk))
-                     .empty()) {
-              return false;
-            }
-            detail::one_batch src{&*b};
-            lakh::pg::copy_from(w, "billing.usage",
-                                {"id", "tenant_id", "user_id", "metric", "quantity", "ts"}, src,
-                                [](const lakh::fake::usage_row &r) {
-                                  return std::make_tuple(
-                                      static_cast<std::int64_t>(r.id), r.tenant_id, r.user_id,
-                                      static_cast<int>(r.kind), r.quantity, r.ts);
-                                });
-            const auto job = queue.enqueue(
-                w, {queue_name, std::to_string(first_id) + "," + std::to_string(last_id),
-                    "chunk-" + std::to_string(chunk), std::chrono::milliseconds(0), 10});
-            if (!job) {
-              throw std::logic_error("billing_run load: chunk " + std::to_string(chunk) +
-                                     " has a live job but no chunk record");
-            }
-            w.exec_params("INSERT INTO billing.chunks VALUES ($1, $2, $3, $4)",
-                          static_cast<std::int64_t>(chunk), first_id, last_id, *job);
-            return true;
-          }, st);
+          const bool done = retry.run(
+              p,
+              [&](pqxx::work &w) {
+                // Serialize the (rare) race of two loaders on one chunk; skip a committed chunk.
+                w.exec_params("SELECT pg_advisory_xact_lock($1, $2)", tenant_lock_ns - 1,
+                              static_cast<std::int32_t>(chunk));
+                if (!w.exec_params("SELECT 1 FROM billing.chunks WHERE chunk = $1",
+                                   static_cast<std::int64_t>(chunk))
+                         .empty()) {
+                  return false;
+                }
+                detail::one_batch src{&*b};
+                lakh::pg::copy_from(
+                    w, "billing.usage", {"id", "tenant_id", "user_id", "metric", "quantity", "ts"},
+                    src, [](const lakh::fake::usage_row &r) {
+                      return std::make_tuple(static_cast<std::int64_t>(r.id), r.tenant_id,
+                                             r.user_id, static_cast<int>(r.kind), r.quantity, r.ts);
+                    });
+                const auto job = queue.enqueue(
+                    w, {queue_name, std::to_string(first_id) + "," + std::to_string(last_id),
+                        "chunk-" + std::to_string(chunk), std::chrono::milliseconds(0), 10});
+                if (!job) {
+                  throw std::logic_error("billing_run load: chunk " + std::to_string(chunk) +
+                                         " has a live job but no chunk record");
+                }
+                w.exec_params("INSERT INTO billing.chunks VALUES ($1, $2, $3, $4)",
+                              static_cast<std::int64_t>(chunk), first_id, last_id, *job);
+                return true;
+              },
+              st);
           if (done) {
             copied += b->rows.size();
             ++copied_chunks;
@@ -341,9 +343,9 @@ struct worker_stats {
       by_cause[std::string(lakh::pg::to_string(static_cast<lakh::pg::retry_cause>(c)))] =
           retries.retries[c];
     }
-    return {{"jobs", jobs},         {"rows", rows},         {"invoices", invoices},
-            {"lost", lost},         {"errors", errors},     {"claim_ns", claim_ns},
-            {"job_ns", job_ns},     {"retries", by_cause}};
+    return {{"jobs", jobs},     {"rows", rows},       {"invoices", invoices},
+            {"lost", lost},     {"errors", errors},   {"claim_ns", claim_ns},
+            {"job_ns", job_ns}, {"retries", by_cause}};
   }
 };
 
@@ -387,8 +389,8 @@ inline std::vector<tenant_sum> rate_job(pqxx::transaction_base &t, std::int64_t 
     }
     auto &sum = sums[static_cast<std::size_t>(s)];
     ++sum.rows;
-    sum.cents += static_cast<std::int64_t>(
-        lakh::fake::charge_cents(static_cast<lakh::fake::metric>(m), q));
+    sum.cents +=
+        static_cast<std::int64_t>(lakh::fake::charge_cents(static_cast<lakh::fake::metric>(m), q));
   }
   return sums;
 }
@@ -423,18 +425,18 @@ inline std::size_t apply_job(pqxx::work &w, lakh::pg::job_queue &queue, lakh::pg
            ", t)) FROM unnest('" + int_array(sums, [](auto &s) { return s.tenant; }) +
            "'::int[]) AS t");
   }
-  auto invoices = w.exec_params(
-      "WITH up AS (INSERT INTO billing.tenant_totals AS t (tenant_id, rows, cents) "
-      "SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[]) "
-      "ON CONFLICT (tenant_id) DO UPDATE SET rows = t.rows + excluded.rows, "
-      "cents = t.cents + excluded.cents RETURNING t.tenant_id, t.rows, t.cents) "
-      "INSERT INTO billing.invoices (tenant_id, period, rows, cents) "
-      "SELECT up.tenant_id, $4, up.rows, up.cents FROM up JOIN billing.manifest m "
-      "USING (tenant_id) WHERE up.rows = m.expected_rows "
-      "RETURNING tenant_id, rows, cents",
-      int_array(sums, [](auto &s) { return s.tenant; }),
-      int_array(sums, [](auto &s) { return s.rows; }),
-      int_array(sums, [](auto &s) { return s.cents; }), std::string(period));
+  auto invoices =
+      w.exec_params("WITH up AS (INSERT INTO billing.tenant_totals AS t (tenant_id, rows, cents) "
+                    "SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[]) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET rows = t.rows + excluded.rows, "
+                    "cents = t.cents + excluded.cents RETURNING t.tenant_id, t.rows, t.cents) "
+                    "INSERT INTO billing.invoices (tenant_id, period, rows, cents) "
+                    "SELECT up.tenant_id, $4, up.rows, up.cents FROM up JOIN billing.manifest m "
+                    "USING (tenant_id) WHERE up.rows = m.expected_rows "
+                    "RETURNING tenant_id, rows, cents",
+                    int_array(sums, [](auto &s) { return s.tenant; }),
+                    int_array(sums, [](auto &s) { return s.rows; }),
+                    int_array(sums, [](auto &s) { return s.cents; }), std::string(period));
   for (const auto &inv : invoices) {
     const nlohmann::json event = {{"tenant_id", inv[0].as<std::int64_t>()},
                                   {"period", period},
@@ -460,9 +462,11 @@ inline bool all_done(lakh::pg::pool &p) {
 }
 
 /// A worker: claims jobs one at a time until `st` is stopped (or, with until_idle, until the
-/// load is complete and no job is left). Every error is survived: the job's transaction is
+/// load is complete and no job is left). Errors are survived: the job's transaction is
 /// retried by the retrier (deadlock, serialization, lost connection), and a job abandoned
 /// after an error goes back to the queue when its lease expires.
+/// @throws std::runtime_error for a server out of resources (SQLSTATE class 53), which no
+/// retry can fix.
 inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::stop_token st) {
   worker_stats stats;
   auto queue = make_queue(p);
@@ -500,7 +504,8 @@ inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::sto
       const auto comma = job.payload.find(',');
       const std::int64_t first_id = std::stoll(job.payload.substr(0, comma));
       const std::int64_t last_id = std::stoll(job.payload.substr(comma + 1));
-      auto sums = retry.run(p, [&](pqxx::work &w) { return rate_job(w, first_id, last_id); }, st);
+      auto sums = retry.run(
+          p, [&](pqxx::work &w) { return rate_job(w, first_id, last_id); }, st);
       try {
         stats.invoices += retry.run(
             p, [&](pqxx::work &w) { return apply_job(w, queue, box, *n, job, sums, opts.order); },
@@ -516,6 +521,12 @@ inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::sto
         ++stats.errors;
       }
       stats.job_ns.push_back(std::chrono::nanoseconds(clock::now() - c0).count());
+    } catch (const pqxx::insufficient_resources &e) {
+      // 53xxx (e.g. the lock table is full: one advisory lock per tenant of a job): retrying
+      // cannot help; the job's lease returns it to the queue.
+      throw std::runtime_error(std::string(e.what()) +
+                               " (each job holds one advisory lock per tenant it touches: raise "
+                               "max_locks_per_transaction or bill smaller batches)");
     } catch (const std::exception &e) {
       if (st.stop_requested()) {
         break;
@@ -544,8 +555,8 @@ inline void ensure_stream(lakh::nats::jetstream &js, const names &n, bool reset)
   if (reset) {
     js.delete_stream(n.stream());
   }
-  js.ensure_stream({n.stream(), {n.subjects()}, lakh::nats::storage::file,
-                    std::chrono::minutes(10)});
+  js.ensure_stream(
+      {n.stream(), {n.subjects()}, lakh::nats::storage::file, std::chrono::minutes(10)});
 }
 
 /// The consumer: fetches invoice events and records each once (inbox + notified row in one
@@ -565,24 +576,27 @@ inline void count_events(lakh::pg::pool &p, lakh::nats::jetstream &js, const nam
       if (batch.empty()) {
         continue;
       }
-      const auto [first, again] = retry.run(p, [&](pqxx::work &w) {
-        std::uint64_t f = 0;
-        std::uint64_t a = 0;
-        for (const auto &d : batch) {
-          if (inbox.first_delivery(w, consumer_name, d.id())) {
-            const auto e = nlohmann::json::parse(d.payload());
-            w.exec_params("INSERT INTO billing.notified (tenant_id, cents) VALUES ($1, $2) "
-                          "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = "
-                          "billing.notified.deliveries + 1",
-                          e.at("tenant_id").get<std::int64_t>(),
-                          e.at("total_cents").get<std::int64_t>());
-            ++f;
-          } else {
-            ++a;
-          }
-        }
-        return std::pair{f, a};
-      }, st);
+      const auto [first, again] = retry.run(
+          p,
+          [&](pqxx::work &w) {
+            std::uint64_t f = 0;
+            std::uint64_t a = 0;
+            for (const auto &d : batch) {
+              if (inbox.first_delivery(w, consumer_name, d.id())) {
+                const auto e = nlohmann::json::parse(d.payload());
+                w.exec_params("INSERT INTO billing.notified (tenant_id, cents) VALUES ($1, $2) "
+                              "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = "
+                              "billing.notified.deliveries + 1",
+                              e.at("tenant_id").get<std::int64_t>(),
+                              e.at("total_cents").get<std::int64_t>());
+                ++f;
+              } else {
+                ++a;
+              }
+            }
+            return std::pair{f, a};
+          },
+          st);
       for (auto &d : batch) {
         d.ack();
       }
@@ -654,11 +668,11 @@ inline verify_result verify(lakh::pg::pool &p) {
     add("total_cents (tenant totals)", expected.total_cents(), cents);
     add("checksum (tenant totals)", expected.checksum(), sum);
     // The raw rows, rated by SQL: an independent recomputation of the spec's rule.
-    const auto [rt, rrows, rcents, rsum] = fold(t.exec(
-        "SELECT tenant_id, count(*), sum(CASE WHEN quantity <= 1000 THEN quantity * p "
-        "ELSE 1000 * p + ((quantity - 1000) * p * 9) / 10 END) FROM billing.usage "
-        "JOIN (VALUES (0, 1), (1, 3), (2, 2), (3, 50)) AS price(metric, p) USING (metric) "
-        "GROUP BY tenant_id"));
+    const auto [rt, rrows, rcents, rsum] = fold(
+        t.exec("SELECT tenant_id, count(*), sum(CASE WHEN quantity <= 1000 THEN quantity * p "
+               "ELSE 1000 * p + ((quantity - 1000) * p * 9) / 10 END) FROM billing.usage "
+               "JOIN (VALUES (0, 1), (1, 3), (2, 2), (3, 50)) AS price(metric, p) USING (metric) "
+               "GROUP BY tenant_id"));
     add("usage rows in the table", expected.rows(), rrows);
     add("checksum (usage rows rated by SQL)", expected.checksum(), rsum);
     const auto [it, irows, icents, isum] =

@@ -151,10 +151,9 @@ void restart_nats(const std::string &dir, const std::string &nats_url) {
     std::this_thread::sleep_for(25ms);
   }
   const std::string port = nats_url.substr(nats_url.rfind(':') + 1);
-  const std::string cmd = "setsid nats-server -a 127.0.0.1 -p " + quoted(port) +
-                          " -js -sd " + quoted(dir + "/nats/js") + " -P " +
-                          quoted(dir + "/nats/nats.pid") + " -l " +
-                          quoted(dir + "/nats/nats.log") + " </dev/null >/dev/null 2>&1 &";
+  const std::string cmd = "setsid nats-server -a 127.0.0.1 -p " + quoted(port) + " -js -sd " +
+                          quoted(dir + "/nats/js") + " -P " + quoted(dir + "/nats/nats.pid") +
+                          " -l " + quoted(dir + "/nats/nats.log") + " </dev/null >/dev/null 2>&1 &";
   if (run_shell(cmd) != 0) {
     throw std::runtime_error("billing_run --chaos: `" + cmd + "` failed");
   }
@@ -211,8 +210,8 @@ struct relay_threads {
   lakh::nats::jetstream &js;
   billing::names names;
   lakh::pg::outbox box = billing::make_outbox(pool);
-  lakh::nats::outbox_publisher pub{js, {names.database + "-", lakh::nats::key_order::strict,
-                                        std::chrono::milliseconds(5000)}};
+  lakh::nats::outbox_publisher pub{
+      js, {names.database + "-", lakh::nats::key_order::strict, std::chrono::milliseconds(5000)}};
   lakh::pg::outbox_relay relay{box, pub, {}};
   billing::relay_stats consumer_stats;
   std::jthread relay_thread;
@@ -222,9 +221,8 @@ struct relay_threads {
       : pool(p), js(j), names(std::move(n)) {}
   void start() {
     relay_thread = std::jthread([this](std::stop_token st) { relay.run(st); });
-    consumer_thread = std::jthread([this](std::stop_token st) {
-      billing::count_events(pool, js, names, consumer_stats, st);
-    });
+    consumer_thread = std::jthread(
+        [this](std::stop_token st) { billing::count_events(pool, js, names, consumer_stats, st); });
   }
   void stop() {
     relay_thread.request_stop();
@@ -301,7 +299,7 @@ int cmd_verify(const common_opts &c) {
 struct run_opts {
   std::uint64_t rows = 1'000'000;
   std::uint64_t seed = lakh::fake::default_seed;
-  std::uint32_t batch = 20000;
+  std::uint32_t batch = 100000;
   unsigned workers = std::max(1U, std::thread::hardware_concurrency());
   unsigned loaders = 2;
   std::string database = "lakh_billing";
@@ -317,9 +315,8 @@ struct run_opts {
 std::int64_t read_deadlocks(lakh::pg::pool &p) {
   return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction t(c);
-    return t.exec("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")[0]
-                 [0]
-                     .as<std::int64_t>();
+    return t.exec("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")[0][0]
+        .as<std::int64_t>();
   });
 }
 
@@ -336,8 +333,7 @@ double quantile_ms(std::vector<std::int64_t> v, double q) {
 int cmd_run(const common_opts &c, const run_opts &o) {
   const auto setup0 = clock::now();
   if (o.database.empty() || o.database.size() > 40 ||
-      o.database.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") !=
-          std::string::npos ||
+      o.database.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos ||
       std::isdigit(static_cast<unsigned char>(o.database[0])) != 0) {
     throw CLI::ValidationError("--database", "'" + o.database +
                                                  "' must be 1..40 characters of a-z, 0-9 "
@@ -394,6 +390,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
   // The monitor: progress once a second and, with --chaos, the faults.
   std::atomic<std::uint64_t> loaded{0};
   std::atomic<bool> work_done{false};
+  std::string worker_failed; // guarded by children_mu
   std::atomic<std::int64_t> jobs_done{0};
   const std::uint64_t chunks = (o.rows + o.batch - 1) / o.batch;
   std::vector<std::string> survived;
@@ -413,38 +410,55 @@ int cmd_run(const common_opts &c, const run_opts &o) {
       if (!o.quiet && clock::now() - last_print >= 1s && k) {
         last_print = clock::now();
         std::fprintf(stderr,
-                     "[%6.1fs] loaded %3.0f%% | jobs %" PRId64 "/%" PRIu64
-                     " | invoices %" PRId64 " | events %" PRId64 "\n",
+                     "[%6.1fs] loaded %3.0f%% | jobs %" PRId64 "/%" PRIu64 " | invoices %" PRId64
+                     " | events %" PRId64 "\n",
                      seconds_since(t0),
                      100.0 * static_cast<double>(loaded.load()) / static_cast<double>(o.rows),
                      k->jobs_done, chunks, k->invoices, k->events);
+      }
+      {
+        // A worker that exited by itself (not stopped, not killed by chaos) failed: say why.
+        std::lock_guard lk(children_mu);
+        for (auto &ch : children) {
+          int ws = 0;
+          if (!work_done && ch.pid > 0 && ::waitpid(ch.pid, &ws, WNOHANG) == ch.pid) {
+            worker_failed = "worker pid " + std::to_string(ch.pid) + " exited with " +
+                            (WIFEXITED(ws) ? "status " + std::to_string(WEXITSTATUS(ws))
+                                           : "signal " + std::to_string(WTERMSIG(ws))) +
+                            " (its error is above)";
+            ch.pid = -1;
+          }
+        }
       }
       if (!o.chaos) {
         continue;
       }
       try {
-        if (!work_done && clock::now() - last_kill >= std::chrono::milliseconds(o.chaos_interval_ms)) {
+        if (!work_done &&
+            clock::now() - last_kill >= std::chrono::milliseconds(o.chaos_interval_ms)) {
           last_kill = clock::now();
           std::lock_guard lk(children_mu);
           const std::size_t slot = static_cast<std::size_t>(rng()) % children.size();
+          if (work_done || children[slot].pid <= 0) {
+            continue; // it failed by itself: the run is ending
+          }
           ::kill(children[slot].pid, SIGKILL);
           ::waitpid(children[slot].pid, nullptr, 0);
-          survived.push_back("worker pid " + std::to_string(children[slot].pid) +
-                             " killed -9 at " + std::to_string(seconds_since(t0)).substr(0, 5) +
-                             " s and restarted");
+          survived.push_back("worker pid " + std::to_string(children[slot].pid) + " killed -9 at " +
+                             std::to_string(seconds_since(t0)).substr(0, 5) + " s and restarted");
           ++kills;
           start_worker(slot);
         }
-        if (!pg_restarted && (jobs_done.load() * 10 >= static_cast<std::int64_t>(chunks) * 3 ||
-                              work_done)) {
+        if (!pg_restarted &&
+            (jobs_done.load() * 10 >= static_cast<std::int64_t>(chunks) * 3 || work_done)) {
           const auto r0 = clock::now();
           const auto at = seconds_since(t0);
           restart_postgres(services_dir);
           pg_restarted = true;
-          survived.push_back("PostgreSQL restarted at " + std::to_string(at).substr(0, 5) +
-                             " s (" + std::to_string(jobs_done.load()) + "/" +
-                             std::to_string(chunks) + " jobs done; down " +
-                             std::to_string(seconds_since(r0)).substr(0, 4) + " s)");
+          survived.push_back("PostgreSQL restarted at " + std::to_string(at).substr(0, 5) + " s (" +
+                             std::to_string(jobs_done.load()) + "/" + std::to_string(chunks) +
+                             " jobs done; down " + std::to_string(seconds_since(r0)).substr(0, 4) +
+                             " s)");
         }
         if (pg_restarted && !nats_restarted && k &&
             (k->invoices * 20 >= static_cast<std::int64_t>(lakh::fake::tenant_count) ||
@@ -465,6 +479,12 @@ int cmd_run(const common_opts &c, const run_opts &o) {
 
   const auto deadline = t0 + std::chrono::seconds(o.timeout_s);
   auto timed_out = [&](const char *what) {
+    {
+      std::lock_guard lk(children_mu);
+      if (!worker_failed.empty()) {
+        throw std::runtime_error("billing_run run: " + worker_failed);
+      }
+    }
     if (clock::now() > deadline || g_stop.stop_requested()) {
       throw std::runtime_error(std::string("billing_run run: ") +
                                (g_stop.stop_requested() ? "interrupted" : "timed out") +
@@ -489,14 +509,18 @@ int cmd_run(const common_opts &c, const run_opts &o) {
       std::this_thread::sleep_for(20ms);
     }
     const double work_s = seconds_since(t0);
-    work_done = true;
     {
       std::lock_guard lk(children_mu);
+      work_done = true; // under the lock: the monitor neither kills nor reaps from here on
       for (auto &ch : children) {
-        ::kill(ch.pid, SIGTERM);
+        if (ch.pid > 0) {
+          ::kill(ch.pid, SIGTERM);
+        }
       }
       for (auto &ch : children) {
-        ::waitpid(ch.pid, nullptr, 0);
+        if (ch.pid > 0) {
+          ::waitpid(ch.pid, nullptr, 0);
+        }
       }
     }
     while (true) {
@@ -519,8 +543,9 @@ int cmd_run(const common_opts &c, const run_opts &o) {
     for (int i = 0; i < 100; ++i) {
       const auto left = lakh::pg::detail::with_connection(p, [](pqxx::connection &cn) {
         pqxx::nontransaction t(cn);
-        return t.exec("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                      "'billing_run work'")[0][0]
+        return t
+            .exec("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                  "'billing_run work'")[0][0]
             .as<int>();
       });
       if (left == 0) {
@@ -564,8 +589,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
 
     const bool sorted = o.order == "sorted";
     const bool chaos_ok = !o.chaos || (kills > 0 && pg_restarted && nats_restarted);
-    const bool pass = v.ok() && (!sorted || deadlocks == 0) && chaos_ok &&
-                      v.events == v.invoices;
+    const bool pass = v.ok() && (!sorted || deadlocks == 0) && chaos_ok && v.events == v.invoices;
     const double rows_d = static_cast<double>(o.rows);
     std::printf("billing_run: %" PRIu64 " rows, %u workers, batch %u, locks %s%s\n", o.rows,
                 o.workers, o.batch, o.order.c_str(), o.chaos ? ", chaos" : "");
@@ -580,14 +604,13 @@ int cmd_run(const common_opts &c, const run_opts &o) {
                 rows_d / total_s);
     std::printf("  claim latency p50 %.2f ms, p99 %.2f ms (%zu claims, %u worker reports); "
                 "job p50 %.1f ms, p99 %.1f ms\n",
-                quantile_ms(claims, 0.5), quantile_ms(claims, 0.99), claims.size(),
-                reports, quantile_ms(jobs, 0.5), quantile_ms(jobs, 0.99));
-    std::printf("  retries by cause %s; jobs lost to a takeover %" PRIu64 "; errors %" PRIu64
-                "\n",
+                quantile_ms(claims, 0.5), quantile_ms(claims, 0.99), claims.size(), reports,
+                quantile_ms(jobs, 0.5), quantile_ms(jobs, 0.99));
+    std::printf("  retries by cause %s; jobs lost to a takeover %" PRIu64 "; errors %" PRIu64 "\n",
                 retries.dump().c_str(), lost, errors);
     std::printf("  deadlocks (pg_stat_database) %" PRId64 "\n", deadlocks);
-    std::printf("  invoices %" PRIu64 ", invoice events counted %" PRIu64
-                " (%" PRIu64 " redeliveries skipped by the inbox)\n",
+    std::printf("  invoices %" PRIu64 ", invoice events counted %" PRIu64 " (%" PRIu64
+                " redeliveries skipped by the inbox)\n",
                 v.invoices, v.events, relay.consumer_stats.redelivered);
     std::printf("  total_cents %" PRIu64 " checksum %" PRIu64 "\n", v.total_cents, v.checksum);
     print_checks(v);
@@ -636,8 +659,10 @@ int cmd_run(const common_opts &c, const run_opts &o) {
     relay.stop();
     std::lock_guard lk(children_mu);
     for (auto &ch : children) {
-      ::kill(ch.pid, SIGKILL);
-      ::waitpid(ch.pid, nullptr, 0);
+      if (ch.pid > 0) {
+        ::kill(ch.pid, SIGKILL);
+        ::waitpid(ch.pid, nullptr, 0);
+      }
     }
     throw;
   }
@@ -663,7 +688,7 @@ int main(int argc, char **argv) {
 
   std::uint64_t rows = 1'000'000;
   std::uint64_t seed = lakh::fake::default_seed;
-  std::uint32_t batch = 20000;
+  std::uint32_t batch = 100000;
   unsigned loaders = 2;
   auto *load = app.add_subcommand("load", "generate rows and COPY them in, one job per chunk");
   add_common(load);
