@@ -213,8 +213,8 @@ inline std::string lock_in_order_sql(const char *fn, const std::vector<advisory_
   }
   std::string sql;
   if (!singles.empty()) {
-    sql += std::string("SELECT count(") + fn + "(k)) FROM unnest('{" + singles +
-           "}'::bigint[]) AS k;";
+    sql +=
+        std::string("SELECT count(") + fn + "(k)) FROM unnest('{" + singles + "}'::bigint[]) AS k;";
   }
   if (!ids.empty()) {
     sql += std::string("SELECT count(") + fn + "(a, b)) FROM unnest('{" + ns + "}'::int[], '{" +
