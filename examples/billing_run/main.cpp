@@ -214,25 +214,21 @@ struct relay_threads {
       js, {names.database + "-", lakh::nats::key_order::strict, std::chrono::milliseconds(5000)}};
   lakh::pg::outbox_relay relay{box, pub, {}};
   billing::relay_stats consumer_stats;
-  std::jthread relay_thread;
-  std::jthread consumer_thread;
+  // Constructed in place (emplace): GCC 12 with sanitizers warns falsely about a moved-from
+  // temporary jthread's stop_source.
+  std::optional<std::jthread> relay_thread;
+  std::optional<std::jthread> consumer_thread;
 
   relay_threads(lakh::pg::pool &p, lakh::nats::jetstream &j, billing::names n)
       : pool(p), js(j), names(std::move(n)) {}
   void start() {
-    relay_thread = std::jthread([this](std::stop_token st) { relay.run(st); });
-    consumer_thread = std::jthread(
+    relay_thread.emplace([this](std::stop_token st) { relay.run(st); });
+    consumer_thread.emplace(
         [this](std::stop_token st) { billing::count_events(pool, js, names, consumer_stats, st); });
   }
   void stop() {
-    relay_thread.request_stop();
-    consumer_thread.request_stop();
-    if (relay_thread.joinable()) {
-      relay_thread.join();
-    }
-    if (consumer_thread.joinable()) {
-      consumer_thread.join();
-    }
+    relay_thread.reset(); // requests stop and joins
+    consumer_thread.reset();
   }
 };
 
