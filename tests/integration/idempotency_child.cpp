@@ -112,9 +112,7 @@ int main(int argc, char **argv) {
       lakh::pg::pool pool(url, static_cast<std::size_t>(threads));
       lakh::pg::idempotency_store store(pool, {ns});
       // Open every connection now (the pool connects lazily), so that at the go signal all
-      // threads reach the server together instead of one connect apart. The first
-      // transaction also starts libpqxx 6.4's lazily initialized shared state before the
-      // threads exist (TSan reports that first-use race otherwise).
+      // threads reach the server together instead of one connect apart.
       {
         std::vector<lakh::pg::pooled_connection> open;
         for (int i = 0; i < threads; ++i) {

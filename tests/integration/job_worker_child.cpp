@@ -30,13 +30,6 @@ int main(int argc, char **argv) {
   try {
     lakh::pg::pool pool(url, static_cast<std::size_t>(threads) * 2);
     lakh::pg::job_queue queue(pool, {argv[2]});
-    // libpqxx 6.4 initializes state shared by all transactions lazily, on the first one;
-    // start it here, before the threads (TSan reports the first-use race otherwise).
-    {
-      auto c = pool.acquire();
-      pqxx::work w(*c);
-      w.commit();
-    }
     std::atomic<long> completed{0};
     std::atomic<bool> failed{false};
     {

@@ -56,6 +56,20 @@ struct pg_outbox {
     w.commit();
     return id;
   }
+  // Waits until `n` events are eligible. Transactions of tests running beside this one hold
+  // the cluster's xmin back for a moment, and the visibility rule waits for them.
+  void wait_ready(std::size_t n) {
+    for (int i = 0; i < 600; ++i) {
+      auto c = pool.acquire();
+      pqxx::work w(*c);
+      if (box.ready(w, 1000).size() >= n) {
+        return;
+      }
+      w.abort();
+      std::this_thread::sleep_for(50ms);
+    }
+    FAIL("fewer than " << n << " outbox events became eligible within 30 s");
+  }
 };
 
 } // namespace
@@ -160,6 +174,7 @@ TEST_CASE("nats.outbox.refused_event_holds_back_its_key_only" * doctest::timeout
   (void)db.add(base + ".ok.x", "b", "b2");
   lakh::nats::outbox_publisher pub(js, {"r" + tag() + "-", lakh::nats::key_order::strict, 2s});
   lakh::pg::outbox_relay relay(db.box, pub, {100});
+  db.wait_ready(4);
   const auto r = relay.run_once();
   CHECK(r.ready == 4);
   CHECK(r.published == 2); // b1, b2

@@ -109,3 +109,38 @@ TEST_CASE("pg.inbox.concurrent_deliveries_process_once" * doctest::timeout(60)) 
     CHECK(f.effects_of(id) == 1);
   }
 }
+
+TEST_CASE("pg.inbox.batch_form_marks_first_deliveries_per_position") {
+  fixture f;
+  auto c = f.pool.acquire();
+  {
+    pqxx::work w(*c);
+    CHECK(f.box.first_delivery(w, "batch", "b"));
+    w.commit();
+  }
+  {
+    pqxx::work w(*c);
+    // "b" was seen before; "a" is new and repeated inside the batch; "c" is new.
+    const auto first = f.box.first_deliveries(w, "batch", {"a", "b", "a", "c"});
+    CHECK(first == std::vector<bool>{true, false, false, true});
+    CHECK(f.box.first_deliveries(w, "batch", {}).empty());
+    w.commit();
+  }
+  {
+    pqxx::work w(*c);
+    CHECK(f.box.first_deliveries(w, "batch", {"a", "c", "d"}) ==
+          std::vector<bool>{false, false, true});
+    w.abort(); // "d" rolled back: a later delivery is the first again
+  }
+  {
+    pqxx::work w(*c);
+    CHECK(f.box.first_deliveries(w, "batch", {"d", "quote\"back\\slash"}) ==
+          std::vector<bool>{true, true});
+    CHECK(f.box.first_delivery(w, "batch", "quote\"back\\slash") == false);
+    CHECK_THROWS_WITH_AS((void)f.box.first_deliveries(w, "batch", {"ok", ""}),
+                         "lakh::pg::inbox::first_deliveries: message_id (0 bytes) must be 1..255 "
+                         "bytes",
+                         std::invalid_argument);
+    w.commit();
+  }
+}

@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -52,16 +53,41 @@ using connection_factory = std::function<std::unique_ptr<pqxx::connection>()>;
   return detail::describe_target(detail::parse_conninfo(url));
 }
 
+namespace detail {
+
+/// libpqxx 6.4 initializes state shared by every transaction of the process lazily, in the
+/// first transaction's constructor, without synchronization (ThreadSanitizer reports the race
+/// when several threads start their first transactions at once). Run one empty transaction
+/// on the process's first connection, under a once flag, before anyone else can.
+/// A failure leaves the flag unset (the next connection tries again) and is not reported
+/// here: the connection's first real use reports it.
+inline void warm_up_once(pqxx::connection &c) noexcept {
+  static std::once_flag warmed;
+  try {
+    std::call_once(warmed, [&c] {
+      pqxx::work w(c);
+      w.commit();
+    });
+  } catch (...) {
+  }
+}
+
+} // namespace detail
+
 /// Open a connection to `url` (libpq URI "postgresql://user@host:port/db?..." or
 /// key=value "host=... port=... dbname=..."). Add connect_timeout=<seconds> to the URL to
-/// bound the wait for an unreachable host.
-/// Thread-safety: safe. Blocks: until connected or libpq gives up.
+/// bound the wait for an unreachable host. The first connection of the process also runs
+/// one empty transaction (see detail::warm_up_once: libpqxx 6.4's first-use race).
+/// Thread-safety: safe. Blocks: until connected or libpq gives up (and, on the process's
+/// first call, a BEGIN/COMMIT round trip).
 /// @throws lakh::pg::connect_error naming host:port/dbname and libpq's reason (bad URL,
 ///         refused, unknown host, authentication), without the password.
 /// Allocates: may.
 [[nodiscard]] inline std::unique_ptr<pqxx::connection> connect(const std::string &url) {
   try {
-    return std::make_unique<pqxx::connection>(url);
+    auto c = std::make_unique<pqxx::connection>(url);
+    detail::warm_up_once(*c);
+    return c;
   } catch (const pqxx::broken_connection &e) {
     auto ci = detail::parse_conninfo(url);
     std::string reason = e.what();

@@ -25,7 +25,9 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 namespace lakh::pg {
 
@@ -81,6 +83,55 @@ public:
     return r.affected_rows() == 1;
   }
 
+  /// The batch form of first_delivery, for a batch fetched from the broker: records every id
+  /// in ONE statement in `w` and returns, per position, whether it is the first delivery of
+  /// that id (process those in `w`, commit, then ack the whole batch). An id repeated inside
+  /// the batch is a first delivery at its first position only.
+  /// Thread-safety: safe (w's thread). Blocks: a round trip, and while a concurrent
+  /// transaction holds one of the ids. @throws std::invalid_argument if consumer or any id is
+  /// empty or longer than 255 bytes or holds a NUL byte (nothing written); pqxx errors.
+  /// Allocates: the result and the array text.
+  [[nodiscard]] std::vector<bool> first_deliveries(pqxx::transaction_base &w,
+                                                   std::string_view consumer,
+                                                   const std::vector<std::string> &message_ids) {
+    constexpr const char *fn = "lakh::pg::inbox::first_deliveries";
+    check(consumer, "consumer", fn);
+    std::string array = "{";
+    for (const auto &id : message_ids) {
+      check(id, "message_id", fn);
+      if (id.find('\0') != std::string::npos) {
+        throw std::invalid_argument("lakh::pg::inbox::first_deliveries: a message_id holds a "
+                                    "NUL byte");
+      }
+      array += array.size() > 1 ? ",\"" : "\"";
+      for (char ch : id) {
+        if (ch == '"' || ch == '\\') {
+          array += '\\';
+        }
+        array += ch;
+      }
+      array += '"';
+    }
+    array += '}';
+    std::vector<bool> first(message_ids.size(), false);
+    if (message_ids.empty()) {
+      return first;
+    }
+    // Rows are inserted in array order; RETURNING names the ids that were new.
+    auto r = w.exec_params("INSERT INTO " + table_ +
+                               " (consumer, message_id) SELECT $1, m FROM unnest($2::text[]) "
+                               "AS m ON CONFLICT DO NOTHING RETURNING message_id",
+                           std::string(consumer), array);
+    std::unordered_set<std::string> fresh;
+    for (const auto &row : r) {
+      fresh.insert(row[0].as<std::string>());
+    }
+    for (std::size_t i = 0; i < message_ids.size(); ++i) {
+      first[i] = fresh.erase(message_ids[i]) == 1; // the first position of a repeated id
+    }
+    return first;
+  }
+
   /// Forgets ids received more than `older_than` ago (keep longer than the broker's
   /// redelivery horizon). Returns how many. Thread-safety: safe. Blocks: a round trip.
   /// @throws pqxx errors, acquire_error. Allocates: may.
@@ -99,10 +150,11 @@ public:
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
-  static void check(std::string_view v, const char *what) {
+  static void check(std::string_view v, const char *what,
+                    const char *fn = "lakh::pg::inbox::first_delivery") {
     if (v.empty() || v.size() > max_id) {
-      throw std::invalid_argument(std::string("lakh::pg::inbox::first_delivery: ") + what + " (" +
-                                  std::to_string(v.size()) + " bytes) must be 1..255 bytes");
+      throw std::invalid_argument(std::string(fn) + ": " + what + " (" + std::to_string(v.size()) +
+                                  " bytes) must be 1..255 bytes");
     }
   }
 
