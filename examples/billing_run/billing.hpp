@@ -75,7 +75,7 @@ struct names {
 
 /// The current database's name (the stream and subject names derive from it).
 inline names names_of(lakh::pg::pool &p) {
-  return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+  return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction n(c);
     return names{n.exec("SELECT current_database()")[0][0].as<std::string>()};
   });
@@ -93,7 +93,7 @@ inline lakh::pg::inbox make_inbox(lakh::pg::pool &p) {
 
 /// Creates the schema `billing` and its tables (idempotent). With `reset`, drops it first.
 inline void create_schema(lakh::pg::pool &p, bool reset) {
-  lakh::pg::detail::with_connection(p, [&](pqxx::connection &c) {
+  lakh::pg::with_connection(p, [&](pqxx::connection &c) {
     pqxx::work w(c);
     w.exec("SELECT pg_advisory_xact_lock(hashtext('lakh billing_run schema'))");
     if (reset) {
@@ -142,7 +142,7 @@ inline params read_params(pqxx::transaction_base &t) {
 }
 
 inline params read_params(lakh::pg::pool &p) {
-  return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+  return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction n(c);
     return read_params(n);
   });
@@ -457,7 +457,7 @@ inline std::size_t apply_job(pqxx::work &w, lakh::pg::job_queue &queue, lakh::pg
 
 /// Whether the load finished and every job is done (nothing pending or running).
 inline bool all_done(lakh::pg::pool &p) {
-  return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+  return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction t(c);
     auto r = t.exec("SELECT (SELECT loaded_at IS NOT NULL FROM billing.params), "
                     "NOT EXISTS (SELECT 1 FROM billing.jobs WHERE state IN ('pending', "
@@ -674,7 +674,7 @@ inline folded fold(const pqxx::result &r) {
 /// Recomputes the spec's figures from the database and compares them with the generator's.
 /// @throws std::runtime_error if nothing was loaded; pqxx errors.
 inline verify_result verify(lakh::pg::pool &p) {
-  return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+  return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::read_transaction t(c); // one snapshot for every figure
     const auto prm = read_params(t);
     const auto expected = lakh::fake::reference_totals(prm.seed, prm.rows);

@@ -241,7 +241,7 @@ struct counts {
 
 std::optional<counts> read_counts(lakh::pg::pool &p) {
   try {
-    return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+    return lakh::pg::with_connection(p, [](pqxx::connection &c) {
       pqxx::nontransaction t(c);
       auto r = t.exec("SELECT (SELECT count(*) FROM billing.jobs WHERE state = 'done'), "
                       "(SELECT count(*) FROM billing.invoices), "
@@ -309,7 +309,7 @@ struct run_opts {
 };
 
 std::int64_t read_deadlocks(lakh::pg::pool &p) {
-  return lakh::pg::detail::with_connection(p, [](pqxx::connection &c) {
+  return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction t(c);
     return t.exec("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")[0][0]
         .as<std::int64_t>();
@@ -537,7 +537,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
     const double total_s = seconds_since(t0);
     // Worker backends flush their statistics when they exit: wait for them to be gone.
     for (int i = 0; i < 100; ++i) {
-      const auto left = lakh::pg::detail::with_connection(p, [](pqxx::connection &cn) {
+      const auto left = lakh::pg::with_connection(p, [](pqxx::connection &cn) {
         pqxx::nontransaction t(cn);
         return t
             .exec("SELECT count(*) FROM pg_stat_activity WHERE application_name = "

@@ -288,7 +288,7 @@ private:
   }
 
   template <class F> auto with_connection(F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-    return detail::with_connection(*pool_, std::forward<F>(f));
+    return lakh::pg::with_connection(*pool_, std::forward<F>(f));
   }
 
   pool *pool_;

@@ -54,7 +54,7 @@ public:
   /// at once (advisory-locked). Thread-safety: safe. Blocks: a few round trips.
   /// @throws pqxx errors, acquire_error. Allocates: may.
   void create_schema() {
-    detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_inbox_schema:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
@@ -103,14 +103,7 @@ public:
         throw std::invalid_argument("lakh::pg::inbox::first_deliveries: a message_id holds a "
                                     "NUL byte");
       }
-      array += array.size() > 1 ? ",\"" : "\"";
-      for (char ch : id) {
-        if (ch == '"' || ch == '\\') {
-          array += '\\';
-        }
-        array += ch;
-      }
-      array += '"';
+      detail::append_text_element(array, id);
     }
     array += '}';
     std::vector<bool> first(message_ids.size(), false);
@@ -136,7 +129,7 @@ public:
   /// redelivery horizon). Returns how many. Thread-safety: safe. Blocks: a round trip.
   /// @throws pqxx errors, acquire_error. Allocates: may.
   std::size_t purge(std::chrono::milliseconds older_than) {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("DELETE FROM " + table_ +
                                  " WHERE received_at < now() - $1 * interval '1 millisecond'",

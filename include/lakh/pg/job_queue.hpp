@@ -119,7 +119,7 @@ public:
   /// Allocates: may.
   void create_schema() {
     const std::string base = detail::index_base(table_);
-    detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
       w.exec("CREATE SEQUENCE IF NOT EXISTS " + table_ + "_token_seq");
@@ -188,16 +188,9 @@ public:
       return 0;
     }
     std::string array = "{";
-    for (std::size_t i = 0; i < payloads.size(); ++i) {
-      check_payload(payloads[i], "enqueue_bulk");
-      array += i == 0 ? "\"" : ",\"";
-      for (char ch : payloads[i]) {
-        if (ch == '"' || ch == '\\') {
-          array += '\\';
-        }
-        array += ch;
-      }
-      array += '"';
+    for (const auto &payload : payloads) {
+      check_payload(payload, "enqueue_bulk");
+      detail::append_text_element(array, payload);
     }
     array += '}';
     auto r = w.exec_params("INSERT INTO " + table_ +
@@ -220,7 +213,7 @@ public:
                                   ") must be within 1.." + std::to_string(max_batch));
     }
     check_lease(lease, "claim");
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
                                  " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
@@ -262,7 +255,7 @@ public:
   /// changed) otherwise. Commits on its own connection.
   /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
   bool complete(const claimed_job &job) {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       const bool done = complete(w, job);
       w.commit();
@@ -315,7 +308,7 @@ public:
       throw std::invalid_argument("lakh::pg::job_queue::fail: backoff (" +
                                   std::to_string(backoff.count()) + " ms) must not be negative");
     }
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params(
           "UPDATE " + table_ +
@@ -339,7 +332,7 @@ public:
   /// Thread-safety: safe (concurrent rescuers skip each other's rows). Blocks: a round trip.
   /// @throws pqxx errors, acquire_error. Allocates: may.
   std::size_t rescue_expired() {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec("UPDATE " + table_ +
                       " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
@@ -361,7 +354,7 @@ public:
       throw std::invalid_argument("lakh::pg::job_queue::delete_finished: limit (" +
                                   std::to_string(limit) + ") must be at least 1");
     }
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("DELETE FROM " + table_ + " WHERE id IN (SELECT id FROM " + table_ +
                                  " WHERE state = 'done' AND finished_at < now() - $1 * "
@@ -376,7 +369,7 @@ public:
   /// the oldest open transaction's age. Thread-safety: safe. Blocks: a round trip.
   /// @throws pqxx errors, acquire_error. Allocates: may.
   job_queue_health health() {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       job_queue_health h;
       for (const auto &row : w.exec("SELECT state, count(*) FROM " + table_ + " GROUP BY state")) {
@@ -452,7 +445,7 @@ private:
 
   template <class... Args>
   bool fenced_update(const std::string &set, const claimed_job &job, Args &&...args) {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
                                  " WHERE id = $1 AND token = $2 AND state = 'running'",

@@ -148,7 +148,7 @@ public:
   /// advisory lock serializes them). Thread-safety: safe. Blocks: a few round trips.
   /// @throws pqxx errors; acquire_error if no connection could be leased. Allocates: may.
   void create_schema() {
-    detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_outbox_schema:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
@@ -210,7 +210,7 @@ public:
   /// Committed events not yet published. Thread-safety: safe. Blocks: a round trip (a count,
   /// linear in the unpublished rows). @throws pqxx errors, acquire_error. Allocates: may.
   std::int64_t pending() {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
       return tx.exec("SELECT count(*) FROM " + table_ + " WHERE published_at IS NULL")[0][0]
           .as<std::int64_t>();
@@ -221,7 +221,7 @@ public:
   /// false); returns how many. Thread-safety: safe. Blocks: a round trip.
   /// @throws pqxx errors, acquire_error. Allocates: may.
   std::size_t purge_published(std::chrono::milliseconds older_than) {
-    return detail::with_connection(*pool_, [&](pqxx::connection &c) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("DELETE FROM " + table_ +
                                  " WHERE published_at < now() - $1 * interval '1 millisecond'",
@@ -322,19 +322,9 @@ private:
   // A text[] literal {"n1","v1","n2","v2"}: every element double-quoted, \ and " escaped.
   static std::string text_array(std::span<const outbox_header> headers) {
     std::string out = "{";
-    auto add = [&out](const std::string &s) {
-      out += out.size() > 1 ? ",\"" : "\"";
-      for (char ch : s) {
-        if (ch == '"' || ch == '\\') {
-          out += '\\';
-        }
-        out += ch;
-      }
-      out += '"';
-    };
     for (const auto &h : headers) {
-      add(h.name);
-      add(h.value);
+      detail::append_text_element(out, h.name);
+      detail::append_text_element(out, h.value);
     }
     return out + "}";
   }

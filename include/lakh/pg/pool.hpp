@@ -44,6 +44,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -545,5 +546,31 @@ private:
 
   std::shared_ptr<detail::pool_state> state_;
 };
+
+/// Calls `f(connection)` on a connection leased from `p` and returns what f returns; the
+/// lease goes back to the pool afterwards, and a connection found lost (a
+/// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
+/// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
+/// Thread-safety: safe. Blocks: while waiting for a connection and while f runs.
+/// @throws acquire_error when no connection could be leased (pool closed), and whatever f
+/// throws. Allocates: may.
+template <class F>
+auto with_connection(pool &p, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
+  auto lease = p.acquire();
+  if (!lease) {
+    throw acquire_error(lease.status(), p.target());
+  }
+  try {
+    return f(*lease);
+  } catch (const pqxx::broken_connection &) {
+    lease.mark_broken();
+    throw;
+  } catch (...) {
+    if (!lease->is_open()) {
+      lease.mark_broken();
+    }
+    throw;
+  }
+}
 
 } // namespace lakh::pg

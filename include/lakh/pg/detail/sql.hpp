@@ -61,26 +61,18 @@ template <class Range, class Get> std::string bigint_array(const Range &items, G
   return out + "}";
 }
 
-/// Calls f(connection) on a connection leased from `p`; a lost connection marks the lease
-/// broken so that the pool replaces it. @throws acquire_error when no connection could be
-/// leased, and whatever f throws.
-template <class F>
-auto with_connection(pool &p, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-  auto lease = p.acquire();
-  if (!lease) {
-    throw acquire_error(lease.status(), p.target());
-  }
-  try {
-    return f(*lease);
-  } catch (const pqxx::broken_connection &) {
-    lease.mark_broken();
-    throw;
-  } catch (...) {
-    if (!lease->is_open()) {
-      lease.mark_broken();
+/// Appends `s` as one double-quoted element (\ and " escaped) to a PostgreSQL array literal
+/// being built in `out`, which holds "{" and the elements so far; close it with '}'. For a
+/// `$n::text[]` parameter (libpqxx 6.4 has no array parameters). `s` must hold no NUL byte.
+inline void append_text_element(std::string &out, std::string_view s) {
+  out += out.size() > 1 ? ",\"" : "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
     }
-    throw;
+    out += ch;
   }
+  out += '"';
 }
 
 } // namespace lakh::pg::detail
