@@ -7,6 +7,7 @@
 // USER_GRPC_ADDR (127.0.0.1:50051), GRPC_DEADLINE_MS (2000).
 #include "../common/config.hpp"
 #include "../common/db.hpp"
+#include "../common/signals.hpp"
 #include "../common/trace.hpp"
 #include "saas.grpc.pb.h"
 
@@ -108,11 +109,7 @@ grpc::Status to_http(const grpc::Status &s, httplib::Response &res) {
 } // namespace
 
 int main() {
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  const sigset_t sigs = saas::block_stop_signals();
   try {
     const auto cfg = saas::config::load();
     const auto url = cfg.require("DATABASE_URL");
@@ -265,8 +262,7 @@ int main() {
     });
 
     std::thread stopper([&] {
-      int sig = 0;
-      sigwait(&sigs, &sig);
+      (void)saas::wait_stop_signal(sigs);
       http.stop(); // finishes in-flight requests
     });
     std::printf("saas_gateway: listening on %s:%d\n", host.c_str(), port);

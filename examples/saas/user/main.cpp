@@ -4,6 +4,7 @@
 // environment or .env. SIGTERM/SIGINT: stop accepting, finish in-flight calls (5 s), exit 0.
 #include "../common/config.hpp"
 #include "../common/db.hpp"
+#include "../common/signals.hpp"
 #include "saas.grpc.pb.h"
 
 #include <grpcpp/grpcpp.h>
@@ -120,11 +121,7 @@ private:
 } // namespace
 
 int main() {
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  const sigset_t sigs = saas::block_stop_signals();
   try {
     const auto cfg = saas::config::load();
     const auto url = cfg.require("DATABASE_URL");
@@ -146,8 +143,7 @@ int main() {
     }
     std::printf("saas_user: listening on %s\n", addr.c_str());
     std::fflush(stdout);
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    const int sig = saas::wait_stop_signal(sigs);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     std::printf("saas_user: stopped (signal %d)\n", sig);
     return 0;
