@@ -30,6 +30,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -186,12 +187,42 @@ inline lakh::pg::inbox make_inbox(lakh::pg::pool &admin, lakh::pg::pool &p,
 
 // ---- events -----------------------------------------------------------------------------
 
-/// One JetStream stream holds every event of the platform ("saas.<event>" subjects).
-inline constexpr const char *stream_name = "SAAS";
+/// The platform's event namespace, EVENTS_NAMESPACE (environment or .env; default "saas";
+/// 1..32 of [a-z0-9]): events are subjects "<ns>.<event>" of the JetStream stream "<NS>", and
+/// Redis keys start with "<ns>:", so that two platforms (two test runs) can share one NATS
+/// and one Redis. Read once, on first use. @throws config_error naming the variable.
+inline const std::string &event_namespace() {
+  static const std::string ns = [] {
+    auto v = config::load().get("EVENTS_NAMESPACE", "saas");
+    if (v.empty() || v.size() > 32 ||
+        v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789") != std::string::npos) {
+      throw config_error("EVENTS_NAMESPACE=\"" + v + "\" must be 1..32 of [a-z0-9]");
+    }
+    return v;
+  }();
+  return ns;
+}
 
-/// Creates the stream if missing (idempotent). @throws lakh::nats::error.
+/// The subject of an event: topic("invoice.issued") is "saas.invoice.issued".
+inline std::string topic(std::string_view event) {
+  return event_namespace() + "." + std::string(event);
+}
+
+/// The stream that holds every event of the platform: the namespace in upper case.
+inline std::string stream_name() {
+  auto s = event_namespace();
+  for (auto &c : s) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return s;
+}
+
+/// Creates the stream if missing (idempotent). @throws lakh::nats::error, config_error.
 inline void ensure_stream(lakh::nats::jetstream &js) {
-  js.ensure_stream({stream_name, {"saas.>"}, lakh::nats::storage::file, std::chrono::minutes(2)});
+  js.ensure_stream({stream_name(),
+                    {event_namespace() + ".>"},
+                    lakh::nats::storage::file,
+                    std::chrono::minutes(2)});
 }
 
 /// A service's outbox (`<schema>.outbox`) relayed to JetStream on a thread, from start() to
@@ -234,8 +265,8 @@ struct event {
 /// Handles one event; throwing leaves it unacknowledged (redelivered after the ack wait).
 using event_handler = std::function<void(const event &)>;
 
-/// A durable pull consumer of `subject` on a thread, from start() to stop(): fetches, hands
-/// each event to the handler, acknowledges it after the handler returned. Reconnects and
+/// A durable pull consumer of `subject` (a topic()) on a thread, from start() to stop(): fetches,
+/// hands each event to the handler, acknowledges it after the handler returned. Reconnects and
 /// retries after errors (logged). Delivery is at least once: pair it with once_per_event or
 /// another idempotency guard.
 class event_consumer {
@@ -263,7 +294,7 @@ private:
     while (!st.stop_requested()) {
       try {
         if (!consumer) {
-          consumer.emplace(*js_, stream_name, subject_, durable_, ack_wait_);
+          consumer.emplace(*js_, stream_name(), subject_, durable_, ack_wait_);
         }
         for (auto &d : consumer->fetch(64, std::chrono::milliseconds(200))) {
           handle(d);

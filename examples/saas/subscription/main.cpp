@@ -46,8 +46,8 @@ public:
                                  {"plan", req->plan()},
                                  {"version", r[0][0].as<std::int64_t>()}};
           const lakh::pg::outbox_header tp{"traceparent", trace.header()};
-          box_->enqueue(w, "saas.subscription.changed", std::to_string(req->tenant_id()), ev.dump(),
-                        {&tp, 1});
+          box_->enqueue(w, saas::topic("subscription.changed"), std::to_string(req->tenant_id()),
+                        ev.dump(), {&tp, 1});
           saas::log(service, "info", trace.trace_id, "subscription changed", ev);
         }
         out->set_tenant_id(req->tenant_id());
