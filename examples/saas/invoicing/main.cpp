@@ -1,1 +1,199 @@
-int main() { return 1; } // placeholder: being written
+// saas_invoicing: the Invoicing service (examples/saas/README.md). Owns schema `invoicing`:
+// invoices (one per tenant and period, row-level security by app.tenant_id). gRPC: Issue
+// (idempotent on (tenant, period); a new invoice and its `saas.invoice.issued` event commit
+// together through the outbox), Get. Consumes `saas.payment.captured` (durable
+// "invoicing-payments", once per event through the inbox) and marks the invoice paid.
+// Config: DATABASE_URL, NATS_URL (required); INVOICING_GRPC_ADDR (127.0.0.1:50054),
+// INVOICING_METRICS_PORT (9104); environment or .env. SIGTERM/SIGINT: drain and exit 0.
+#include "../common/runtime.hpp"
+#include "saas.grpc.pb.h"
+
+namespace {
+
+using grpc::ServerContext;
+using grpc::Status;
+using grpc::StatusCode;
+namespace v1 = lakh::saas::v1;
+constexpr const char *service = "invoicing";
+
+/// True for a period "YYYY-MM" (month 01..12).
+bool valid_period(const std::string &p) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  return p.size() == 7 && digit(p[0]) && digit(p[1]) && digit(p[2]) && digit(p[3]) && p[4] == '-' &&
+         digit(p[5]) && digit(p[6]) &&
+         ((p[5] == '0' && p[6] != '0') || (p[5] == '1' && p[6] <= '2'));
+}
+
+// Columns of an invoice, in the order fill() reads them.
+constexpr const char *invoice_columns =
+    "id, period, total_cents, status, extract(epoch FROM issued_at)::bigint";
+
+void fill(v1::Invoice &out, std::int64_t tenant, const pqxx::row &r) {
+  out.set_tenant_id(tenant);
+  out.set_id(r[0].as<std::int64_t>());
+  out.set_period(r[1].as<std::string>());
+  out.set_total_cents(r[2].as<std::int64_t>());
+  out.set_status(r[3].as<std::string>());
+  out.set_issued_unix(r[4].as<std::int64_t>());
+}
+
+class invoicing_service final : public v1::InvoicingService::Service {
+public:
+  invoicing_service(lakh::pg::pool &p, lakh::pg::outbox &box, lakh::registry &r)
+      : pool_(&p), box_(&box), stats_(r, service, {"Issue", "Get"}),
+        issued_(&r.make_counter("saas_invoicing_issued_total", "invoices issued")) {}
+
+  Status Issue(ServerContext *ctx, const v1::IssueInvoiceRequest *req, v1::Invoice *out) override {
+    return stats_.run("Issue", *ctx, [&](const saas::trace_context &trace) {
+      if (!valid_period(req->period())) {
+        return Status(StatusCode::INVALID_ARGUMENT,
+                      "period must be YYYY-MM, got \"" + req->period() + "\"");
+      }
+      if (req->total_cents() < 0) {
+        return Status(StatusCode::INVALID_ARGUMENT,
+                      "total_cents must be >= 0, got " + std::to_string(req->total_cents()));
+      }
+      bool inserted = false;
+      auto s = saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
+        inserted = false;
+        // The unique (tenant_id, period) makes a concurrent Issue of the same period wait for
+        // this one and then find its invoice.
+        auto r = w.exec_params(std::string("INSERT INTO invoicing.invoices (tenant_id, period, "
+                                           "total_cents) VALUES ($1, $2, $3) ON CONFLICT "
+                                           "(tenant_id, period) DO NOTHING RETURNING ") +
+                                   invoice_columns,
+                               req->tenant_id(), req->period(), req->total_cents());
+        if (r.empty()) { // issued before: the same invoice for the same total, and no event
+          r = w.exec_params(std::string("SELECT ") + invoice_columns +
+                                " FROM invoicing.invoices WHERE tenant_id = $1 AND period = $2",
+                            req->tenant_id(), req->period());
+          const auto total = r[0][2].as<std::int64_t>();
+          if (total != req->total_cents()) {
+            return Status(StatusCode::FAILED_PRECONDITION,
+                          "invoice for period " + req->period() + " of tenant " +
+                              std::to_string(req->tenant_id()) + " was issued for " +
+                              std::to_string(total) + " cents, not " +
+                              std::to_string(req->total_cents()));
+          }
+          fill(*out, req->tenant_id(), r[0]);
+          return Status::OK;
+        }
+        fill(*out, req->tenant_id(), r[0]);
+        const saas::json ev = {{"tenant_id", req->tenant_id()},
+                               {"invoice_id", out->id()},
+                               {"period", req->period()},
+                               {"total_cents", req->total_cents()}};
+        const lakh::pg::outbox_header tp{"traceparent", trace.header()};
+        box_->enqueue(w, saas::topic("invoice.issued"), std::to_string(req->tenant_id()), ev.dump(),
+                      {&tp, 1});
+        inserted = true;
+        return Status::OK;
+      });
+      if (s.ok() && inserted) {
+        issued_->add();
+        saas::log(service, "info", trace.trace_id, "invoice issued",
+                  {{"tenant_id", req->tenant_id()},
+                   {"invoice_id", out->id()},
+                   {"period", req->period()},
+                   {"total_cents", req->total_cents()}});
+      }
+      return s;
+    });
+  }
+
+  Status Get(ServerContext *ctx, const v1::GetInvoiceRequest *req, v1::Invoice *out) override {
+    return stats_.run("Get", *ctx, [&](const saas::trace_context &) {
+      return saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
+        // Row-level security hides another tenant's invoice: it is NOT_FOUND like a missing one.
+        auto r = w.exec_params(std::string("SELECT ") + invoice_columns +
+                                   " FROM invoicing.invoices WHERE id = $1",
+                               req->invoice_id());
+        if (r.empty()) {
+          return Status(StatusCode::NOT_FOUND,
+                        "invoice " + std::to_string(req->invoice_id()) + " not found");
+        }
+        fill(*out, req->tenant_id(), r[0]);
+        return Status::OK;
+      });
+    });
+  }
+
+private:
+  lakh::pg::pool *pool_;
+  lakh::pg::outbox *box_;
+  saas::rpc_stats stats_;
+  lakh::counter *issued_;
+  lakh::pg::retrier retry_;
+};
+
+/// The payment.captured handler (run once per event, in the event's tenant transaction): marks
+/// the invoice paid. An event that names no invoice of the tenant is logged and acknowledged:
+/// a redelivery would find the same.
+auto on_payment_captured(lakh::counter &paid) {
+  return [&paid](pqxx::work &w, const saas::event &ev) {
+    const auto &b = ev.body;
+    if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer()) {
+      saas::log(service, "error", ev.trace.trace_id, "dropped a malformed payment.captured event",
+                {{"event", ev.id}, {"payload", b}});
+      return;
+    }
+    const auto invoice = b["invoice_id"].get<std::int64_t>();
+    const auto r = w.exec_params("UPDATE invoicing.invoices SET status = 'paid', paid_at = now() "
+                                 "WHERE id = $1 AND status = 'issued' RETURNING total_cents",
+                                 invoice);
+    if (!r.empty()) {
+      paid.add();
+      saas::log(service, "info", ev.trace.trace_id, "invoice paid",
+                {{"tenant_id", ev.tenant_id},
+                 {"invoice_id", invoice},
+                 {"total_cents", r[0][0].as<std::int64_t>()},
+                 {"amount_cents", b.value("amount_cents", saas::json())}});
+    } else if (w.exec_params("SELECT 1 FROM invoicing.invoices WHERE id = $1", invoice).empty()) {
+      saas::log(service, "error", ev.trace.trace_id, "payment for an unknown invoice",
+                {{"tenant_id", ev.tenant_id}, {"invoice_id", invoice}, {"event", ev.id}});
+    }
+  };
+}
+
+} // namespace
+
+int main() {
+  const sigset_t sigs = saas::block_stop_signals();
+  return saas::guarded_main(service, [&] {
+    const auto cfg = saas::config::load();
+    const auto url = cfg.require("DATABASE_URL");
+    lakh::nats::jetstream js(cfg.require("NATS_URL"));
+    saas::ensure_stream(js);
+    lakh::pg::pool pool(saas::service_pool(url, 8));
+    saas::event_relay relay(pool, js, "invoicing");
+    std::optional<lakh::pg::inbox> inbox;
+    {
+      lakh::pg::pool admin(url, 1);
+      saas::setup_schema(admin, "invoicing", [](pqxx::work &w) {
+        w.exec("CREATE TABLE IF NOT EXISTS invoicing.invoices (tenant_id bigint NOT NULL, id "
+               "bigserial PRIMARY KEY, period text NOT NULL, total_cents bigint NOT NULL CHECK "
+               "(total_cents >= 0), status text NOT NULL DEFAULT 'issued' CHECK (status IN "
+               "('issued', 'paid')), issued_at timestamptz NOT NULL DEFAULT now(), paid_at "
+               "timestamptz, UNIQUE (tenant_id, period))");
+        saas::tenant_policy(w, "invoicing.invoices");
+      });
+      relay.create_schema(admin);
+      inbox.emplace(saas::make_inbox(admin, pool, "invoicing"));
+    }
+    lakh::registry metrics;
+    saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("INVOICING_METRICS_PORT", 9104));
+    invoicing_service svc(pool, relay.box(), metrics);
+    auto &paid = metrics.make_counter("saas_invoicing_paid_total", "invoices marked paid");
+    saas::event_consumer consumer(
+        service, js, saas::topic("payment.captured"), "invoicing-payments",
+        saas::once_per_event(pool, *inbox, "invoicing-payments", on_payment_captured(paid)),
+        metrics);
+    relay.start();
+    consumer.start();
+    return saas::serve(service, sigs, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"), {&svc},
+                       [&] {
+                         consumer.stop();
+                         relay.stop();
+                       });
+  });
+}

@@ -1,6 +1,10 @@
-// End to end through the gateway, against real processes and the PostgreSQL of
-// scripts/services (DATABASE_URL): signup, users, the bad-input table with exact statuses and
-// nothing written, tenant isolation by row-level security (also proven by direct SQL).
+// End to end through the gateway, against the seven services as real processes and the
+// PostgreSQL, Redis and NATS JetStream of scripts/services: signup, users, the bad-input table
+// with exact statuses and nothing written, tenant isolation by row-level security (also proven
+// by direct SQL), the billing flow signup -> subscribe -> usage -> invoice -> payment ->
+// notification with the spec's amounts, concurrent duplicate payments (one charge), services
+// killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), and a
+// clean SIGTERM drain of every service.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
@@ -13,8 +17,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <lakh/fake/usage.hpp>
+#include <lakh/nats/jetstream.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,57 +44,125 @@ std::string env(const char *n) {
   return v;
 }
 
+/// A service process (posix_spawn), SIGTERMed and reaped by the destructor.
 struct process {
+  std::string bin;
   pid_t pid = -1;
-  explicit process(const std::vector<std::string> &args) {
-    std::vector<char *> argv;
-    for (const auto &a : args) {
-      argv.push_back(const_cast<char *>(a.c_str()));
-    }
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) == 0);
+  explicit process(std::string path) : bin(std::move(path)) { start(); }
+  void start() {
+    char *argv[] = {bin.data(), nullptr};
+    REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) == 0);
+  }
+  /// SIGKILL (no draining at all), reaped.
+  void kill9() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    pid = -1;
+  }
+  /// SIGTERM; the exit status (-1 if it did not exit normally).
+  int terminate() {
+    int st = 0;
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, &st, 0);
+    pid = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   }
   ~process() {
     if (pid > 0) {
-      ::kill(pid, SIGTERM);
-      ::waitpid(pid, nullptr, 0);
+      (void)terminate();
     }
   }
   process(const process &) = delete;
   process &operator=(const process &) = delete;
 };
 
+/// The whole platform as real processes: a fresh database, its own event namespace (stream,
+/// subjects, Redis keys) on the shared NATS and Redis, ports derived from the test's pid.
 struct platform {
-  std::string db = "saas_e2e_" + std::to_string(::getpid());
+  static inline int instances = 0;
+  std::string ns = "e2e" + std::to_string(::getpid()) + "n" + std::to_string(++instances);
+  std::string db = "saas_" + ns;
   std::string url;
-  int port = 18000 + ::getpid() % 1000;
-  std::unique_ptr<process> user;
-  std::unique_ptr<process> gateway;
-  httplib::Client http{"127.0.0.1", port};
+  int base = 20000 + (::getpid() % 400) * 16;
+  std::map<std::string, std::unique_ptr<process>> svc;
+  httplib::Client http{"127.0.0.1", base};
+
+  static constexpr const char *names[] = {"user",    "subscription", "billing", "invoicing",
+                                          "payment", "notification", "gateway"};
+  static std::string bin(const std::string &name) { return SAAS_BIN_DIR "/saas_" + name; }
 
   platform() {
     {
-      pqxx::connection admin(env("DATABASE_URL"));
+      pqxx::connection admin(admin_url());
       pqxx::nontransaction n(admin);
       n.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
       n.exec("CREATE DATABASE " + db);
     }
     url = "postgresql://postgres@127.0.0.1:" + env("PGPORT") + "/" + db;
+    (void)env("NATS_URL");
+    (void)env("REDIS_URL");
     ::setenv("DATABASE_URL", url.c_str(), 1);
-    const std::string grpc = "127.0.0.1:" + std::to_string(port + 1000);
-    ::setenv("USER_GRPC_ADDR", grpc.c_str(), 1);
-    ::setenv("GATEWAY_PORT", std::to_string(port).c_str(), 1);
-    user = std::make_unique<process>(std::vector<std::string>{SAAS_USER_BIN});
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    gateway = std::make_unique<process>(std::vector<std::string>{SAAS_GATEWAY_BIN});
-    for (int i = 0; i < 100 && !http.Get("/metrics"); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::setenv("EVENTS_NAMESPACE", ns.c_str(), 1);
+    ::setenv("GATEWAY_PORT", std::to_string(base).c_str(), 1);
+    for (int i = 0; i < 6; ++i) {
+      std::string up = names[i];
+      std::transform(up.begin(), up.end(), up.begin(), ::toupper);
+      ::setenv((up + "_GRPC_ADDR").c_str(), ("127.0.0.1:" + std::to_string(base + 1 + i)).c_str(),
+               1);
+      ::setenv((up + "_METRICS_PORT").c_str(), std::to_string(base + 7 + i).c_str(), 1);
     }
-    REQUIRE(http.Get("/metrics"));
+    for (const char *n : names) {
+      svc[n] = std::make_unique<process>(bin(n));
+      wait_healthy(n);
+    }
+  }
+
+  ~platform() {
+    svc.clear(); // SIGTERM, in the map's order; then the platform's stream goes
+    std::string stream = ns;
+    std::transform(stream.begin(), stream.end(), stream.begin(), ::toupper);
+    lakh::nats::jetstream(env("NATS_URL")).delete_stream(stream);
+    try {
+      pqxx::connection admin(admin_url());
+      pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+    } catch (const std::exception &) { // a test that failed may leave it; the server is temporary
+    }
+  }
+  platform(const platform &) = delete;
+  platform &operator=(const platform &) = delete;
+
+  /// The server's DATABASE_URL as the test started (platforms point it at their database).
+  static const std::string &admin_url() {
+    static const std::string url = env("DATABASE_URL");
+    return url;
+  }
+
+  int health_port(const std::string &name) const {
+    for (int i = 0; i < 6; ++i) {
+      if (name == names[i]) {
+        return base + 7 + i;
+      }
+    }
+    return base; // the gateway
+  }
+  void wait_healthy(const std::string &name) {
+    httplib::Client c("127.0.0.1", health_port(name));
+    for (int i = 0; i < 200; ++i) {
+      if (auto r = c.Get("/healthz"); r && r->status == 200) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL("saas_" << name << " did not answer /healthz within 10 s");
+  }
+  void restart(const std::string &name) {
+    svc[name]->start();
+    wait_healthy(name);
   }
 
   httplib::Result post(const std::string &path, const std::string &body,
-                       const std::string &key = "", const std::string &idem = "") {
+                       const std::string &key = "", const std::string &idem = "",
+                       const std::string &traceparent = "") {
     httplib::Headers h;
     if (!key.empty()) {
       h.emplace("Authorization", "Bearer " + key);
@@ -91,7 +170,29 @@ struct platform {
     if (!idem.empty()) {
       h.emplace("Idempotency-Key", idem);
     }
+    if (!traceparent.empty()) {
+      h.emplace("traceparent", traceparent);
+    }
     return http.Post(path, h, body, "application/json");
+  }
+  httplib::Result get(const std::string &path, const std::string &key) {
+    return http.Get(path, httplib::Headers{{"Authorization", "Bearer " + key}});
+  }
+  /// GETs `path` until it answers 200 and pred(body) holds, up to 20 s; the last body.
+  json get_until(const std::string &path, const std::string &key,
+                 const std::function<bool(const json &)> &pred) {
+    json last;
+    for (int i = 0; i < 400; ++i) {
+      if (auto r = get(path, key); r && r->status == 200) {
+        last = json::parse(r->body);
+        if (pred(last)) {
+          return last;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL("GET " << path << " did not reach the expected state within 20 s; last: " << last.dump());
+    return last;
   }
 
   long count(const std::string &sql) {
@@ -99,7 +200,60 @@ struct platform {
     pqxx::nontransaction n(c);
     return n.exec(sql)[0][0].as<long>();
   }
+  /// Waits (20 s) until `sql` counts `n`.
+  void wait_count(const std::string &sql, long n) {
+    for (int i = 0; i < 400 && count(sql) != n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    REQUIRE(count(sql) == n);
+  }
+
+  /// Signs a tenant up and subscribes it to `plan`; returns (tenant id, API key) once billing
+  /// has seen the subscription.changed event.
+  std::pair<long, std::string> tenant(const std::string &name, const std::string &plan = "pro") {
+    auto s = post("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name);
+    REQUIRE(s);
+    REQUIRE(s->status == 201);
+    const auto j = json::parse(s->body);
+    const auto key = j["api_key"].get<std::string>();
+    auto sub = post("/v1/subscriptions", json{{"plan", plan}}.dump(), key, "sub-" + name);
+    REQUIRE(sub->status == 201);
+    wait_count("SELECT count(*) FROM billing.accounts WHERE tenant_id = " +
+                   std::to_string(j["tenant_id"].get<long>()) + " AND plan = '" + plan + "'",
+               1);
+    return {j["tenant_id"].get<long>(), key};
+  }
 };
+
+/// The spec's rating, written here from ../shared/spec/usage-rows.md (not the library's).
+long spec_charge(int metric, long quantity) {
+  static constexpr long price[] = {1, 3, 2, 50};
+  const long p = price[metric];
+  return quantity <= 1000 ? quantity * p : 1000 * p + ((quantity - 1000) * p * 9) / 10;
+}
+
+/// 2026-01-01, 2026-02-01, 2026-03-01 UTC.
+constexpr std::int64_t month_start[] = {1767225600, 1769904000, 1772323200};
+
+/// Rows [first, last) of the spec's stream (seed 42) as the gateway's JSON; their expected
+/// charge in `cents`. Month 0 keeps the generated January timestamps; month 1 or 2 moves
+/// them into February or March (the day taken modulo 28).
+
+json usage(std::uint64_t first, std::uint64_t last, long &cents, std::uint64_t month = 0) {
+  json rows = json::array();
+  cents = 0;
+  for (auto i = first; i < last; ++i) {
+    const auto r = lakh::fake::row_at(42, i);
+    rows.push_back(
+        {{"id", r.id},
+         {"user_id", r.user_id},
+         {"metric", static_cast<int>(r.kind)},
+         {"quantity", r.quantity},
+         {"ts", month == 0 ? r.ts : month_start[month] + (r.ts - month_start[0]) % (28 * 86400)}});
+    cents += spec_charge(static_cast<int>(r.kind), r.quantity);
+  }
+  return json{{"rows", rows}};
+}
 
 } // namespace
 
@@ -168,4 +322,150 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
   CHECK_THROWS((void)w.exec("INSERT INTO users.users (tenant_id, email) VALUES (" +
                             std::to_string(acme["tenant_id"].get<long>()) +
                             ", 'sneaky@globex.io')"));
+}
+
+TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::timeout(180)) {
+  platform p;
+  const auto [tenant, key] = p.tenant("initech");
+  const auto t = std::to_string(tenant);
+
+  // The spec's first 10 rows cost 589382 cents (its published figure), then 4990 more rows.
+  long first_cents = 0;
+  auto r = p.post("/v1/usage", usage(0, 10, first_cents).dump(), key, "usage-1");
+  REQUIRE(r->status == 200);
+  CHECK(first_cents == 589382);
+  CHECK(json::parse(r->body)["charge_cents"] == 589382);
+  CHECK(json::parse(r->body)["accepted"] == 10);
+  long rest_cents = 0;
+  const auto rest = usage(10, 5000, rest_cents).dump();
+  r = p.post("/v1/usage", rest, key, "usage-2");
+  REQUIRE(r->status == 200);
+  CHECK(json::parse(r->body)["charge_cents"] == rest_cents);
+  // The same rows under another Idempotency-Key: all duplicates, nothing charged twice.
+  r = p.post("/v1/usage", rest, key, "usage-3");
+  REQUIRE(r->status == 200);
+  CHECK(json::parse(r->body)["duplicates"] == 4990);
+  CHECK(json::parse(r->body)["charge_cents"] == 0);
+  // A bad row anywhere in a batch: 400 naming it, and no row of the batch written.
+  long ignored = 0;
+  auto bad = usage(5000, 5010, ignored);
+  bad["rows"][7]["metric"] = 9;
+  r = p.post("/v1/usage", bad.dump(), key, "usage-bad");
+  CHECK(r->status == 400);
+  CHECK(json::parse(r->body)["error"].get<std::string>().find("rows[7].metric") !=
+        std::string::npos);
+  CHECK(p.count("SELECT count(*) FROM billing.usage") == 5000);
+
+  // Close January: the invoice carries the spec's total; the traceparent we send comes back
+  // in the notification, through gRPC metadata and the events' NATS headers.
+  const std::string trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  r = p.post("/v1/invoices", R"({"period":"2026-01"})", key, "close-1",
+             "00-" + trace_id + "-00f067aa0ba902b7-01");
+  REQUIRE(r->status == 201);
+  const auto invoice = json::parse(r->body);
+  const long total = first_cents + rest_cents;
+  CHECK(invoice["total_cents"] == total);
+  CHECK(invoice["rows"] == 5000);
+  const auto id = std::to_string(invoice["id"].get<long>());
+  // Usage for a closed period is refused (409), nothing written.
+  r = p.post("/v1/usage", usage(5000, 5010, ignored).dump(), key, "usage-late");
+  CHECK(r->status == 409);
+  CHECK(p.count("SELECT count(*) FROM billing.usage") == 5000);
+
+  // invoice.issued -> payment captured -> invoice paid -> notification recorded.
+  const auto payment =
+      p.get_until("/v1/invoices/" + id + "/payment", key, [](const json &) { return true; });
+  CHECK(payment["amount_cents"] == total);
+  p.get_until("/v1/invoices/" + id, key, [](const json &j) { return j["status"] == "paid"; });
+  const auto notes = p.get_until("/v1/notifications", key, [](const json &j) {
+    return !j["notifications"].empty();
+  })["notifications"];
+  REQUIRE(notes.size() == 1);
+  CHECK(notes[0]["amount_cents"] == total);
+  CHECK(notes[0]["invoice_id"] == invoice["id"]);
+  CHECK(notes[0]["traceparent"].get<std::string>().substr(3, 32) == trace_id);
+
+  // Concurrent duplicate payment requests (same key, and other keys): one charge.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  std::atomic<int> other{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      httplib::Client c("127.0.0.1", p.base);
+      auto res = c.Post(
+          "/v1/payments",
+          httplib::Headers{{"Authorization", "Bearer " + key},
+                           {"Idempotency-Key", i < 6 ? "pay-1" : "pay-" + std::to_string(i)}},
+          json{{"invoice_id", invoice["id"]}}.dump(), "application/json");
+      if (res && res->status == 201 && json::parse(res->body)["amount_cents"] == total) {
+        ++ok;
+      } else if (res && res->status == 409) {
+        ++other; // the same key still in progress: "retry later"
+      }
+    });
+  }
+  for (auto &th : threads) {
+    th.join();
+  }
+  CHECK(ok + other == 8);
+  CHECK(ok >= 1);
+  CHECK(p.count("SELECT count(*) FROM payments.provider_charges") == 1);
+  CHECK(p.count("SELECT count(*) FROM payments.payments") == 1);
+  CHECK(p.count("SELECT count(*) FROM notifications.sent") == 1);
+
+  // Another tenant sees none of it (RLS): 404 for the invoice and its payment.
+  const auto [other_tenant, other_key] = p.tenant("hooli", "starter");
+  CHECK(p.get("/v1/invoices/" + id, other_key)->status == 404);
+  CHECK(p.get("/v1/invoices/" + id + "/payment", other_key)->status == 404);
+  CHECK(json::parse(p.get("/v1/notifications", other_key)->body)["notifications"].empty());
+}
+
+TEST_CASE("saas.e2e.services_killed_mid_flow_lose_nothing_and_charge_once" *
+          doctest::timeout(240)) {
+  platform p;
+  const auto [tenant, key] = p.tenant("umbrella");
+  // Payment and notification die (SIGKILL: no drain); invoices keep being issued; their
+  // events wait in JetStream.
+  p.svc["payment"]->kill9();
+  p.svc["notification"]->kill9();
+  long expected = 0;
+  constexpr std::uint64_t months = 3;
+  for (std::uint64_t m = 0; m < months; ++m) {
+    long cents = 0;
+    auto r = p.post("/v1/usage", usage(m * 1000, m * 1000 + 1000, cents, m).dump(), key,
+                    "u" + std::to_string(m));
+    REQUIRE(r->status == 200);
+    r = p.post("/v1/invoices", json{{"period", "2026-0" + std::to_string(m + 1)}}.dump(), key,
+               "close-" + std::to_string(m));
+    REQUIRE(r->status == 201);
+    CHECK(json::parse(r->body)["total_cents"] == cents);
+    expected += cents;
+    if (m == 0) {
+      p.restart("payment"); // back while invoices are still being issued
+    }
+    if (m == 1) {
+      p.svc["payment"]->kill9(); // and killed again mid-flow
+      p.svc["invoicing"]->kill9();
+      p.restart("invoicing");
+      p.restart("payment");
+    }
+  }
+  p.wait_count("SELECT count(*) FROM payments.payments", months);
+  p.restart("notification");
+  p.wait_count("SELECT count(*) FROM notifications.sent", months);
+  p.wait_count("SELECT count(*) FROM invoicing.invoices WHERE status = 'paid'", months);
+  // Exactly once: one provider charge and one payment per invoice, amounts as invoiced.
+  CHECK(p.count("SELECT count(*) FROM payments.provider_charges") == months);
+  CHECK(p.count("SELECT coalesce(sum(amount_cents), 0) FROM payments.payments") == expected);
+  CHECK(p.count("SELECT coalesce(sum(amount_cents), 0) FROM notifications.sent") == expected);
+  CHECK(p.count("SELECT count(DISTINCT invoice_id) FROM notifications.sent") == months);
+  // Nothing left behind in the outboxes once the relays caught up.
+  p.wait_count("SELECT (SELECT count(*) FROM invoicing.outbox WHERE published_at IS NULL) + "
+               "(SELECT count(*) FROM payments.outbox WHERE published_at IS NULL)",
+               0);
+  // Every service drains and exits 0 on SIGTERM.
+  for (auto it = std::rbegin(platform::names); it != std::rend(platform::names); ++it) {
+    CAPTURE(*it);
+    CHECK(p.svc[*it]->terminate() == 0);
+  }
 }
