@@ -32,14 +32,6 @@ constexpr std::int64_t max_quantity = 1'000'000'000;
 constexpr std::int64_t min_ts = 946684800;  // 2000-01-01T00:00:00Z
 constexpr std::int64_t max_ts = 4102444800; // 2100-01-01T00:00:00Z
 
-/// True for a period "YYYY-MM" (month 01..12).
-bool valid_period(const std::string &p) {
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  return p.size() == 7 && digit(p[0]) && digit(p[1]) && digit(p[2]) && digit(p[3]) && p[4] == '-' &&
-         digit(p[5]) && digit(p[6]) &&
-         ((p[5] == '0' && p[6] != '0') || (p[5] == '1' && p[6] <= '2'));
-}
-
 /// The UTC month of a unix time, "YYYY-MM".
 std::string period_of(std::int64_t unix_seconds) {
   using namespace std::chrono;
@@ -186,7 +178,7 @@ public:
   Status ClosePeriod(ServerContext *ctx, const v1::ClosePeriodRequest *req,
                      v1::ClosePeriodResponse *out) override {
     return stats_.run("ClosePeriod", *ctx, [&](const saas::trace_context &trace) {
-      if (!valid_period(req->period())) {
+      if (!saas::valid_period(req->period())) {
         return Status(StatusCode::INVALID_ARGUMENT,
                       "period must be YYYY-MM, got \"" + req->period() + "\"");
       }

@@ -185,6 +185,14 @@ inline lakh::pg::inbox make_inbox(lakh::pg::pool &admin, lakh::pg::pool &p,
   return lakh::pg::inbox(p, {table});
 }
 
+/// True for a billing period "YYYY-MM" (month 01..12), as billing and invoicing expect.
+inline bool valid_period(std::string_view p) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  return p.size() == 7 && digit(p[0]) && digit(p[1]) && digit(p[2]) && digit(p[3]) && p[4] == '-' &&
+         digit(p[5]) && digit(p[6]) &&
+         ((p[5] == '0' && p[6] != '0') || (p[5] == '1' && p[6] <= '2'));
+}
+
 // ---- events -----------------------------------------------------------------------------
 
 /// The platform's event namespace, EVENTS_NAMESPACE (environment or .env; default "saas";

@@ -16,14 +16,6 @@ using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
 constexpr const char *service = "invoicing";
 
-/// True for a period "YYYY-MM" (month 01..12).
-bool valid_period(const std::string &p) {
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  return p.size() == 7 && digit(p[0]) && digit(p[1]) && digit(p[2]) && digit(p[3]) && p[4] == '-' &&
-         digit(p[5]) && digit(p[6]) &&
-         ((p[5] == '0' && p[6] != '0') || (p[5] == '1' && p[6] <= '2'));
-}
-
 // Columns of an invoice, in the order fill() reads them.
 constexpr const char *invoice_columns =
     "id, period, total_cents, status, extract(epoch FROM issued_at)::bigint";
@@ -45,7 +37,7 @@ public:
 
   Status Issue(ServerContext *ctx, const v1::IssueInvoiceRequest *req, v1::Invoice *out) override {
     return stats_.run("Issue", *ctx, [&](const saas::trace_context &trace) {
-      if (!valid_period(req->period())) {
+      if (!saas::valid_period(req->period())) {
         return Status(StatusCode::INVALID_ARGUMENT,
                       "period must be YYYY-MM, got \"" + req->period() + "\"");
       }
