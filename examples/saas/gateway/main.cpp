@@ -107,7 +107,9 @@ parse_body(const std::string &body, std::initializer_list<std::pair<const char *
   if (j.is_discarded() || !j.is_object()) {
     return std::string("the body must be a JSON object");
   }
-  for (const auto &[k, v] : j.items()) {
+  for (const auto &item : j.items()) {
+    const std::string &k = item.key(); // not a structured binding: Clang 14 cannot capture one
+    const json &v = item.value();
     const auto *f =
         std::find_if(fields.begin(), fields.end(), [&](const auto &p) { return k == p.first; });
     if (f == fields.end()) {

@@ -208,9 +208,9 @@ struct platform {
     REQUIRE(count(sql) == n);
   }
 
-  /// Signs a tenant up and subscribes it to `plan`; returns (tenant id, API key) once billing
-  /// has seen the subscription.changed event.
-  std::pair<long, std::string> tenant(const std::string &name, const std::string &plan = "pro") {
+  /// Signs a tenant up and subscribes it to `plan`; returns its API key once billing has seen
+  /// the subscription.changed event.
+  std::string tenant(const std::string &name, const std::string &plan = "pro") {
     auto s = post("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name);
     REQUIRE(s);
     REQUIRE(s->status == 201);
@@ -221,7 +221,7 @@ struct platform {
     wait_count("SELECT count(*) FROM billing.accounts WHERE tenant_id = " +
                    std::to_string(j["tenant_id"].get<long>()) + " AND plan = '" + plan + "'",
                1);
-    return {j["tenant_id"].get<long>(), key};
+    return key;
   }
 };
 
@@ -326,8 +326,7 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
 
 TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::timeout(180)) {
   platform p;
-  const auto [tenant, key] = p.tenant("initech");
-  const auto t = std::to_string(tenant);
+  const auto key = p.tenant("initech");
 
   // The spec's first 10 rows cost 589382 cents (its published figure), then 4990 more rows.
   long first_cents = 0;
@@ -414,7 +413,7 @@ TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::time
   CHECK(p.count("SELECT count(*) FROM notifications.sent") == 1);
 
   // Another tenant sees none of it (RLS): 404 for the invoice and its payment.
-  const auto [other_tenant, other_key] = p.tenant("hooli", "starter");
+  const auto other_key = p.tenant("hooli", "starter");
   CHECK(p.get("/v1/invoices/" + id, other_key)->status == 404);
   CHECK(p.get("/v1/invoices/" + id + "/payment", other_key)->status == 404);
   CHECK(json::parse(p.get("/v1/notifications", other_key)->body)["notifications"].empty());
@@ -423,7 +422,7 @@ TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::time
 TEST_CASE("saas.e2e.services_killed_mid_flow_lose_nothing_and_charge_once" *
           doctest::timeout(240)) {
   platform p;
-  const auto [tenant, key] = p.tenant("umbrella");
+  const auto key = p.tenant("umbrella");
   // Payment and notification die (SIGKILL: no drain); invoices keep being issued; their
   // events wait in JetStream.
   p.svc["payment"]->kill9();
@@ -488,8 +487,8 @@ TEST_CASE("saas.e2e.per_tenant_rate_and_concurrency_limits" * doctest::timeout(1
   SUBCASE("rate: a burst of 2, then 429 with Retry-After; other tenants unaffected") {
     env_guard e{{"TENANT_RATE", "1"}, {"TENANT_BURST", "2"}};
     platform p;
-    const auto [tenant, key] = p.tenant("rated");
-    const auto [other, other_key] = p.tenant("unrated");
+    const auto key = p.tenant("rated");
+    const auto other_key = p.tenant("unrated");
     std::this_thread::sleep_for(std::chrono::milliseconds(2100)); // the bucket refills to 2
     std::vector<int> statuses;
     for (int i = 0; i < 6; ++i) {
@@ -509,7 +508,7 @@ TEST_CASE("saas.e2e.per_tenant_rate_and_concurrency_limits" * doctest::timeout(1
   SUBCASE("concurrency: one request in flight per tenant, the others 429 at once") {
     env_guard e{{"TENANT_CONCURRENCY", "1"}};
     platform p;
-    const auto [tenant, key] = p.tenant("busy");
+    const auto key = p.tenant("busy");
     long cents = 0;
     const auto big = usage(0, 10000, cents).dump(); // a slow request: 10,000 rows
     std::atomic<int> ok{0};
