@@ -273,17 +273,20 @@ struct event {
 /// Handles one event; throwing leaves it unacknowledged (redelivered after the ack wait).
 using event_handler = std::function<void(const event &)>;
 
-/// A durable pull consumer of `subject` (a topic()) on a thread, from start() to stop(): fetches,
-/// hands each event to the handler, acknowledges it after the handler returned. Reconnects and
+/// A durable pull consumer of `subject` (a topic()) on a thread, from start() to stop(): fetches
+/// up to `fetch` events at a time, hands each to the handler, acknowledges it after the handler
+/// returned. Events of a batch wait for those before them: keep fetch x (slowest handler) below
+/// ack_wait, or JetStream redelivers events still in hand (harmless, wasteful). Reconnects and
 /// retries after errors (logged). Delivery is at least once: pair it with once_per_event or
 /// another idempotency guard.
 class event_consumer {
 public:
   event_consumer(std::string service, lakh::nats::jetstream &js, std::string subject,
                  std::string durable, event_handler handler, lakh::registry &metrics,
-                 std::chrono::milliseconds ack_wait = std::chrono::seconds(10))
+                 std::chrono::milliseconds ack_wait = std::chrono::seconds(10), int fetch = 64)
       : service_(std::move(service)), js_(&js), subject_(std::move(subject)),
         durable_(std::move(durable)), handler_(std::move(handler)), ack_wait_(ack_wait),
+        fetch_(fetch),
         handled_(&metrics.make_counter("saas_events_handled_total", "events handled and acked",
                                        {{"service", service_}, {"subject", subject_}})),
         failed_(&metrics.make_counter("saas_events_failed_total",
@@ -304,7 +307,7 @@ private:
         if (!consumer) {
           consumer.emplace(*js_, stream_name(), subject_, durable_, ack_wait_);
         }
-        for (auto &d : consumer->fetch(64, std::chrono::milliseconds(200))) {
+        for (auto &d : consumer->fetch(fetch_, std::chrono::milliseconds(200))) {
           handle(d);
         }
       } catch (const std::exception &e) {
@@ -352,6 +355,7 @@ private:
   std::string durable_;
   event_handler handler_;
   std::chrono::milliseconds ack_wait_;
+  int fetch_;
   lakh::counter *handled_;
   lakh::counter *failed_;
   std::optional<std::jthread> thread_;

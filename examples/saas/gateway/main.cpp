@@ -6,7 +6,8 @@
 // response's traceparent header and written in the logs). POSTs that create or charge need an
 // Idempotency-Key: lakh::idempotency_guard over lakh::pg::idempotency_store runs them once
 // per (tenant, key); a replay returns the stored response, the key with another body is 422.
-// Transient failures (503, 504) are not stored: the key is released and a retry runs again.
+// Server-side failures (500, 503, 504) are not stored: the key is released and a retry runs
+// again.
 //
 // Config (environment or .env): DATABASE_URL (required); GATEWAY_ADDR (127.0.0.1),
 // GATEWAY_PORT (8080), GATEWAY_THREADS (16), GRPC_DEADLINE_MS (2000), TENANT_RATE (requests
@@ -84,6 +85,8 @@ int http_status(const grpc::Status &s) {
     return 409;
   case grpc::StatusCode::DEADLINE_EXCEEDED:
     return 504;
+  case grpc::StatusCode::INTERNAL:
+    return 500;
   default:
     return 503;
   }

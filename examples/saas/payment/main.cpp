@@ -389,7 +389,8 @@ int main() {
     capturer cap(pool, relay.box(), provider, store, metrics);
     payment_service svc(pool, cap, metrics);
     saas::event_consumer consumer(service, js, saas::topic("invoice.issued"), "payment-invoices",
-                                  on_invoice_issued(cap), metrics, std::chrono::seconds(5));
+                                  on_invoice_issued(cap), metrics, std::chrono::seconds(5),
+                                  /*fetch=*/1); // a capture may wait 4 s for a duplicate
     relay.start();
     consumer.start();
     return saas::serve(service, sigs, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:50055"), {&svc}, [&] {
