@@ -51,6 +51,20 @@ auto in_tenant(lakh::pg::retrier &retry, lakh::pg::pool &p, std::int64_t tenant,
   });
 }
 
+/// One read-only statement scoped to `tenant` in ONE round trip (in_tenant takes four: BEGIN,
+/// set_config, the query, COMMIT). PostgreSQL runs the statements of one simple-query message
+/// in a single implicit transaction, so "SELECT set_config(.., true); <select>" sets the tenant
+/// for that transaction only and returns the select's rows. `select` is sent as text: build it
+/// only from integers and pqxx quote()d values. Lost connections are not retried here (the
+/// caller answers UNAVAILABLE).
+inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const std::string &select) {
+  return lakh::pg::with_connection(p, [&](pqxx::connection &c) {
+    pqxx::nontransaction n(c);
+    return n.exec("SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true); " +
+                  select);
+  });
+}
+
 /// Enables and forces row-level security on `table` with the tenant policy (idempotent).
 inline void tenant_policy(pqxx::work &w, const std::string &table) {
   w.exec("ALTER TABLE " + table + " ENABLE ROW LEVEL SECURITY");

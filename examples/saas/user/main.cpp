@@ -79,17 +79,18 @@ public:
 
   Status GetUser(ServerContext *ctx, const v1::GetUserRequest *req, v1::User *out) override {
     return stats_.run("GetUser", *ctx, [&](const saas::trace_context &) {
-      return saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
-        // Row-level security hides another tenant's user: it is NOT_FOUND, not forbidden.
-        auto r = w.exec_params("SELECT email FROM users.users WHERE id = $1", req->user_id());
-        if (r.empty()) {
-          return Status(StatusCode::NOT_FOUND, "no user " + std::to_string(req->user_id()));
-        }
-        out->set_tenant_id(req->tenant_id());
-        out->set_id(req->user_id());
-        out->set_email(r[0][0].as<std::string>());
-        return Status::OK;
-      });
+      // The read path: one round trip. Row-level security hides another tenant's user: it is
+      // NOT_FOUND, not forbidden.
+      auto r = saas::tenant_read(*pool_, req->tenant_id(),
+                                 "SELECT email FROM users.users WHERE id = " +
+                                     std::to_string(req->user_id()));
+      if (r.empty()) {
+        return Status(StatusCode::NOT_FOUND, "no user " + std::to_string(req->user_id()));
+      }
+      out->set_tenant_id(req->tenant_id());
+      out->set_id(req->user_id());
+      out->set_email(r[0][0].as<std::string>());
+      return Status::OK;
     });
   }
 
