@@ -6,8 +6,8 @@
 // response's traceparent header and written in the logs). POSTs that create or charge need an
 // Idempotency-Key: lakh::idempotency_guard over lakh::pg::idempotency_store runs them once
 // per (tenant, key); a replay returns the stored response, the key with another body is 422.
-// Server-side failures (500, 503, 504) are not stored: the key is released and a retry runs
-// again.
+// Answers that depend on the moment (409 conflicts, 500, 503, 504) are not stored: the key is
+// released and a retry runs again.
 //
 // Config (environment or .env): DATABASE_URL (required); GATEWAY_ADDR (127.0.0.1),
 // GATEWAY_PORT (8080), GATEWAY_THREADS (16), GRPC_DEADLINE_MS (2000), TENANT_RATE (requests
@@ -342,11 +342,12 @@ private:
     }
   }
 
-  /// A reply from a gRPC status: the status's HTTP code and message; transient ones thrown
-  /// when `in_idempotent` (so the key is not spent on them).
+  /// A reply from a gRPC status: the status's HTTP code and message. When `in_idempotent`, the
+  /// answers that depend on the moment are thrown (so the key is not spent on them and a retry
+  /// runs again): 5xx, and 409 (in progress elsewhere, no subscription known to billing yet).
   static reply from(const grpc::Status &s, bool in_idempotent = false) {
     reply r = fail(http_status(s), s.error_message());
-    if (in_idempotent && r.status >= 500) {
+    if (in_idempotent && (r.status >= 500 || r.status == 409)) {
       throw transient(r);
     }
     return r;

@@ -370,6 +370,11 @@ TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::time
   r = p.post("/v1/usage", usage(5000, 5010, ignored).dump(), key, "usage-late");
   CHECK(r->status == 409);
   CHECK(p.count("SELECT count(*) FROM billing.usage") == 5000);
+  // A 409 depends on the moment: not stored under the key, the retry is evaluated again.
+  r = p.post("/v1/usage", usage(5000, 5010, ignored).dump(), key, "usage-late");
+  CHECK(r->status == 409);
+  CHECK(r->get_header_value("Idempotent-Replayed").empty());
+  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE key = 'usage-late'") == 0);
 
   // invoice.issued -> payment captured -> invoice paid -> notification recorded.
   const auto payment =
