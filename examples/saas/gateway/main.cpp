@@ -9,7 +9,14 @@
 // Answers that depend on the moment (409 conflicts, 500, 503, 504) are not stored: the key is
 // released and a retry runs again.
 //
-// Config (environment or .env): DATABASE_URL (required); GATEWAY_ADDR (127.0.0.1),
+// API keys: a signup mints "lakh_" + HMAC-SHA256(GATEWAY_KEY_SECRET, random salt). The
+// database holds only the key's SHA-256 (gateway.api_keys) and the salt (the signup's stored
+// idempotent response), so a replayed signup returns the same key while neither table gives
+// one away without the secret. Lookups are cached for API_KEY_CACHE_MS: a key deleted from
+// gateway.api_keys stops working within that time.
+//
+// Config (environment or .env): DATABASE_URL and GATEWAY_KEY_SECRET (at least 32 characters)
+// required; API_KEY_CACHE_MS (60000); GATEWAY_ADDR (127.0.0.1),
 // GATEWAY_PORT (8080), GATEWAY_THREADS (16), GRPC_DEADLINE_MS (2000), TENANT_RATE (requests
 // per second, 1000), TENANT_BURST (2000), TENANT_CONCURRENCY (in-flight requests, 64), and
 // <SERVICE>_GRPC_ADDR for USER (127.0.0.1:50051), SUBSCRIPTION (:50052), BILLING (:50053),
@@ -22,9 +29,10 @@
 #include <lakh/semaphore.hpp>
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include <mutex>
-#include <random>
 #include <shared_mutex>
 #include <unordered_map>
 #include <variant>
@@ -36,27 +44,50 @@ using json = nlohmann::json;
 using saas::trace_context;
 constexpr const char *service = "gateway";
 
-std::string sha256_hex(const std::string &s) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(s.data(), s.size(), md, &n, EVP_sha256(), nullptr);
+std::string to_hex(const unsigned char *p, std::size_t n) {
   static constexpr char hex[] = "0123456789abcdef";
   std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out += hex[md[i] >> 4U];
-    out += hex[md[i] & 15U];
+  for (std::size_t i = 0; i < n; ++i) {
+    out += hex[p[i] >> 4U];
+    out += hex[p[i] & 15U];
   }
   return out;
 }
 
-std::string new_api_key() {
-  std::random_device rd;
-  static constexpr char hex[] = "0123456789abcdef";
-  std::string k = "lakh_";
-  for (int i = 0; i < 40; ++i) {
-    k += hex[rd() & 15U];
+std::string sha256_hex(const std::string &s) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(s.data(), s.size(), md, &n, EVP_sha256(), nullptr);
+  return to_hex(md, n);
+}
+
+/// 16 random bytes from OpenSSL's CSPRNG, in hex. @throws std::runtime_error if it fails.
+std::string new_salt() {
+  unsigned char b[16];
+  if (RAND_bytes(b, sizeof b) != 1) {
+    throw std::runtime_error("RAND_bytes failed");
   }
-  return k;
+  return to_hex(b, sizeof b);
+}
+
+/// The API key of `salt` under `secret`: "lakh_" and 40 hex digits of HMAC-SHA256.
+std::string api_key_for(const std::string &secret, const std::string &salt) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char *>(salt.data()), salt.size(), md, &n);
+  return "lakh_" + to_hex(md, 20);
+}
+
+/// GATEWAY_KEY_SECRET. @throws saas::config_error when missing or shorter than 32 characters.
+std::string key_secret(const saas::config &cfg) {
+  auto s = cfg.require("GATEWAY_KEY_SECRET");
+  if (s.size() < 32) {
+    throw saas::config_error("GATEWAY_KEY_SECRET must be at least 32 characters (e.g. the "
+                             "output of `openssl rand -hex 32`), got " +
+                             std::to_string(s.size()));
+  }
+  return s;
 }
 
 /// An HTTP answer: status and JSON body.
@@ -217,7 +248,9 @@ private:
 class gateway {
 public:
   explicit gateway(const saas::config &cfg)
-      : deadline_(cfg.millis("GRPC_DEADLINE_MS", std::chrono::milliseconds(2000))),
+      : key_secret_(key_secret(cfg)),
+        key_cache_ttl_(cfg.millis("API_KEY_CACHE_MS", std::chrono::milliseconds(60000))),
+        deadline_(cfg.millis("GRPC_DEADLINE_MS", std::chrono::milliseconds(2000))),
         rate_(static_cast<double>(cfg.integer("TENANT_RATE", 1000, 1, 10'000'000))),
         burst_(static_cast<double>(cfg.integer("TENANT_BURST", 2000, 1, 10'000'000))),
         concurrency_(cfg.integer("TENANT_CONCURRENCY", 64, 1, 100'000)),
@@ -260,18 +293,19 @@ private:
                                grpc::InsecureChannelCredentials());
   }
 
-  /// The tenant of the request's API key, or 0. Keys are cached after the first lookup (this
-  /// example never revokes a key; a real one would expire cache entries).
+  /// The tenant of the request's API key, or 0. A key found in gateway.api_keys is cached for
+  /// API_KEY_CACHE_MS; a wrong key is looked up every time (it costs that client a query).
   std::int64_t authenticate(const httplib::Request &req) {
     const auto h = req.get_header_value("Authorization");
     if (h.rfind("Bearer ", 0) != 0 || h.size() > 7 + 200) {
       return 0;
     }
     const auto digest = sha256_hex(h.substr(7));
+    const auto now = std::chrono::steady_clock::now();
     {
       std::shared_lock lk(keys_mu_);
-      if (auto it = keys_.find(digest); it != keys_.end()) {
-        return it->second;
+      if (auto it = keys_.find(digest); it != keys_.end() && it->second.expires > now) {
+        return it->second.tenant;
       }
     }
     const auto tenant = lakh::pg::with_connection(pool_, [&](pqxx::connection &c) -> std::int64_t {
@@ -280,9 +314,11 @@ private:
           n.exec_params("SELECT tenant_id FROM gateway.api_keys WHERE key_sha256 = $1", digest);
       return r.empty() ? 0 : r[0][0].as<std::int64_t>();
     });
+    std::unique_lock lk(keys_mu_);
     if (tenant != 0) {
-      std::unique_lock lk(keys_mu_);
-      keys_.emplace(digest, tenant);
+      keys_[digest] = {tenant, now + key_cache_ttl_};
+    } else {
+      keys_.erase(digest); // deleted since it was cached
     }
     return tenant;
   }
@@ -426,7 +462,7 @@ private:
         return fail(400, *msg);
       }
       const auto name = std::get<json>(body)["name"].template get<std::string>();
-      return idempotent(req, "signup", [&](pqxx::work &w) {
+      auto r = idempotent(req, "signup", [&](pqxx::work &w) {
         v1::CreateTenantRequest in;
         in.set_name(name);
         v1::CreateTenantResponse out;
@@ -434,11 +470,17 @@ private:
         if (!s.ok()) {
           return from(s, true);
         }
-        const auto key = new_api_key();
+        const auto salt = new_salt();
         w.exec_params("INSERT INTO gateway.api_keys (key_sha256, tenant_id) VALUES ($1, $2)",
-                      sha256_hex(key), out.tenant().id());
-        return reply{201, {{"tenant_id", out.tenant().id()}, {"api_key", key}}};
+                      sha256_hex(api_key_for(key_secret_, salt)), out.tenant().id());
+        return reply{201, {{"tenant_id", out.tenant().id()}, {"key_salt", salt}}};
       });
+      // Stored with the salt only; the key is derived again for every answer, replays too.
+      if (auto it = r.body.find("key_salt"); r.status == 201 && it != r.body.end()) {
+        r.body["api_key"] = api_key_for(key_secret_, it->template get<std::string>());
+        r.body.erase("key_salt");
+      }
+      return r;
     });
 
     route("POST", "/v1/users", true, [this](auto tenant, const auto &t, const auto &req) {
@@ -600,6 +642,8 @@ private:
     });
   }
 
+  std::string key_secret_;
+  std::chrono::milliseconds key_cache_ttl_;
   std::chrono::milliseconds deadline_;
   double rate_, burst_;
   std::ptrdiff_t concurrency_;
@@ -617,7 +661,11 @@ private:
   lakh::counter &limited_;
   lakh::latency_histogram &latency_;
   std::shared_mutex keys_mu_;
-  std::unordered_map<std::string, std::int64_t> keys_;
+  struct cached_key {
+    std::int64_t tenant;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::unordered_map<std::string, cached_key> keys_; ///< SHA-256 of a key -> its tenant
   std::shared_mutex limits_mu_;
   std::unordered_map<std::int64_t, std::unique_ptr<tenant_limits>> limits_;
   httplib::Server http_;

@@ -104,6 +104,8 @@ struct platform {
     ::setenv("DATABASE_URL", url.c_str(), 1);
     ::setenv("EVENTS_NAMESPACE", ns.c_str(), 1);
     ::setenv("GATEWAY_PORT", std::to_string(base).c_str(), 1);
+    ::setenv("GATEWAY_KEY_SECRET", "e2e-secret-e2e-secret-e2e-secret-0123", 1);
+    ::setenv("API_KEY_CACHE_MS", "300", 1); // the revocation check below waits for it
     for (int i = 0; i < 6; ++i) {
       std::string up = names[i];
       std::transform(up.begin(), up.end(), up.begin(), ::toupper);
@@ -272,6 +274,11 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
   CHECK(p.count("SELECT count(*) FROM users.tenants") == 1);
   CHECK(p.count("SELECT count(*) FROM gateway.api_keys") == 1);
   CHECK(p.count("SELECT count(*) FROM gateway.api_keys WHERE key_sha256 = '" + key + "'") == 0);
+  // The stored idempotent response holds the salt the key is derived from, not the key.
+  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE key = 'sig-1' AND "
+                "position('key_salt' in convert_from(body, 'UTF8')) > 0") == 1);
+  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE position('" + key +
+                "' in convert_from(body, 'UTF8')) > 0") == 0);
 
   auto u = p.post("/v1/users", R"({"email":"a@acme.io"})", key, "u-1");
   REQUIRE(u->status == 201);
@@ -322,6 +329,16 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
   CHECK_THROWS((void)w.exec("INSERT INTO users.users (tenant_id, email) VALUES (" +
                             std::to_string(acme["tenant_id"].get<long>()) +
                             ", 'sneaky@globex.io')"));
+  w.abort();
+
+  // A key deleted from gateway.api_keys stops working once its cache entry expires (300 ms).
+  CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), h)->status == 404); // cached
+  (void)p.count("WITH d AS (DELETE FROM gateway.api_keys WHERE tenant_id = " +
+                std::to_string(json::parse(g->body)["tenant_id"].get<long>()) +
+                " RETURNING 1) SELECT count(*) FROM d");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), h)->status == 401);
+  CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), mine)->status == 200);
 }
 
 TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::timeout(180)) {
