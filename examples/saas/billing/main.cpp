@@ -322,7 +322,7 @@ int main() {
         saas::once_per_event(pool, *inbox, "billing-subscriptions", on_subscription_changed),
         metrics);
     consumer.start();
-    return saas::serve(service, sigs, cfg.get("BILLING_GRPC_ADDR", "127.0.0.1:50053"), {&svc},
+    return saas::serve(service, sigs, cfg, cfg.get("BILLING_GRPC_ADDR", "127.0.0.1:50053"), {&svc},
                        [&] { consumer.stop(); });
   });
 }

@@ -398,10 +398,18 @@ template <class Fn> void setup_schema(lakh::pg::pool &admin, const std::string &
 /// Serves `services` on `addr` until SIGTERM or SIGINT (`sigs` from block_stop_signals), then
 /// drains: gRPC calls in flight finish (up to 5 s), then `on_stop` runs (stop consumers, then
 /// relays). Returns main's exit status. Logs start and stop.
-inline int serve(const std::string &service, const sigset_t &sigs, const std::string &addr,
-                 std::initializer_list<grpc::Service *> services,
+///
+/// GRPC_IDLE_THREADS (default 64, 2..4096) is the sync server's MAX_POLLERS. gRPC starts a
+/// thread when no idle one is left and ends a thread that finishes a call while more than
+/// MAX_POLLERS are idle; its default of 2 makes a server under steady concurrency create and
+/// destroy threads all the time (measured: 2.5k -> 3.7k req/s on the gateway's read path).
+/// @throws config_error for a malformed GRPC_IDLE_THREADS.
+inline int serve(const std::string &service, const sigset_t &sigs, const config &cfg,
+                 const std::string &addr, std::initializer_list<grpc::Service *> services,
                  const std::function<void()> &on_stop = {}) {
   grpc::ServerBuilder b;
+  b.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                        static_cast<int>(cfg.integer("GRPC_IDLE_THREADS", 64, 2, 4096)));
   int port = 0;
   b.AddListeningPort(addr, grpc::InsecureServerCredentials(), &port);
   for (auto *s : services) {

@@ -182,8 +182,8 @@ int main() {
         metrics);
     relay.start();
     consumer.start();
-    return saas::serve(service, sigs, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"), {&svc},
-                       [&] {
+    return saas::serve(service, sigs, cfg, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"),
+                       {&svc}, [&] {
                          consumer.stop();
                          relay.stop();
                        });

@@ -146,7 +146,7 @@ int main() {
         service, js, saas::topic("payment.captured"), consumer_name,
         [&handler](const saas::event &ev) { handler(ev); }, metrics);
     consumer.start();
-    return saas::serve(service, sigs, cfg.get("NOTIFICATION_GRPC_ADDR", "127.0.0.1:50056"), {&svc},
-                       [&] { consumer.stop(); });
+    return saas::serve(service, sigs, cfg, cfg.get("NOTIFICATION_GRPC_ADDR", "127.0.0.1:50056"),
+                       {&svc}, [&] { consumer.stop(); });
   });
 }

@@ -393,9 +393,10 @@ int main() {
                                   /*fetch=*/1); // a capture may wait 4 s for a duplicate
     relay.start();
     consumer.start();
-    return saas::serve(service, sigs, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:50055"), {&svc}, [&] {
-      consumer.stop();
-      relay.stop();
-    });
+    return saas::serve(service, sigs, cfg, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:50055"), {&svc},
+                       [&] {
+                         consumer.stop();
+                         relay.stop();
+                       });
   });
 }

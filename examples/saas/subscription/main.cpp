@@ -114,7 +114,7 @@ int main() {
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("SUBSCRIPTION_METRICS_PORT", 9102));
     subscription_service svc(pool, relay.box(), metrics);
     relay.start();
-    return saas::serve(service, sigs, cfg.get("SUBSCRIPTION_GRPC_ADDR", "127.0.0.1:50052"), {&svc},
-                       [&] { relay.stop(); });
+    return saas::serve(service, sigs, cfg, cfg.get("SUBSCRIPTION_GRPC_ADDR", "127.0.0.1:50052"),
+                       {&svc}, [&] { relay.stop(); });
   });
 }

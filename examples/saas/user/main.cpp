@@ -115,6 +115,6 @@ int main() {
     lakh::registry metrics;
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("USER_METRICS_PORT", 9101));
     user_service svc(pool, metrics);
-    return saas::serve(service, sigs, cfg.get("USER_GRPC_ADDR", "127.0.0.1:50051"), {&svc});
+    return saas::serve(service, sigs, cfg, cfg.get("USER_GRPC_ADDR", "127.0.0.1:50051"), {&svc});
   });
 }
