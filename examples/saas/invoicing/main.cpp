@@ -118,34 +118,55 @@ private:
   lakh::pg::retrier retry_;
 };
 
-/// The payment.captured handler (run once per event, in the event's tenant transaction): marks
-/// the invoice paid. An event that names no invoice of the tenant is logged and acknowledged:
-/// a redelivery would find the same.
-auto on_payment_captured(lakh::counter &paid) {
-  return [&paid](pqxx::work &w, const saas::event &ev) {
+/// The payment.captured handler: marks the invoice paid, once per event, in the event's tenant
+/// transaction. The counter and the log line follow the commit (a rolled-back or retried
+/// transaction counts nothing). An event that names no invoice of the tenant is logged and
+/// acknowledged: a redelivery would find the same.
+class payment_captured_handler {
+public:
+  payment_captured_handler(lakh::pg::pool &p, lakh::pg::inbox &inbox, lakh::registry &r)
+      : paid_(&r.make_counter("saas_invoicing_paid_total", "invoices marked paid")),
+        once_(saas::once_per_event(
+            p, inbox, "invoicing-payments",
+            [this](pqxx::work &w, const saas::event &ev) { mark_paid(w, ev); })) {}
+
+  void operator()(const saas::event &ev) {
     const auto &b = ev.body;
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer()) {
       saas::log(service, "error", ev.trace.trace_id, "dropped a malformed payment.captured event",
                 {{"event", ev.id}, {"payload", b}});
       return;
     }
-    const auto invoice = b["invoice_id"].get<std::int64_t>();
+    pending_.reset();
+    once_(ev);      // throws: not acknowledged, redelivered
+    if (pending_) { // marked paid by this event, committed
+      paid_->add();
+      saas::log(service, "info", ev.trace.trace_id, "invoice paid", *pending_);
+    }
+  }
+
+private:
+  void mark_paid(pqxx::work &w, const saas::event &ev) {
+    pending_.reset(); // a retried transaction starts over
+    const auto invoice = ev.body["invoice_id"].get<std::int64_t>();
     const auto r = w.exec_params("UPDATE invoicing.invoices SET status = 'paid', paid_at = now() "
                                  "WHERE id = $1 AND status = 'issued' RETURNING total_cents",
                                  invoice);
     if (!r.empty()) {
-      paid.add();
-      saas::log(service, "info", ev.trace.trace_id, "invoice paid",
-                {{"tenant_id", ev.tenant_id},
-                 {"invoice_id", invoice},
-                 {"total_cents", r[0][0].as<std::int64_t>()},
-                 {"amount_cents", b.value("amount_cents", saas::json())}});
+      pending_ = saas::json{{"tenant_id", ev.tenant_id},
+                            {"invoice_id", invoice},
+                            {"total_cents", r[0][0].as<std::int64_t>()},
+                            {"amount_cents", ev.body.value("amount_cents", saas::json())}};
     } else if (w.exec_params("SELECT 1 FROM invoicing.invoices WHERE id = $1", invoice).empty()) {
       saas::log(service, "error", ev.trace.trace_id, "payment for an unknown invoice",
                 {{"tenant_id", ev.tenant_id}, {"invoice_id", invoice}, {"event", ev.id}});
     }
-  };
-}
+  }
+
+  lakh::counter *paid_;
+  saas::event_handler once_;
+  std::optional<saas::json> pending_; ///< set by a transaction that marked the invoice paid
+};
 
 } // namespace
 
@@ -175,11 +196,10 @@ int main() {
     lakh::registry metrics;
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("INVOICING_METRICS_PORT", 9104));
     invoicing_service svc(pool, relay.box(), metrics);
-    auto &paid = metrics.make_counter("saas_invoicing_paid_total", "invoices marked paid");
+    payment_captured_handler handler(pool, *inbox, metrics);
     saas::event_consumer consumer(
         service, js, saas::topic("payment.captured"), "invoicing-payments",
-        saas::once_per_event(pool, *inbox, "invoicing-payments", on_payment_captured(paid)),
-        metrics);
+        [&handler](const saas::event &ev) { handler(ev); }, metrics);
     relay.start();
     consumer.start();
     return saas::serve(service, sigs, cfg, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"),

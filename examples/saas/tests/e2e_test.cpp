@@ -197,6 +197,15 @@ struct platform {
     return last;
   }
 
+  /// The value of an unlabelled counter in a service's GET /metrics (-1 if absent).
+  long metric(const std::string &service, const std::string &name) {
+    httplib::Client c("127.0.0.1", health_port(service));
+    auto r = c.Get("/metrics");
+    REQUIRE(r);
+    const auto at = r->body.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stol(r->body.substr(at + name.size() + 2));
+  }
+
   long count(const std::string &sql) {
     pqxx::connection c(url);
     pqxx::nontransaction n(c);
@@ -433,6 +442,9 @@ TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::time
   CHECK(p.count("SELECT count(*) FROM payments.provider_charges") == 1);
   CHECK(p.count("SELECT count(*) FROM payments.payments") == 1);
   CHECK(p.count("SELECT count(*) FROM notifications.sent") == 1);
+  // The services' metrics count what was committed: one invoice paid, one notification.
+  CHECK(p.metric("invoicing", "saas_invoicing_paid_total") == 1);
+  CHECK(p.metric("notification", "saas_notifications_recorded_total") == 1);
 
   // Another tenant sees none of it (RLS): 404 for the invoice and its payment.
   const auto other_key = p.tenant("hooli", "starter");
