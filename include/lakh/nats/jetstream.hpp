@@ -518,7 +518,9 @@ public:
     sub_.reset(sub);
   }
 
-  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came.
+  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. While
+  /// late deliveries of an earlier call wait in the subscription, one message per call (a
+  /// libnats 3.4 workaround, below).
   /// Thread-safety: one thread at a time. Blocks: until a message or `timeout`.
   /// @throws std::invalid_argument if max < 1; lakh::nats::error for a failure other than a
   /// timeout. Allocates: the deliveries.
@@ -526,6 +528,19 @@ public:
     if (max < 1) {
       throw std::invalid_argument("lakh::nats::pull_consumer::fetch: max (" + std::to_string(max) +
                                   ") must be at least 1");
+    }
+    // libnats 3.4 (Debian 12) writes past its result array in natsSubscription_Fetch when
+    // messages already wait in the subscription (late deliveries for an earlier fetch's
+    // request) and more than half of the batch is taken from them: it asks the server for
+    // the rest and then loops until the count equals the smaller number (fixed upstream in
+    // nats.c 3.8.2, #749). A batch of 1 cannot overflow, so waiting messages are handed out
+    // one per call. (Messages that land between this check and the fetch's own are not
+    // covered; they need an earlier request still open at that instant.)
+    int waiting = 0;
+    int waiting_bytes = 0;
+    if (natsSubscription_GetPending(sub_.get(), &waiting, &waiting_bytes) == NATS_OK &&
+        waiting > 0) {
+      max = 1;
     }
     natsMsgList list{};
     jsErrCode jerr = static_cast<jsErrCode>(0);
