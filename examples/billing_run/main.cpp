@@ -5,10 +5,11 @@
 // See docs/case-study.md and `lakh_billing_run --help`.
 #include "billing.hpp"
 
+#include <child_process.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,8 +22,6 @@
 #include <optional>
 #include <random>
 #include <sstream>
-
-extern char **environ;
 
 namespace {
 
@@ -91,25 +90,12 @@ struct child {
 };
 
 pid_t spawn(const std::vector<std::string> &args) {
-  std::vector<char *> argv;
-  for (const auto &a : args) {
-    argv.push_back(const_cast<char *>(a.c_str()));
-  }
-  argv.push_back(nullptr);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, "/proc/self/exe", nullptr, &attr, argv.data(), environ);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
+  try {
+    return lakh_examples::spawn(args);
+  } catch (const std::system_error &e) {
     throw std::runtime_error("billing_run: cannot start a worker process: " +
-                             std::string(std::strerror(rc)));
+                             std::string(e.what()));
   }
-  return pid;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,7 +351,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
   auto start_worker = [&](std::size_t slot) {
     const std::string file = stats_dir + "/worker-" + std::to_string(spawned++) + ".json";
     const pid_t pid =
-        spawn({"lakh_billing_run", "work", "--database-url", url, "--lease-ms",
+        spawn({"/proc/self/exe", "work", "--database-url", url, "--lease-ms",
                std::to_string(o.lease_ms), "--lock-order", o.order, "--stats-file", file});
     children[slot] = {pid, file};
     stats_files.push_back(file);
@@ -671,6 +657,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
 } // namespace
 
 int main(int argc, char **argv) {
+  lakh_examples::die_with_parent(); // a worker dies with the `run` that started it
   watch_signals();
   CLI::App app{"lakh_billing_run: usage rows billed through PostgreSQL by worker processes "
                "(SKIP LOCKED jobs with leases, sorted per-tenant advisory locks, invoices "

@@ -15,7 +15,8 @@ endif()
 # Several processes (lakh_idempotency_child) race for one key in PostgreSQL and in Redis.
 if(TARGET lakh::pg AND TARGET lakh::redis)
   add_executable(lakh_idempotency_child integration/idempotency_child.cpp)
-  target_link_libraries(lakh_idempotency_child PRIVATE lakh::pg lakh::redis lakh_dev_flags)
+  target_link_libraries(lakh_idempotency_child PRIVATE lakh::pg lakh::redis lakh_examples_common
+                                                 lakh_dev_flags)
   lakh_add_test(test_idempotency_multiprocess SOURCES integration/idempotency_multiprocess_test.cpp
                 LIBS lakh::pg lakh::redis LABELS integration)
   target_compile_definitions(test_idempotency_multiprocess

@@ -11,6 +11,8 @@
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/redis/idempotency_store.hpp>
 
+#include <child_process.hpp>
+
 #include <pqxx/pqxx>
 
 #include <unistd.h>
@@ -98,6 +100,7 @@ int run_threads(Store &store, const std::string &key, int threads, Op make_op) {
 } // namespace
 
 int main(int argc, char **argv) {
+  lakh_examples::die_with_parent();
   if (argc != 6) {
     std::fprintf(stderr, "usage: lakh_idempotency_child pg|redis URL NAMESPACE KEY THREADS\n");
     return 2;

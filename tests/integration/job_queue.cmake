@@ -2,7 +2,7 @@
 # multi-process case starts twice.
 if(TARGET lakh::pg)
   add_executable(lakh_job_worker integration/job_worker_child.cpp)
-  target_link_libraries(lakh_job_worker PRIVATE lakh::lakh lakh::pg lakh_dev_flags)
+  target_link_libraries(lakh_job_worker PRIVATE lakh::lakh lakh::pg lakh_examples_common lakh_dev_flags)
   lakh_add_test(test_pg_job_queue SOURCES integration/pg_job_queue_test.cpp LIBS lakh::pg
                 LABELS integration)
   target_compile_definitions(test_pg_job_queue

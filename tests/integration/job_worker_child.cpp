@@ -7,6 +7,8 @@
 //   lakh_job_worker URL TABLE QUEUE LOG THREADS BATCH
 #include <lakh/pg/job_queue.hpp>
 
+#include <child_process.hpp>
+
 #include <pqxx/pqxx>
 
 #include <atomic>
@@ -18,6 +20,7 @@
 #include <vector>
 
 int main(int argc, char **argv) {
+  lakh_examples::die_with_parent();
   if (argc != 7) {
     std::fprintf(stderr, "usage: lakh_job_worker URL TABLE QUEUE LOG THREADS BATCH\n");
     return 2;

@@ -5,6 +5,7 @@
 #include <lakh/pg/inbox.hpp>
 
 #include <support/env.hpp>
+#include <support/outbox.hpp>
 
 #include <pqxx/pqxx>
 
@@ -56,20 +57,7 @@ struct pg_outbox {
     w.commit();
     return id;
   }
-  // Waits until `n` events are eligible. Transactions of tests running beside this one hold
-  // the cluster's xmin back for a moment, and the visibility rule waits for them.
-  void wait_ready(std::size_t n) {
-    for (int i = 0; i < 600; ++i) {
-      auto c = pool.acquire();
-      pqxx::work w(*c);
-      if (box.ready(w, 1000).size() >= n) {
-        return;
-      }
-      w.abort();
-      std::this_thread::sleep_for(50ms);
-    }
-    FAIL("fewer than " << n << " outbox events became eligible within 30 s");
-  }
+  void wait_ready(std::size_t n) { lakh::test::wait_eligible(pool, box, n); }
 };
 
 } // namespace

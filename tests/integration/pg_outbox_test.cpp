@@ -3,6 +3,7 @@
 #include <lakh/pg/outbox.hpp>
 
 #include <support/env.hpp>
+#include <support/outbox.hpp>
 
 #include <pqxx/pqxx>
 
@@ -94,6 +95,8 @@ struct fixture {
     w.commit();
     return id;
   }
+  /// Waits until the relay may publish `n` events (see support/outbox.hpp).
+  void wait_eligible(std::size_t n) { lakh::test::wait_eligible(pool, box, n); }
 };
 
 } // namespace
@@ -109,6 +112,7 @@ TEST_CASE("pg.outbox.events_exist_only_if_the_transaction_committed") {
     w.abort();
   }
   const auto id = f.add("t1", "{\"invoice\":1}");
+  f.wait_eligible(1);
   CHECK(relay.run_once().published == 1);
   REQUIRE(pub.seen.size() == 1);
   CHECK(pub.seen[0].id == id);
@@ -130,6 +134,7 @@ TEST_CASE("pg.outbox.out_of_order_commit_is_held_back_not_skipped" * doctest::ti
   REQUIRE(id_a < id_b);
   CHECK(relay.run_once().published == 0); // b waits for a: publishing it now would break key order
   a.commit();
+  f.wait_eligible(2);
   CHECK(relay.run_once().published == 2);
   CHECK(pub.ids() == std::vector<std::int64_t>{id_a, id_b});
 }
@@ -154,14 +159,19 @@ TEST_CASE("pg.outbox.an_eligible_row_never_jumps_an_earlier_visible_one" * docte
   REQUIRE(id_a < id_b);
   CHECK(relay.run_once().published == 0);
   t0.commit();
+  f.wait_eligible(2);
   CHECK(relay.run_once().published == 2);
   CHECK(pub.ids() == std::vector<std::int64_t>{id_a, id_b});
 }
 
 TEST_CASE("pg.outbox.concurrent_producers_every_event_once_in_key_order" * doctest::timeout(120)) {
   bool overlap = true;
-  SUBCASE("overlapped rounds") { overlap = true; }
-  SUBCASE("sequential rounds") { overlap = false; }
+  SUBCASE("overlapped rounds") {
+    overlap = true;
+  }
+  SUBCASE("sequential rounds") {
+    overlap = false;
+  }
   CAPTURE(overlap);
   fixture f;
   recording_publisher pub;
@@ -229,6 +239,7 @@ TEST_CASE("pg.outbox.unacknowledged_events_are_retried") {
   for (int i = 0; i < 5; ++i) {
     ids.push_back(f.add("k", std::to_string(i)));
   }
+  f.wait_eligible(5);
   pub.throw_next = true;
   CHECK(relay.run_once().published == 0);
   CHECK(f.box.pending() == 5);
@@ -245,10 +256,12 @@ TEST_CASE("pg.outbox.one_relay_at_a_time") {
   recording_publisher pub1;
   recording_publisher pub2;
   (void)f.add("k", "x");
+  f.wait_eligible(1);
   auto first = std::make_unique<lakh::pg::outbox_relay>(f.box, pub1);
   lakh::pg::outbox_relay second(f.box, pub2);
   CHECK(first->run_once().published == 1);
   (void)f.add("k", "y");
+  f.wait_eligible(1);
   const auto standby = second.run_once(); // the first holds the relay lock
   CHECK_FALSE(standby.active);
   CHECK(standby.published == 0);
@@ -331,6 +344,7 @@ TEST_CASE("pg.outbox.failed_event_withholds_later_events_of_its_key_only") {
   const auto a2 = f.add("a", "a2");
   const auto b2 = f.add("b", "b2");
   pub.fail_ids = {a1};
+  f.wait_eligible(4);
   const auto r = relay.run_once();
   CHECK(r.ready == 4);
   CHECK(r.published == 2); // b1, b2
@@ -362,6 +376,7 @@ TEST_CASE("pg.outbox.relay_marks_only_per_key_acked_prefixes") {
   pub.fail = f.add("a", "a1");
   (void)f.add("a", "a2");
   (void)f.add("b", "b1");
+  f.wait_eligible(3);
   const auto r = relay.run_once();
   CHECK(r.published == 1); // b1 only
   CHECK(f.box.pending() == 2);
@@ -386,6 +401,7 @@ TEST_CASE("pg.outbox.headers_round_trip_and_delete_on_publish") {
     (void)box.enqueue(w, "t.h", "k", "without");
     w.commit();
   }
+  lakh::test::wait_eligible(pool, box, 2);
   CHECK(relay.run_once().published == 2);
   REQUIRE(pub.seen.size() == 2);
   CHECK(pub.seen[0].headers == headers);
@@ -445,6 +461,7 @@ TEST_CASE("pg.outbox.lag_metric_reports_a_held_back_event") {
   CHECK(r.ready == 0);
   CHECK(relay.metrics().lag_ms.value() >= 40);
   a.abort(); // the lower id never commits: the held-back row goes out alone
+  f.wait_eligible(1);
   CHECK(relay.run_once().published == 1);
   CHECK(pub.ids() == std::vector<std::int64_t>{id});
 }

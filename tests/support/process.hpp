@@ -1,6 +1,10 @@
 #pragma once
-// Child processes for multi-process tests: started with posix_spawn (safe in a threaded
-// test binary, unlike fork), with a pipe to their stdin and one from their stdout.
+// Child processes for multi-process tests: started with lakh_examples::spawn (posix_spawn:
+// safe in a threaded test binary, unlike fork), with a pipe to their stdin and one from their
+// stdout. The children call lakh_examples::die_with_parent(), so a test that aborts takes
+// them with it.
+#include <child_process.hpp>
+
 #include <doctest/doctest.h>
 
 #include <spawn.h>
@@ -8,11 +12,9 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
-
-extern char **environ; // NOLINT: POSIX
 
 namespace lakh::test {
 
@@ -35,17 +37,17 @@ inline child_process spawn_child(const std::vector<std::string> &args) {
   for (int fd : {in[0], in[1], out[0], out[1]}) {
     posix_spawn_file_actions_addclose(&fa, fd);
   }
-  std::vector<char *> argv;
-  for (const auto &a : args) {
-    argv.push_back(const_cast<char *>(a.c_str())); // NOLINT: posix_spawn's signature
-  }
-  argv.push_back(nullptr);
   child_process c;
-  const int rc = ::posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), environ);
+  std::string error;
+  try {
+    c.pid = lakh_examples::spawn(args, &fa);
+  } catch (const std::exception &e) {
+    error = e.what();
+  }
   posix_spawn_file_actions_destroy(&fa);
   ::close(in[0]);
   ::close(out[1]);
-  REQUIRE_MESSAGE(rc == 0, "posix_spawn " << args[0] << ": " << std::strerror(rc));
+  REQUIRE_MESSAGE(error.empty(), error);
   c.to_child = in[1];
   c.from_child = ::fdopen(out[0], "r");
   REQUIRE(c.from_child != nullptr);

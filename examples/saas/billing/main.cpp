@@ -9,8 +9,8 @@
 // ClosePeriod (sums the period and issues its invoice through InvoicingService.Issue, which is
 // idempotent on (tenant, period)). Both take a per-tenant transaction-scoped advisory lock, so
 // no row lands in a period while it is being closed, and none after.
-// Config: DATABASE_URL, NATS_URL (required); BILLING_GRPC_ADDR (127.0.0.1:50053),
-// BILLING_METRICS_PORT (9103), INVOICING_GRPC_ADDR (127.0.0.1:50054), GRPC_DEADLINE_MS (2000);
+// Config: DATABASE_URL, NATS_URL (required); BILLING_GRPC_ADDR (127.0.0.1:15053),
+// BILLING_METRICS_PORT (9103), INVOICING_GRPC_ADDR (127.0.0.1:15054), GRPC_DEADLINE_MS (2000);
 // environment or .env. SIGTERM/SIGINT: drain and exit 0.
 #include "../common/runtime.hpp"
 #include "saas.grpc.pb.h"
@@ -314,7 +314,7 @@ int main() {
     lakh::registry metrics;
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("BILLING_METRICS_PORT", 9103));
     billing_service svc(pool,
-                        grpc::CreateChannel(cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"),
+                        grpc::CreateChannel(cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:15054"),
                                             grpc::InsecureChannelCredentials()),
                         cfg.millis("GRPC_DEADLINE_MS", std::chrono::milliseconds(2000)), metrics);
     saas::event_consumer consumer(
@@ -322,7 +322,7 @@ int main() {
         saas::once_per_event(pool, *inbox, "billing-subscriptions", on_subscription_changed),
         metrics);
     consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("BILLING_GRPC_ADDR", "127.0.0.1:50053"), {&svc},
+    return saas::serve(service, sigs, cfg, cfg.get("BILLING_GRPC_ADDR", "127.0.0.1:15053"), {&svc},
                        [&] { consumer.stop(); });
   });
 }

@@ -20,6 +20,8 @@
 #include "signals.hpp"
 #include "trace.hpp"
 
+#include <child_process.hpp>
+
 #include <lakh/metrics.hpp>
 #include <lakh/nats/jetstream.hpp>
 #include <lakh/nats/outbox_publisher.hpp>
@@ -438,6 +440,7 @@ inline int serve(const std::string &service, const sigset_t &sigs, const config 
 /// The body of a service's main(): runs fn(), turning an exception (a bad setting, no
 /// database) into a logged error and exit status 1.
 template <class Fn> int guarded_main(const char *service, Fn &&fn) {
+  lakh_examples::die_with_parent(); // under saas.e2e: the service dies with the test
   try {
     return fn();
   } catch (const std::exception &e) {

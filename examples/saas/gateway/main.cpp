@@ -19,8 +19,8 @@
 // required; API_KEY_CACHE_MS (60000); GATEWAY_ADDR (127.0.0.1),
 // GATEWAY_PORT (8080), GATEWAY_THREADS (16), GRPC_DEADLINE_MS (2000), TENANT_RATE (requests
 // per second, 1000), TENANT_BURST (2000), TENANT_CONCURRENCY (in-flight requests, 64), and
-// <SERVICE>_GRPC_ADDR for USER (127.0.0.1:50051), SUBSCRIPTION (:50052), BILLING (:50053),
-// INVOICING (:50054), PAYMENT (:50055), NOTIFICATION (:50056).
+// <SERVICE>_GRPC_ADDR for USER (127.0.0.1:15051), SUBSCRIPTION (:15052), BILLING (:15053),
+// INVOICING (:15054), PAYMENT (:15055), NOTIFICATION (:15056).
 #include "../common/runtime.hpp"
 #include "saas.grpc.pb.h"
 
@@ -255,12 +255,12 @@ public:
         burst_(static_cast<double>(cfg.integer("TENANT_BURST", 2000, 1, 10'000'000))),
         concurrency_(cfg.integer("TENANT_CONCURRENCY", 64, 1, 100'000)),
         pool_(cfg.require("DATABASE_URL"), 8), store_(pool_, {"gateway.idempotency_keys"}),
-        guard_(store_), users_(v1::UserService::NewStub(channel(cfg, "USER", 50051))),
-        subscriptions_(v1::SubscriptionService::NewStub(channel(cfg, "SUBSCRIPTION", 50052))),
-        billing_(v1::BillingService::NewStub(channel(cfg, "BILLING", 50053))),
-        invoicing_(v1::InvoicingService::NewStub(channel(cfg, "INVOICING", 50054))),
-        payments_(v1::PaymentService::NewStub(channel(cfg, "PAYMENT", 50055))),
-        notifications_(v1::NotificationService::NewStub(channel(cfg, "NOTIFICATION", 50056))),
+        guard_(store_), users_(v1::UserService::NewStub(channel(cfg, "USER", 15051))),
+        subscriptions_(v1::SubscriptionService::NewStub(channel(cfg, "SUBSCRIPTION", 15052))),
+        billing_(v1::BillingService::NewStub(channel(cfg, "BILLING", 15053))),
+        invoicing_(v1::InvoicingService::NewStub(channel(cfg, "INVOICING", 15054))),
+        payments_(v1::PaymentService::NewStub(channel(cfg, "PAYMENT", 15055))),
+        notifications_(v1::NotificationService::NewStub(channel(cfg, "NOTIFICATION", 15056))),
         requests_(metrics_.make_counter("saas_gateway_requests_total", "HTTP requests")),
         limited_(metrics_.make_counter("saas_gateway_limited_total",
                                        "requests refused by a per-tenant limit (429)")),

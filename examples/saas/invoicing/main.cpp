@@ -3,7 +3,7 @@
 // (idempotent on (tenant, period); a new invoice and its `saas.invoice.issued` event commit
 // together through the outbox), Get. Consumes `saas.payment.captured` (durable
 // "invoicing-payments", once per event through the inbox) and marks the invoice paid.
-// Config: DATABASE_URL, NATS_URL (required); INVOICING_GRPC_ADDR (127.0.0.1:50054),
+// Config: DATABASE_URL, NATS_URL (required); INVOICING_GRPC_ADDR (127.0.0.1:15054),
 // INVOICING_METRICS_PORT (9104); environment or .env. SIGTERM/SIGINT: drain and exit 0.
 #include "../common/runtime.hpp"
 #include "saas.grpc.pb.h"
@@ -202,7 +202,7 @@ int main() {
         [&handler](const saas::event &ev) { handler(ev); }, metrics);
     relay.start();
     consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:50054"),
+    return saas::serve(service, sigs, cfg, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:15054"),
                        {&svc}, [&] {
                          consumer.stop();
                          relay.stop();

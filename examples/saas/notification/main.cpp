@@ -4,7 +4,7 @@
 // (durable "notification-payments"): each event records one notification exactly once, in a
 // transaction that also records the event id in the inbox, so a redelivery does nothing.
 // gRPC: List. Config: DATABASE_URL, NATS_URL (required); NOTIFICATION_GRPC_ADDR
-// (127.0.0.1:50056), NOTIFICATION_METRICS_PORT (9106); environment or .env. SIGTERM/SIGINT:
+// (127.0.0.1:15056), NOTIFICATION_METRICS_PORT (9106); environment or .env. SIGTERM/SIGINT:
 // drain and exit 0.
 #include "../common/runtime.hpp"
 #include "saas.grpc.pb.h"
@@ -146,7 +146,7 @@ int main() {
         service, js, saas::topic("payment.captured"), consumer_name,
         [&handler](const saas::event &ev) { handler(ev); }, metrics);
     consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("NOTIFICATION_GRPC_ADDR", "127.0.0.1:50056"),
+    return saas::serve(service, sigs, cfg, cfg.get("NOTIFICATION_GRPC_ADDR", "127.0.0.1:15056"),
                        {&svc}, [&] { consumer.stop(); });
   });
 }

@@ -3,7 +3,7 @@
 // row-level security by app.tenant_id. gRPC: Capture, GetByInvoice. Consumes
 // `saas.invoice.issued` (durable "payment-invoices") and captures each invoice; every payment
 // emits `saas.payment.captured` through the outbox, in the transaction that records it.
-// Config: DATABASE_URL, NATS_URL, REDIS_URL (required); PAYMENT_GRPC_ADDR (127.0.0.1:50055),
+// Config: DATABASE_URL, NATS_URL, REDIS_URL (required); PAYMENT_GRPC_ADDR (127.0.0.1:15055),
 // PAYMENT_METRICS_PORT (9105); environment or .env. SIGTERM/SIGINT: drain and exit 0.
 //
 // One charge per invoice, whoever asks (the gateway's Capture, the invoice.issued event, any
@@ -393,7 +393,7 @@ int main() {
                                   /*fetch=*/1); // a capture may wait 4 s for a duplicate
     relay.start();
     consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:50055"), {&svc},
+    return saas::serve(service, sigs, cfg, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:15055"), {&svc},
                        [&] {
                          consumer.stop();
                          relay.stop();

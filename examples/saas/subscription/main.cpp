@@ -2,7 +2,7 @@
 // `subscriptions`: plans (the catalog, global) and subscriptions (one per tenant, row-level
 // security by app.tenant_id). gRPC: Subscribe (creates or changes the plan; the change and
 // its `saas.subscription.changed` event commit together through the outbox), Get.
-// Config: DATABASE_URL, NATS_URL (required); SUBSCRIPTION_GRPC_ADDR (127.0.0.1:50052),
+// Config: DATABASE_URL, NATS_URL (required); SUBSCRIPTION_GRPC_ADDR (127.0.0.1:15052),
 // SUBSCRIPTION_METRICS_PORT (9102); environment or .env. SIGTERM/SIGINT: drain and exit 0.
 #include "../common/runtime.hpp"
 #include "saas.grpc.pb.h"
@@ -114,7 +114,7 @@ int main() {
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("SUBSCRIPTION_METRICS_PORT", 9102));
     subscription_service svc(pool, relay.box(), metrics);
     relay.start();
-    return saas::serve(service, sigs, cfg, cfg.get("SUBSCRIPTION_GRPC_ADDR", "127.0.0.1:50052"),
+    return saas::serve(service, sigs, cfg, cfg.get("SUBSCRIPTION_GRPC_ADDR", "127.0.0.1:15052"),
                        {&svc}, [&] { relay.stop(); });
   });
 }

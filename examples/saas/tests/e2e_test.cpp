@@ -6,6 +6,8 @@
 // killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), and a
 // clean SIGTERM drain of every service.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <child_process.hpp>
+
 #include <doctest/doctest.h>
 
 #include <httplib.h>
@@ -13,7 +15,6 @@
 #include <pqxx/pqxx>
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,8 +31,6 @@
 #include <thread>
 #include <vector>
 
-extern char **environ;
-
 namespace {
 
 using json = nlohmann::json;
@@ -44,15 +43,12 @@ std::string env(const char *n) {
   return v;
 }
 
-/// A service process (posix_spawn), SIGTERMed and reaped by the destructor.
+/// A service process (lakh_examples::spawn), SIGTERMed and reaped by the destructor.
 struct process {
   std::string bin;
   pid_t pid = -1;
   explicit process(std::string path) : bin(std::move(path)) { start(); }
-  void start() {
-    char *argv[] = {bin.data(), nullptr};
-    REQUIRE(posix_spawn(&pid, argv[0], nullptr, nullptr, argv, environ) == 0);
-  }
+  void start() { pid = lakh_examples::spawn({bin}); } // it dies with the test
   /// SIGKILL (no draining at all), reaped.
   void kill9() {
     ::kill(pid, SIGKILL);

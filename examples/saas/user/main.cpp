@@ -1,6 +1,6 @@
 // saas_user: the User service (examples/saas/README.md). Owns schema `users`: tenants (global)
 // and users (row-level security by app.tenant_id). gRPC: CreateTenant, CreateUser, GetUser.
-// Config: DATABASE_URL (required), USER_GRPC_ADDR (127.0.0.1:50051), USER_METRICS_PORT
+// Config: DATABASE_URL (required), USER_GRPC_ADDR (127.0.0.1:15051), USER_METRICS_PORT
 // (9101), from the environment or .env. SIGTERM/SIGINT: stop accepting, finish in-flight
 // calls (5 s), exit 0.
 #include "../common/runtime.hpp"
@@ -115,6 +115,6 @@ int main() {
     lakh::registry metrics;
     saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("USER_METRICS_PORT", 9101));
     user_service svc(pool, metrics);
-    return saas::serve(service, sigs, cfg, cfg.get("USER_GRPC_ADDR", "127.0.0.1:50051"), {&svc});
+    return saas::serve(service, sigs, cfg, cfg.get("USER_GRPC_ADDR", "127.0.0.1:15051"), {&svc});
   });
 }
