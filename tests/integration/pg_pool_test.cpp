@@ -306,3 +306,42 @@ TEST_CASE("pg.pool.lease_outlives_pool") {
   c.release();
   CHECK_FALSE(c);
 }
+
+TEST_CASE("pg.pool.connect.a_lost_connection_is_never_silently_reopened" * doctest::timeout(30)) {
+  // libpqxx 6 would reopen the connection on its next use, without the session's state (a SET
+  // ROLE, for one): lakh::pg::connect inhibits that, so the loss keeps surfacing.
+  auto c = pg::connect(database_url());
+  {
+    pqxx::nontransaction tx(*c);
+    tx.exec("SET application_name = 'lakh-reactivation-test'");
+  }
+  terminate_backend(backend_pid(*c));
+  // (libpqxx 6.4 with reactivation: the first use throws, a later one quietly reconnects.)
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THROWS_AS(select_one(*c), pqxx::broken_connection); // still lost: not reopened
+  }
+  CHECK_FALSE(c->is_open());
+}
+
+TEST_CASE("pg.pool.acquire_timeout.bounds_the_helpers_wait" * doctest::timeout(30)) {
+  pg::pool_options o;
+  o.url = database_url();
+  o.max_size = 1;
+  o.acquire_timeout = 100ms;
+  pg::pool p(std::move(o));
+  auto held = p.acquire(); // the pool is exhausted
+  REQUIRE(held);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    (void)pg::with_connection(p, [](pqxx::connection &c) { return select_one(c); });
+    FAIL("with_connection did not time out");
+  } catch (const pg::acquire_error &e) {
+    CHECK(e.status() == lakh::status::timeout);
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= 100ms);
+  CHECK(waited < 5s);
+  CHECK(p.stats().timeouts == 1);
+  held.release();
+  CHECK(pg::with_connection(p, [](pqxx::connection &c) { return select_one(c); }) == 1);
+}

@@ -76,7 +76,9 @@ inline void warm_up_once(pqxx::connection &c) noexcept {
 
 /// Open a connection to `url` (libpq URI "postgresql://user@host:port/db?..." or
 /// key=value "host=... port=... dbname=..."). Add connect_timeout=<seconds> to the URL to
-/// bound the wait for an unreachable host. The first connection of the process also runs
+/// bound the wait for an unreachable host. libpqxx 6's automatic reactivation is inhibited:
+/// a lost connection throws pqxx::broken_connection instead of reopening without its
+/// session state. The first connection of the process also runs
 /// one empty transaction (see detail::warm_up_once: libpqxx 6.4's first-use race).
 /// Thread-safety: safe. Blocks: until connected or libpq gives up (and, on the process's
 /// first call, a BEGIN/COMMIT round trip).
@@ -86,6 +88,16 @@ inline void warm_up_once(pqxx::connection &c) noexcept {
 [[nodiscard]] inline std::unique_ptr<pqxx::connection> connect(const std::string &url) {
   try {
     auto c = std::make_unique<pqxx::connection>(url);
+#if PQXX_VERSION_MAJOR < 7
+    // libpqxx 6 silently reopens a lost connection on its next use, losing every session
+    // setting (SET ROLE, application_name, prepared statements) without a word: a lost
+    // connection must surface as broken_connection, so that the pool replaces it and
+    // on_connect runs again. (libpqxx 7 removed reactivation.)
+#  pragma GCC diagnostic push
+#  pragma GCC diagnostic ignored "-Wdeprecated-declarations" // deprecated with reactivation
+    c->inhibit_reactivation(true);
+#  pragma GCC diagnostic pop
+#endif
     detail::warm_up_once(*c);
     return c;
   } catch (const pqxx::broken_connection &e) {

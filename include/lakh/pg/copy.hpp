@@ -181,7 +181,7 @@ copy_result copy_from(pqxx::transaction_base &tx, const std::string &table,
 template <row_source Channel, class Map = detail::identity_row>
 copy_result copy_from(pool &p, const std::string &table, const std::vector<std::string> &columns,
                       Channel &ch, Map map = {}, std::stop_token st = {}) {
-  auto lease = p.acquire(st);
+  auto lease = p.acquire_default(st);
   if (!lease) {
     ch.close();
     if (lease.status() == lakh::status::cancelled) {

@@ -28,6 +28,21 @@
 // Times come from the database clock (clock_timestamp()), so processes on machines with
 // skewed clocks agree about leases and expiry.
 //
+// Across a service hop, in the caller's transaction (run_in): a service that owns an effect
+// and receives (tenant, key, fingerprint) from its caller records the key in the SAME
+// transaction as the effect, with no lease at all:
+//   1. INSERT ... ON CONFLICT (tenant, key) DO UPDATE ... WHERE <expired>: a new key (or an
+//      expired record) is taken in the caller's transaction; a concurrent duplicate's
+//      INSERT waits on the unique index until this transaction ends, then finds the
+//      committed record (or, if this one rolled back, takes the key itself). A live record
+//      is locked and read: done -> replayed, other fingerprint -> mismatch, running (a
+//      guard's two-step record) -> in_progress.
+//   2. The operation runs in the transaction and its response is written into the record;
+//      both commit with the transaction or neither does. A retry after any failure, a
+//      timeout or a crash finds either the committed effect and its response (replayed) or
+//      nothing (runs again). Nothing needs releasing, and no transaction is ever held
+//      across the caller's network call.
+//
 // The schema is created idempotently (create_schema(): CREATE TABLE IF NOT EXISTS under an
 // advisory lock, so concurrent creators do not collide); the table name is configurable, for
 // test isolation or one table per service.
@@ -229,6 +244,63 @@ public:
     }
   }
 
+  /// Run `fn(tx)` once per (tenant, key) in the CALLER's transaction `tx`, and record its
+  /// response in `tx` (see "Across a service hop" in the header comment): the effect and its
+  /// record commit together when the caller commits. Returns executed (fn ran; its response
+  /// is recorded in tx), replayed (a committed record with the same fingerprint: fn did not
+  /// run), mismatch (another fingerprint), or in_progress (a live two-step record of
+  /// idempotency_guard holds the key). A concurrent duplicate in another transaction waits
+  /// for this one to end (bound it with lock_timeout). Roll `tx` back to forget the key:
+  /// e.g. when fn decided to refuse the request, throw from fn.
+  /// Thread-safety: safe (tx is the caller's). Blocks: a round trip or two, while fn runs,
+  /// and while a concurrent transaction holds the key.
+  /// @throws std::invalid_argument if the key or tenant is invalid (nothing ran); pqxx
+  /// errors; whatever fn throws (the caller's transaction must then roll back).
+  /// Allocates: may.
+  template <class Fn>
+  idempotency_result run_in(pqxx::transaction_base &tx, std::string_view tenant,
+                            std::string_view key, std::uint64_t fp, Fn &&fn,
+                            const idempotency_options &opts = {}) {
+    validate_idempotency_key(key, "lakh::pg::idempotency_store::run_in");
+    validate_idempotency_tenant(tenant, "lakh::pg::idempotency_store::run_in");
+    const std::string t(tenant);
+    const std::string k(key);
+    const auto fpv = static_cast<std::int64_t>(fp);
+    auto taken = tx.exec_params(
+        "INSERT INTO " + table_ +
+            " AS r (tenant, key, fingerprint, token, state, locked_until) VALUES ($1, $2, $3, "
+            "'in-transaction', 'running', clock_timestamp()) ON CONFLICT (tenant, key) DO UPDATE "
+            "SET fingerprint = excluded.fingerprint, token = excluded.token, state = 'running', "
+            "locked_until = excluded.locked_until, expires_at = NULL, "
+            "status = NULL, body = NULL, created_at = clock_timestamp() WHERE " +
+            expired_sql("r.") + " RETURNING 1",
+        t, k, fpv);
+    // locked_until = now: should the caller commit without the response (fn threw and it
+    // committed anyway), the record is expired at once instead of holding the key.
+    if (taken.empty()) { // a live record, now locked by this transaction
+      auto r = tx.exec_params("SELECT fingerprint, state, status, body FROM " + table_ +
+                                  " WHERE tenant = $1 AND key = $2",
+                              t, k);
+      const auto &row = r.at(0);
+      if (row[0].as<std::int64_t>() != fpv) {
+        return {idempotency_outcome::mismatch, {}};
+      }
+      if (row[1].as<std::string>() != "done") {
+        return {idempotency_outcome::in_progress, {}};
+      }
+      pqxx::binarystring body(row[3]);
+      return {idempotency_outcome::replayed, {row[2].as<int>(), body.str()}};
+    }
+    stored_response resp = std::invoke(fn, tx);
+    tx.exec_params("UPDATE " + table_ +
+                       " SET state = 'done', status = $3, body = $4, "
+                       "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
+                       "WHERE tenant = $1 AND key = $2",
+                   t, k, resp.status, pqxx::binarystring(resp.body),
+                   static_cast<long long>(opts.ttl.count()));
+    return {idempotency_outcome::executed, std::move(resp)};
+  }
+
   /// Delete the in-progress record owned by `token`; returns whether it did (false also when
   /// the database could not be reached: the lease then expires instead).
   /// Thread-safety: safe. Blocks: for a round trip. Allocates: may.
@@ -272,9 +344,10 @@ private:
     return base.substr(0, 50) + "_expires_idx";
   }
 
-  static std::string expired_sql() {
-    return "((state = 'running' AND locked_until <= clock_timestamp()) OR "
-           "(state = 'done' AND expires_at <= clock_timestamp()))";
+  static std::string expired_sql(const std::string &alias = "") {
+    return "((" + alias + "state = 'running' AND " + alias +
+           "locked_until <= clock_timestamp()) OR (" + alias + "state = 'done' AND " + alias +
+           "expires_at <= clock_timestamp()))";
   }
 
   static std::string new_token() {

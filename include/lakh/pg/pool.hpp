@@ -71,6 +71,11 @@ struct pool_options {
   /// Runs once on each new connection (prepare statements, SET ...); if it throws, the
   /// connection is discarded and acquire rethrows.
   std::function<void(pqxx::connection &)> on_connect;
+  /// How long with_connection() and retrier::run() wait for a free connection before they
+  /// throw acquire_error with status timeout (a service answers "busy, retry later" instead
+  /// of queueing without bound). Empty: wait as long as it takes. pool::acquire() itself
+  /// takes no default deadline: use acquire_for().
+  std::optional<std::chrono::milliseconds> acquire_timeout;
 };
 
 /// Upper bound of pool_options::max_size (PostgreSQL's own max_connections is far lower).
@@ -92,9 +97,10 @@ struct pool_stats {
   std::uint64_t connect_failures = 0; ///< connection attempts that threw
 };
 
-/// A helper that must have a connection (retrier::run, copy_from) could not lease one: the
-/// pool was closed, or stop was requested while waiting. status() says which. (pool::acquire
-/// itself never throws this: it returns the status.)
+/// A helper that must have a connection (with_connection, retrier::run, copy_from) could not
+/// lease one: the pool was closed, stop was requested while waiting, or
+/// pool_options::acquire_timeout passed (the pool is exhausted). status() says which.
+/// (pool::acquire itself never throws this: it returns the status.)
 class acquire_error : public std::runtime_error {
 public:
   /// Thread-safety: n/a. Blocks: never. Allocates: may.
@@ -102,7 +108,7 @@ public:
       : std::runtime_error("lakh::pg: no connection from the pool for " + target + " (" +
                            std::string(lakh::to_string(s)) + ")"),
         status_(s) {}
-  /// closed or cancelled.
+  /// closed, cancelled or timeout.
   [[nodiscard]] lakh::status status() const noexcept { return status_; }
 
 private:
@@ -312,7 +318,7 @@ public:
   /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if max_size is 0 or above max_pool_size.
   pool(std::string url, std::size_t max_size)
-      : pool(pool_options{std::move(url), max_size, validation::socket, {}, {}}) {}
+      : pool(pool_options{std::move(url), max_size, validation::socket, {}, {}, {}}) {}
 
   pool(const pool &) = delete;
   pool &operator=(const pool &) = delete;
@@ -358,6 +364,17 @@ public:
                                                 std::stop_token st = {}) {
     auto left = deadline - Clock::now();
     return acquire_for(left, std::move(st));
+  }
+
+  /// Lease a connection as the helpers do: acquire_for(pool_options::acquire_timeout) when
+  /// it is set, acquire() otherwise.
+  /// Thread-safety: safe. Blocks: as acquire_for or acquire.
+  /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
+  [[nodiscard]] pooled_connection acquire_default(std::stop_token st = {}) {
+    if (const auto &t = state_->opts.acquire_timeout) {
+      return acquire_for(*t, std::move(st));
+    }
+    return acquire(std::move(st));
   }
 
   /// Lease a connection only if one is free now: status empty when all max_size are leased,
@@ -551,12 +568,13 @@ private:
 /// lease goes back to the pool afterwards, and a connection found lost (a
 /// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
 /// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
-/// Thread-safety: safe. Blocks: while waiting for a connection and while f runs.
-/// @throws acquire_error when no connection could be leased (pool closed), and whatever f
-/// throws. Allocates: may.
+/// Thread-safety: safe. Blocks: while waiting for a connection (up to
+/// pool_options::acquire_timeout when set) and while f runs.
+/// @throws acquire_error when no connection could be leased (pool closed, or the acquire
+/// timeout passed), and whatever f throws. Allocates: may.
 template <class F>
 auto with_connection(pool &p, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-  auto lease = p.acquire();
+  auto lease = p.acquire_default();
   if (!lease) {
     throw acquire_error(lease.status(), p.target());
   }

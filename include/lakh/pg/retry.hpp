@@ -201,15 +201,16 @@ public:
   /// @throws the last attempt's exception when it is not retryable, attempts or budget are
   ///         exhausted, or stop was requested during backoff (in_doubt errors are always
   ///         rethrown at once);
-  /// @throws lakh::pg::acquire_error if the pool is closed or stop is requested while
-  ///         waiting for a connection.
+  /// @throws lakh::pg::acquire_error if the pool is closed, stop is requested while
+  ///         waiting for a connection, or the pool's acquire_timeout passes (not retried:
+  ///         an exhausted pool is the caller's to report).
   /// Allocates: may.
   template <pqxx::isolation_level Isolation = pqxx::isolation_level::read_committed, class Fn>
   auto run(pool &p, Fn &&fn, std::stop_token st = {})
       -> std::invoke_result_t<Fn &, pqxx::transaction<Isolation> &> {
     return run_loop<Isolation>(
         [&p, &st](auto &&body) {
-          auto lease = p.acquire(st);
+          auto lease = p.acquire_default(st);
           if (!lease) {
             throw acquire_error(lease.status(), p.target());
           }
