@@ -1,8 +1,13 @@
 #pragma once
-// examples/saas/common/db.hpp: tenant-scoped transactions. Services connect through a pool
-// whose connections `SET ROLE saas_app` (a role that is neither superuser nor table owner),
-// and every transaction sets `app.tenant_id` transaction-locally before its first statement,
-// so the row-level security policies of each schema apply to every query a service makes.
+// examples/saas/common/db.hpp: a service's database access with least privilege.
+//   - Each service logs in as its own role, saas_<service>: LOGIN, NOSUPERUSER, NOBYPASSRLS,
+//     owning nothing, so every row-level security policy applies to it and there is no
+//     superuser session to RESET ROLE back to. migrate() creates the role if missing, sets its
+//     timeouts in this database (idle in transaction, lock wait, statement), and applies the
+//     service's schema.sql, as the database owner (DATABASE_OWNER_URL), once at startup.
+//   - check_least_privilege() refuses to start a service whose login role could bypass RLS.
+//   - in_tenant() scopes a transaction to a tenant: app.tenant_id is set transaction-locally
+//     before the first statement, and the policies of schema.sql compare it with tenant_id.
 
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
@@ -10,35 +15,68 @@
 #include <pqxx/pqxx>
 
 #include <cstdint>
+#include <functional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace saas {
 
-inline constexpr const char *app_role = "saas_app";
+/// The login role of a service: "saas_<service>".
+inline std::string role_of(std::string_view service) {
+  return "saas_" + std::string(service);
+}
 
-/// The role services act as, created if missing (idempotent; serialized by an advisory lock).
-inline void ensure_app_role(lakh::pg::pool &admin) {
-  lakh::pg::with_connection(admin, [](pqxx::connection &c) {
+/// Timeouts of every service role in this database: a transaction left idle (a bug, a
+/// paused process) is ended by the server; no statement or lock wait runs unbounded.
+inline constexpr const char *role_timeouts[][2] = {
+    {"idle_in_transaction_session_timeout", "10s"},
+    {"lock_timeout", "5s"},
+    {"statement_timeout", "30s"},
+};
+
+/// As the owner (`owner` pool): creates `role` if missing (LOGIN NOSUPERUSER NOBYPASSRLS
+/// NOCREATEDB NOCREATEROLE), sets its timeouts in the current database, runs `sql` (the
+/// service's schema.sql: idempotent DDL with its own GRANTs) and then `more(w)`, all in one
+/// transaction serialized by an advisory lock named after the schema.
+inline void migrate(lakh::pg::pool &owner, const std::string &role, const std::string &schema,
+                    std::string_view sql, const std::function<void(pqxx::work &)> &more = {}) {
+  lakh::pg::with_connection(owner, [&](pqxx::connection &c) {
     pqxx::work w(c);
-    w.exec("SELECT pg_advisory_xact_lock(hashtext('saas app role'))");
-    if (w.exec("SELECT 1 FROM pg_roles WHERE rolname = 'saas_app'").empty()) {
-      w.exec("CREATE ROLE saas_app NOLOGIN NOSUPERUSER NOBYPASSRLS");
+    w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "saas migrate " + schema);
+    // Roles are cluster-wide: two databases (two test platforms) may create one at once.
+    w.exec("DO $$ BEGIN CREATE ROLE " + w.quote_name(role) +
+           " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE; EXCEPTION WHEN "
+           "duplicate_object OR unique_violation THEN NULL; END $$");
+    const auto db = w.exec("SELECT current_database()")[0][0].as<std::string>();
+    for (const auto &[name, value] : role_timeouts) {
+      w.exec("ALTER ROLE " + w.quote_name(role) + " IN DATABASE " + w.quote_name(db) + " SET " +
+             name + " = " + w.quote(value));
+    }
+    w.exec("GRANT CONNECT ON DATABASE " + w.quote_name(db) + " TO " + w.quote_name(role));
+    w.exec(std::string(sql));
+    if (more) {
+      more(w);
     }
     w.commit();
   });
 }
 
-/// Pool options for a service: every connection acts as saas_app.
-inline lakh::pg::pool_options service_pool(std::string url, std::size_t size) {
-  lakh::pg::pool_options o;
-  o.url = std::move(url);
-  o.max_size = size;
-  o.on_connect = [](pqxx::connection &c) {
+/// @throws std::runtime_error when the pool's login role is a superuser, bypasses row-level
+/// security, or is not `role` (a misconfigured DATABASE_URL would silently disable RLS).
+inline void check_least_privilege(lakh::pg::pool &p, const std::string &role) {
+  lakh::pg::with_connection(p, [&](pqxx::connection &c) {
     pqxx::nontransaction n(c);
-    n.exec("SET ROLE saas_app");
-  };
-  return o;
+    auto r = n.exec("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = "
+                    "current_user");
+    const auto user = r.at(0)[0].as<std::string>();
+    if (user != role || r[0][1].as<bool>() || r[0][2].as<bool>()) {
+      throw std::runtime_error("DATABASE_URL logs in as \"" + user +
+                               "\"; the service must log in as " + role +
+                               " (NOSUPERUSER, NOBYPASSRLS): row-level security depends on it");
+    }
+  });
 }
 
 /// Runs fn(tx) in a transaction scoped to `tenant` (RLS), with lakh's retry of deadlocks,
@@ -63,23 +101,6 @@ inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const st
     return n.exec("SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true); " +
                   select);
   });
-}
-
-/// Enables and forces row-level security on `table` with the tenant policy (idempotent).
-inline void tenant_policy(pqxx::work &w, const std::string &table) {
-  w.exec("ALTER TABLE " + table + " ENABLE ROW LEVEL SECURITY");
-  w.exec("ALTER TABLE " + table + " FORCE ROW LEVEL SECURITY");
-  const auto dot = table.find('.');
-  const std::string policy = table.substr(dot + 1) + "_tenant";
-  if (w.exec_params("SELECT 1 FROM pg_policies WHERE schemaname || '.' || tablename = $1 AND "
-                    "policyname = $2",
-                    table, policy)
-          .empty()) {
-    w.exec("CREATE POLICY " + policy + " ON " + table +
-           " USING (tenant_id = nullif(current_setting('app.tenant_id', true), '')::bigint) "
-           "WITH CHECK (tenant_id = nullif(current_setting('app.tenant_id', true), '')::bigint)");
-  }
-  w.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON " + table + " TO saas_app");
 }
 
 } // namespace saas

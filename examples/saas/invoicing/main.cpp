@@ -1,11 +1,12 @@
-// saas_invoicing: the Invoicing service (examples/saas/README.md). Owns schema `invoicing`:
-// invoices (one per tenant and period, row-level security by app.tenant_id). gRPC: Issue
-// (idempotent on (tenant, period); a new invoice and its `saas.invoice.issued` event commit
-// together through the outbox), Get. Consumes `saas.payment.captured` (durable
-// "invoicing-payments", once per event through the inbox) and marks the invoice paid.
-// Config: DATABASE_URL, NATS_URL (required); INVOICING_GRPC_ADDR (127.0.0.1:15054),
-// INVOICING_METRICS_PORT (9104); environment or .env. SIGTERM/SIGINT: drain and exit 0.
-#include "../common/runtime.hpp"
+// saas_invoicing: the Invoicing service (examples/saas/README.md). Owns schema `invoicing`
+// (schema.sql): invoices, one per tenant and period (row-level security by app.tenant_id).
+// gRPC: Issue is idempotent on (tenant, period): a new invoice and its `invoice.issued` event
+// commit together through the outbox, and a repeat answers the same invoice. Get reads one.
+// Consumes `payment.captured` (durable "invoicing-payments", once per event through the inbox)
+// and marks the invoice paid. Settings: service_main.hpp.
+#include "../common/period.hpp"
+#include "../common/service_main.hpp"
+#include "invoicing_schema.hpp"
 #include "saas.grpc.pb.h"
 
 namespace {
@@ -14,7 +15,6 @@ using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
-constexpr const char *service = "invoicing";
 
 // Columns of an invoice, in the order fill() reads them.
 constexpr const char *invoice_columns =
@@ -31,12 +31,12 @@ void fill(v1::Invoice &out, std::int64_t tenant, const pqxx::row &r) {
 
 class invoicing_service final : public v1::InvoicingService::Service {
 public:
-  invoicing_service(lakh::pg::pool &p, lakh::pg::outbox &box, lakh::registry &r)
-      : pool_(&p), box_(&box), stats_(r, service, {"Issue", "Get"}),
-        issued_(&r.make_counter("saas_invoicing_issued_total", "invoices issued")) {}
+  explicit invoicing_service(saas::service &s)
+      : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"Issue", "Get"}),
+        issued_(&s.metrics().make_counter("saas_invoicing_issued_total", "invoices issued")) {}
 
   Status Issue(ServerContext *ctx, const v1::IssueInvoiceRequest *req, v1::Invoice *out) override {
-    return stats_.run("Issue", *ctx, [&](const saas::trace_context &trace) {
+    return rpc_.run("Issue", *ctx, [&](const saas::trace_context &trace) {
       if (!saas::valid_period(req->period())) {
         return Status(StatusCode::INVALID_ARGUMENT,
                       "period must be YYYY-MM, got \"" + req->period() + "\"");
@@ -46,7 +46,7 @@ public:
                       "total_cents must be >= 0, got " + std::to_string(req->total_cents()));
       }
       bool inserted = false;
-      auto s = saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
+      auto s = saas::in_tenant(retry_, svc_->db(), req->tenant_id(), [&](pqxx::work &w) {
         inserted = false;
         // The unique (tenant_id, period) makes a concurrent Issue of the same period wait for
         // this one and then find its invoice.
@@ -76,14 +76,14 @@ public:
                                {"period", req->period()},
                                {"total_cents", req->total_cents()}};
         const lakh::pg::outbox_header tp{"traceparent", trace.header()};
-        box_->enqueue(w, saas::topic("invoice.issued"), std::to_string(req->tenant_id()), ev.dump(),
-                      {&tp, 1});
+        svc_->outbox().enqueue(w, saas::topic("invoice.issued"), std::to_string(req->tenant_id()),
+                               ev.dump(), {&tp, 1});
         inserted = true;
         return Status::OK;
       });
       if (s.ok() && inserted) {
         issued_->add();
-        saas::log(service, "info", trace.trace_id, "invoice issued",
+        saas::log(svc_->name(), "info", trace.trace_id, "invoice issued",
                   {{"tenant_id", req->tenant_id()},
                    {"invoice_id", out->id()},
                    {"period", req->period()},
@@ -94,8 +94,8 @@ public:
   }
 
   Status Get(ServerContext *ctx, const v1::GetInvoiceRequest *req, v1::Invoice *out) override {
-    return stats_.run("Get", *ctx, [&](const saas::trace_context &) {
-      return saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
+    return rpc_.run("Get", *ctx, [&](const saas::trace_context &) {
+      return saas::in_tenant(retry_, svc_->db(), req->tenant_id(), [&](pqxx::work &w) {
         // Row-level security hides another tenant's invoice: it is NOT_FOUND like a missing one.
         auto r = w.exec_params(std::string("SELECT ") + invoice_columns +
                                    " FROM invoicing.invoices WHERE id = $1",
@@ -111,9 +111,8 @@ public:
   }
 
 private:
-  lakh::pg::pool *pool_;
-  lakh::pg::outbox *box_;
-  saas::rpc_stats stats_;
+  saas::service *svc_;
+  saas::rpc_server rpc_;
   lakh::counter *issued_;
   lakh::pg::retrier retry_;
 };
@@ -124,24 +123,24 @@ private:
 /// acknowledged: a redelivery would find the same.
 class payment_captured_handler {
 public:
-  payment_captured_handler(lakh::pg::pool &p, lakh::pg::inbox &inbox, lakh::registry &r)
-      : paid_(&r.make_counter("saas_invoicing_paid_total", "invoices marked paid")),
+  explicit payment_captured_handler(saas::service &s)
+      : paid_(&s.metrics().make_counter("saas_invoicing_paid_total", "invoices marked paid")),
         once_(saas::once_per_event(
-            p, inbox, "invoicing-payments",
+            s.db(), s.inbox(), "invoicing-payments",
             [this](pqxx::work &w, const saas::event &ev) { mark_paid(w, ev); })) {}
 
   void operator()(const saas::event &ev) {
     const auto &b = ev.body;
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer()) {
-      saas::log(service, "error", ev.trace.trace_id, "dropped a malformed payment.captured event",
-                {{"event", ev.id}, {"payload", b}});
+      saas::log("invoicing", "error", ev.trace.trace_id,
+                "dropped a malformed payment.captured event", {{"event", ev.id}, {"payload", b}});
       return;
     }
     pending_.reset();
     once_(ev);      // throws: not acknowledged, redelivered
     if (pending_) { // marked paid by this event, committed
       paid_->add();
-      saas::log(service, "info", ev.trace.trace_id, "invoice paid", *pending_);
+      saas::log("invoicing", "info", ev.trace.trace_id, "invoice paid", *pending_);
     }
   }
 
@@ -158,7 +157,7 @@ private:
                             {"total_cents", r[0][0].as<std::int64_t>()},
                             {"amount_cents", ev.body.value("amount_cents", saas::json())}};
     } else if (w.exec_params("SELECT 1 FROM invoicing.invoices WHERE id = $1", invoice).empty()) {
-      saas::log(service, "error", ev.trace.trace_id, "payment for an unknown invoice",
+      saas::log("invoicing", "error", ev.trace.trace_id, "payment for an unknown invoice",
                 {{"tenant_id", ev.tenant_id}, {"invoice_id", invoice}, {"event", ev.id}});
     }
   }
@@ -171,41 +170,11 @@ private:
 } // namespace
 
 int main() {
-  const sigset_t sigs = saas::block_stop_signals();
-  return saas::guarded_main(service, [&] {
-    const auto cfg = saas::config::load();
-    const auto url = cfg.require("DATABASE_URL");
-    lakh::nats::jetstream js(cfg.require("NATS_URL"));
-    saas::ensure_stream(js);
-    lakh::pg::pool pool(saas::service_pool(url, 8));
-    saas::event_relay relay(pool, js, "invoicing");
-    std::optional<lakh::pg::inbox> inbox;
-    {
-      lakh::pg::pool admin(url, 1);
-      saas::setup_schema(admin, "invoicing", [](pqxx::work &w) {
-        w.exec("CREATE TABLE IF NOT EXISTS invoicing.invoices (tenant_id bigint NOT NULL, id "
-               "bigserial PRIMARY KEY, period text NOT NULL, total_cents bigint NOT NULL CHECK "
-               "(total_cents >= 0), status text NOT NULL DEFAULT 'issued' CHECK (status IN "
-               "('issued', 'paid')), issued_at timestamptz NOT NULL DEFAULT now(), paid_at "
-               "timestamptz, UNIQUE (tenant_id, period))");
-        saas::tenant_policy(w, "invoicing.invoices");
-      });
-      relay.create_schema(admin);
-      inbox.emplace(saas::make_inbox(admin, pool, "invoicing"));
-    }
-    lakh::registry metrics;
-    saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("INVOICING_METRICS_PORT", 9104));
-    invoicing_service svc(pool, relay.box(), metrics);
-    payment_captured_handler handler(pool, *inbox, metrics);
-    saas::event_consumer consumer(
-        service, js, saas::topic("payment.captured"), "invoicing-payments",
-        [&handler](const saas::event &ev) { handler(ev); }, metrics);
-    relay.start();
-    consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("INVOICING_GRPC_ADDR", "127.0.0.1:15054"),
-                       {&svc}, [&] {
-                         consumer.stop();
-                         relay.stop();
-                       });
-  });
+  return saas::service_main({"invoicing", "invoicing", saas::schema_sql, 15054, 9104, true, true},
+                            [](saas::service &s) {
+                              auto handler = std::make_shared<payment_captured_handler>(s);
+                              s.consume("payment.captured", "invoicing-payments",
+                                        [handler](const saas::event &ev) { (*handler)(ev); });
+                              return std::make_unique<invoicing_service>(s);
+                            });
 }

@@ -1,12 +1,11 @@
 // saas_notification: the Notification service (examples/saas/README.md). Owns schema
-// `notifications`: sent (what would have been sent, one row per event; row-level security by
-// app.tenant_id) and inbox (the ids of the events handled). Consumes `saas.payment.captured`
-// (durable "notification-payments"): each event records one notification exactly once, in a
-// transaction that also records the event id in the inbox, so a redelivery does nothing.
-// gRPC: List. Config: DATABASE_URL, NATS_URL (required); NOTIFICATION_GRPC_ADDR
-// (127.0.0.1:15056), NOTIFICATION_METRICS_PORT (9106); environment or .env. SIGTERM/SIGINT:
-// drain and exit 0.
-#include "../common/runtime.hpp"
+// `notifications` (schema.sql): sent, what would have been sent, one row per event (row-level
+// security by app.tenant_id). Consumes `payment.captured` (durable "notification-payments"):
+// each event records one notification exactly once, in a transaction that also records the
+// event id in the inbox, so a redelivery does nothing. gRPC: List, a page at a time (at most
+// 100, in id order). Settings: service_main.hpp.
+#include "../common/service_main.hpp"
+#include "notification_schema.hpp"
 #include "saas.grpc.pb.h"
 
 #include <cstdint>
@@ -19,7 +18,6 @@ using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
-constexpr const char *service = "notification";
 constexpr const char *consumer_name = "notification-payments";
 
 /// "$12.34" for 1234.
@@ -34,11 +32,12 @@ std::string dollars(std::int64_t cents) {
 /// counts and logs it after its transaction committed. Runs on the consumer's thread only.
 class payment_captured_handler {
 public:
-  payment_captured_handler(lakh::pg::pool &p, lakh::pg::inbox &inbox, lakh::registry &r)
-      : recorded_(&r.make_counter("saas_notifications_recorded_total",
-                                  "notifications recorded (one per payment.captured event)")),
+  explicit payment_captured_handler(saas::service &s)
+      : recorded_(
+            &s.metrics().make_counter("saas_notifications_recorded_total",
+                                      "notifications recorded (one per payment.captured event)")),
         once_(
-            saas::once_per_event(p, inbox, consumer_name,
+            saas::once_per_event(s.db(), s.inbox(), consumer_name,
                                  [this](pqxx::work &w, const saas::event &ev) { record(w, ev); })) {
   }
 
@@ -47,15 +46,15 @@ public:
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer() ||
         !b.contains("amount_cents") || !b["amount_cents"].is_number_integer() ||
         b["amount_cents"].get<std::int64_t>() < 0) {
-      saas::log(service, "error", ev.trace.trace_id, "dropped a malformed payment.captured event",
-                {{"event", ev.id}, {"payload", b}});
+      saas::log("notification", "error", ev.trace.trace_id,
+                "dropped a malformed payment.captured event", {{"event", ev.id}, {"payload", b}});
       return; // acknowledged: a redelivery could never succeed
     }
     pending_.reset();
     once_(ev);      // throws: not acknowledged, redelivered
     if (pending_) { // first delivery, committed (a retried transaction set it again)
       recorded_->add();
-      saas::log(service, "info", ev.trace.trace_id, "notification recorded", *pending_);
+      saas::log("notification", "info", ev.trace.trace_id, "notification recorded", *pending_);
     }
   }
 
@@ -84,69 +83,55 @@ private:
 
 class notification_service final : public v1::NotificationService::Service {
 public:
-  notification_service(lakh::pg::pool &p, lakh::registry &r)
-      : pool_(&p), stats_(r, service, {"List"}) {}
+  explicit notification_service(saas::service &s)
+      : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"List"}) {}
 
   Status List(ServerContext *ctx, const v1::ListNotificationsRequest *req,
               v1::NotificationList *out) override {
-    return stats_.run("List", *ctx, [&](const saas::trace_context &) {
-      if (req->tenant_id() < 1) {
-        return Status(StatusCode::INVALID_ARGUMENT, "tenant_id must be >= 1");
+    return rpc_.run("List", *ctx, [&](const saas::trace_context &) {
+      if (req->tenant_id() < 1 || req->limit() < 0 || req->limit() > 100 || req->after_id() < 0) {
+        return Status(StatusCode::INVALID_ARGUMENT,
+                      "tenant_id must be >= 1, limit 0..100, after_id >= 0");
       }
-      return saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
-        out->clear_notifications();
-        for (const auto &row : w.exec("SELECT id, kind, invoice_id, amount_cents, text, "
-                                      "traceparent FROM notifications.sent ORDER BY id")) {
-          auto *n = out->add_notifications();
-          n->set_tenant_id(req->tenant_id());
-          n->set_id(row[0].as<std::int64_t>());
-          n->set_kind(row[1].as<std::string>());
-          n->set_invoice_id(row[2].as<std::int64_t>());
-          n->set_amount_cents(row[3].as<std::int64_t>());
-          n->set_text(row[4].as<std::string>());
-          n->set_traceparent(row[5].as<std::string>());
+      const int limit = req->limit() == 0 ? 50 : req->limit();
+      // One more than the page: whether another page follows.
+      const auto rows = saas::tenant_read(
+          svc_->db(), req->tenant_id(),
+          "SELECT id, kind, invoice_id, amount_cents, text, traceparent FROM notifications.sent "
+          "WHERE id > " +
+              std::to_string(req->after_id()) + " ORDER BY id LIMIT " + std::to_string(limit + 1));
+      for (const auto &row : rows) {
+        if (out->notifications_size() == limit) {
+          out->set_next_after_id(out->notifications(limit - 1).id());
+          break;
         }
-        return Status::OK;
-      });
+        auto *n = out->add_notifications();
+        n->set_tenant_id(req->tenant_id());
+        n->set_id(row[0].as<std::int64_t>());
+        n->set_kind(row[1].as<std::string>());
+        n->set_invoice_id(row[2].as<std::int64_t>());
+        n->set_amount_cents(row[3].as<std::int64_t>());
+        n->set_text(row[4].as<std::string>());
+        n->set_traceparent(row[5].as<std::string>());
+      }
+      return Status::OK;
     });
   }
 
 private:
-  lakh::pg::pool *pool_;
-  saas::rpc_stats stats_;
-  lakh::pg::retrier retry_;
+  saas::service *svc_;
+  saas::rpc_server rpc_;
 };
 
 } // namespace
 
 int main() {
-  const sigset_t sigs = saas::block_stop_signals();
-  return saas::guarded_main(service, [&] {
-    const auto cfg = saas::config::load();
-    const auto url = cfg.require("DATABASE_URL");
-    lakh::nats::jetstream js(cfg.require("NATS_URL"));
-    saas::ensure_stream(js);
-    lakh::pg::pool pool(saas::service_pool(url, 8));
-    auto inbox = [&] {
-      lakh::pg::pool admin(url, 1);
-      saas::setup_schema(admin, "notifications", [](pqxx::work &w) {
-        w.exec("CREATE TABLE IF NOT EXISTS notifications.sent (tenant_id bigint NOT NULL, id "
-               "bigserial PRIMARY KEY, kind text NOT NULL, invoice_id bigint NOT NULL, "
-               "amount_cents bigint NOT NULL, text text NOT NULL, traceparent text NOT NULL, "
-               "event_id text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())");
-        saas::tenant_policy(w, "notifications.sent");
+  return saas::service_main(
+      {"notification", "notifications", saas::schema_sql, 15056, 9106, false, true},
+      [](saas::service &s) {
+        auto handler = std::make_shared<payment_captured_handler>(s);
+        s.consume("payment.captured", consumer_name,
+                  [handler](const saas::event &ev) { (*handler)(ev); });
+        return std::make_unique<notification_service>(s);
       });
-      return saas::make_inbox(admin, pool, "notifications");
-    }();
-    lakh::registry metrics;
-    saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("NOTIFICATION_METRICS_PORT", 9106));
-    notification_service svc(pool, metrics);
-    payment_captured_handler handler(pool, inbox, metrics);
-    saas::event_consumer consumer(
-        service, js, saas::topic("payment.captured"), consumer_name,
-        [&handler](const saas::event &ev) { handler(ev); }, metrics);
-    consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("NOTIFICATION_GRPC_ADDR", "127.0.0.1:15056"),
-                       {&svc}, [&] { consumer.stop(); });
-  });
 }

@@ -1,10 +1,9 @@
 // saas_payment: the Payment service (examples/saas/README.md). Owns schema `payments`:
 // payments (one per invoice) and provider_charges (the fake provider's own ledger), both with
-// row-level security by app.tenant_id. gRPC: Capture, GetByInvoice. Consumes
+// row-level security by app.tenant_id (schema.sql). gRPC: Capture, GetByInvoice. Consumes
 // `saas.invoice.issued` (durable "payment-invoices") and captures each invoice; every payment
 // emits `saas.payment.captured` through the outbox, in the transaction that records it.
-// Config: DATABASE_URL, NATS_URL, REDIS_URL (required); PAYMENT_GRPC_ADDR (127.0.0.1:15055),
-// PAYMENT_METRICS_PORT (9105); environment or .env. SIGTERM/SIGINT: drain and exit 0.
+// Settings: service_main.hpp; REDIS_URL (required).
 //
 // One charge per invoice, whoever asks (the gateway's Capture, the invoice.issued event, any
 // retry or redelivery of either) and whatever crashes. Three layers, each keyed by the invoice
@@ -24,7 +23,8 @@
 // and the payment and its event commit once; after the commit but before the guard records the
 // answer, the rerun finds the payment and returns it. The event is acknowledged only after
 // capture() returned a payment, and the outbox relays what committed: no event is lost.
-#include "../common/runtime.hpp"
+#include "../common/service_main.hpp"
+#include "payment_schema.hpp"
 #include "saas.grpc.pb.h"
 
 #include <lakh/idempotency.hpp>
@@ -41,7 +41,6 @@ using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
-constexpr const char *service = "payment";
 
 /// A payment provider (Stripe, Adyen...): charges a tenant's payment method.
 class payment_provider {
@@ -196,7 +195,7 @@ public:
       out.status = Status(StatusCode::FAILED_PRECONDITION, e.what());
       out.outcome = lakh::idempotency_outcome::mismatch;
     }
-    saas::log(service, "info", trace.trace_id, "capture",
+    saas::log("payment", "info", trace.trace_id, "capture",
               {{"tenant_id", tenant},
                {"invoice_id", invoice_id},
                {"amount_cents", amount},
@@ -272,13 +271,14 @@ private:
   lakh::pg::retrier retry_;
 };
 
-class payment_service final : public v1::PaymentService::Service {
+class payment_service : public v1::PaymentService::Service {
 public:
-  payment_service(lakh::pg::pool &p, capturer &c, lakh::registry &r)
-      : pool_(&p), capturer_(&c), stats_(r, service, {"Capture", "GetByInvoice"}) {}
+  payment_service(saas::service &s, capturer &c)
+      : svc_(&s), capturer_(&c),
+        rpc_(s.metrics(), s.name(), s.auth(), {"Capture", "GetByInvoice"}) {}
 
   Status Capture(ServerContext *ctx, const v1::CaptureRequest *req, v1::Payment *out) override {
-    return stats_.run("Capture", *ctx, [&](const saas::trace_context &trace) {
+    return rpc_.run("Capture", *ctx, [&](const saas::trace_context &trace) {
       if (req->tenant_id() < 1 || req->invoice_id() < 1) {
         return Status(StatusCode::INVALID_ARGUMENT, "tenant_id and invoice_id must be >= 1");
       }
@@ -301,8 +301,8 @@ public:
 
   Status GetByInvoice(ServerContext *ctx, const v1::GetPaymentRequest *req,
                       v1::Payment *out) override {
-    return stats_.run("GetByInvoice", *ctx, [&](const saas::trace_context &) {
-      return saas::in_tenant(retry_, *pool_, req->tenant_id(), [&](pqxx::work &w) {
+    return rpc_.run("GetByInvoice", *ctx, [&](const saas::trace_context &) {
+      return saas::in_tenant(retry_, svc_->db(), req->tenant_id(), [&](pqxx::work &w) {
         auto r = w.exec_params("SELECT id, invoice_id, amount_cents, provider_ref FROM "
                                "payments.payments WHERE invoice_id = $1",
                                req->invoice_id());
@@ -317,9 +317,9 @@ public:
   }
 
 private:
-  lakh::pg::pool *pool_;
+  saas::service *svc_;
   capturer *capturer_;
-  saas::rpc_stats stats_;
+  saas::rpc_server rpc_;
   lakh::pg::retrier retry_;
 };
 
@@ -331,7 +331,7 @@ saas::event_handler on_invoice_issued(capturer &c) {
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer() ||
         !b.contains("total_cents") || !b["total_cents"].is_number_integer() ||
         b["invoice_id"].get<std::int64_t>() < 1 || b["total_cents"].get<std::int64_t>() < 0) {
-      saas::log(service, "error", ev.trace.trace_id, "dropped a malformed invoice.issued event",
+      saas::log("payment", "error", ev.trace.trace_id, "dropped a malformed invoice.issued event",
                 {{"event", ev.id}, {"payload", b}});
       return;
     }
@@ -340,7 +340,7 @@ saas::event_handler on_invoice_issued(capturer &c) {
     if (r.status.error_code() == StatusCode::FAILED_PRECONDITION) {
       // Another amount was captured (or charged) for this invoice: a redelivery would get the
       // same answer, so acknowledge it and leave it to an operator.
-      saas::log(service, "error", ev.trace.trace_id, "invoice not captured",
+      saas::log("payment", "error", ev.trace.trace_id, "invoice not captured",
                 {{"event", ev.id}, {"error", r.status.error_message()}});
       return;
     }
@@ -350,53 +350,37 @@ saas::event_handler on_invoice_issued(capturer &c) {
   };
 }
 
+/// What the payment service holds beside its gRPC service.
+struct payment_parts {
+  explicit payment_parts(saas::service &s)
+      : redis(s.cfg().require("REDIS_URL")), store(redis, {saas::event_namespace() + ":payment:"}),
+        provider(s.db(), s.metrics()), cap(s.db(), s.outbox(), provider, store, s.metrics()) {
+    (void)redis.command({"PING"}); // fail at start, naming the server, if Redis is unreachable
+  }
+  lakh::redis::connection_pool redis;
+  lakh::redis::idempotency_store store;
+  fake_provider provider;
+  capturer cap;
+};
+
+/// The gRPC service and what it uses, destroyed together.
+class payment_server final : public payment_service {
+public:
+  explicit payment_server(saas::service &s, std::unique_ptr<payment_parts> parts)
+      : payment_service(s, parts->cap), parts_(std::move(parts)) {}
+
+private:
+  std::unique_ptr<payment_parts> parts_;
+};
+
 } // namespace
 
 int main() {
-  const sigset_t sigs = saas::block_stop_signals();
-  return saas::guarded_main(service, [&] {
-    const auto cfg = saas::config::load();
-    const auto url = cfg.require("DATABASE_URL");
-    lakh::nats::jetstream js(cfg.require("NATS_URL"));
-    lakh::redis::connection_pool redis(cfg.require("REDIS_URL"));
-    (void)redis.command({"PING"}); // fail at start, naming the server, if Redis is unreachable
-    saas::ensure_stream(js);
-    lakh::pg::pool pool(saas::service_pool(url, 8));
-    saas::event_relay relay(pool, js, "payments");
-    {
-      lakh::pg::pool admin(url, 1);
-      saas::setup_schema(admin, "payments", [](pqxx::work &w) {
-        // Keys and invoices are unique per tenant: a global UNIQUE under row-level security
-        // would let one tenant's row block (and reveal) another's.
-        w.exec("CREATE TABLE IF NOT EXISTS payments.provider_charges (tenant_id bigint NOT "
-               "NULL, id bigserial PRIMARY KEY, idempotency_key text NOT NULL, amount_cents "
-               "bigint NOT NULL CHECK (amount_cents >= 0), created_at timestamptz NOT NULL "
-               "DEFAULT now(), UNIQUE (tenant_id, idempotency_key))");
-        saas::tenant_policy(w, "payments.provider_charges");
-        w.exec("CREATE TABLE IF NOT EXISTS payments.payments (tenant_id bigint NOT NULL, id "
-               "bigserial PRIMARY KEY, invoice_id bigint NOT NULL, amount_cents bigint NOT "
-               "NULL CHECK (amount_cents >= 0), provider_ref text NOT NULL, idempotency_key "
-               "text NOT NULL, captured_at timestamptz NOT NULL DEFAULT now(), UNIQUE "
-               "(tenant_id, invoice_id))");
-        saas::tenant_policy(w, "payments.payments");
+  return saas::service_main(
+      {"payment", "payments", saas::schema_sql, 15055, 9105, true}, [](saas::service &s) {
+        auto parts = std::make_unique<payment_parts>(s);
+        // One event at a time: a capture may wait up to 4 s for a duplicate in flight.
+        s.consume("invoice.issued", "payment-invoices", on_invoice_issued(parts->cap), 1);
+        return std::make_unique<payment_server>(s, std::move(parts));
       });
-      relay.create_schema(admin);
-    }
-    lakh::registry metrics;
-    saas::metrics_endpoint http(metrics, "127.0.0.1", cfg.port("PAYMENT_METRICS_PORT", 9105));
-    lakh::redis::idempotency_store store(redis, {saas::event_namespace() + ":payment:"});
-    fake_provider provider(pool, metrics);
-    capturer cap(pool, relay.box(), provider, store, metrics);
-    payment_service svc(pool, cap, metrics);
-    saas::event_consumer consumer(service, js, saas::topic("invoice.issued"), "payment-invoices",
-                                  on_invoice_issued(cap), metrics, std::chrono::seconds(5),
-                                  /*fetch=*/1); // a capture may wait 4 s for a duplicate
-    relay.start();
-    consumer.start();
-    return saas::serve(service, sigs, cfg, cfg.get("PAYMENT_GRPC_ADDR", "127.0.0.1:15055"), {&svc},
-                       [&] {
-                         consumer.stop();
-                         relay.stop();
-                       });
-  });
 }

@@ -21,6 +21,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -79,6 +80,12 @@ struct stream_config {
   std::vector<std::string> subjects; ///< at least one
   storage store = storage::file;     ///< fixed once the stream exists
   std::chrono::milliseconds duplicate_window{std::chrono::minutes(2)}; ///< > 0
+  /// Retention limits: messages older than max_age, or beyond max_bytes / max_messages (the
+  /// oldest first), are discarded by the server. Unset: a new stream has no such limit, and
+  /// an existing stream keeps whatever limit it has (an operator's setting is not reset).
+  std::optional<std::chrono::milliseconds> max_age{};
+  std::optional<std::int64_t> max_bytes{};
+  std::optional<std::int64_t> max_messages{};
 };
 
 /// Connection settings.
@@ -128,8 +135,10 @@ public:
   /// Closes the connection (messages still buffered are dropped: wait for publish_batch).
   ~jetstream() = default;
 
-  /// Creates the stream if it does not exist; if it does, updates its subjects and duplicate
-  /// window to `cfg`'s when they differ. Thread-safety: safe. Blocks: one or two requests.
+  /// Creates the stream if it does not exist; if it does, updates its subjects, duplicate
+  /// window and the limits `cfg` sets to `cfg`'s when they differ, keeping every other
+  /// setting of the existing stream (limits `cfg` leaves unset, replicas). Thread-safety: safe.
+  /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
   /// lakh::nats::error if the server refuses or the stream exists with the other storage.
   /// Allocates: may.
@@ -160,6 +169,15 @@ public:
     sc.Storage = cfg.store == storage::file ? js_FileStorage : js_MemoryStorage;
     sc.Duplicates =
         std::chrono::duration_cast<std::chrono::nanoseconds>(cfg.duplicate_window).count();
+    if (cfg.max_age) {
+      sc.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(*cfg.max_age).count();
+    }
+    if (cfg.max_bytes) {
+      sc.MaxBytes = *cfg.max_bytes;
+    }
+    if (cfg.max_messages) {
+      sc.MaxMsgs = *cfg.max_messages;
+    }
 
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -176,8 +194,14 @@ public:
                   (info->Config->Storage == js_FileStorage ? "file" : "memory") +
                   " storage; storage cannot be changed");
     }
-    bool same =
-        info->Config->Duplicates == sc.Duplicates && info->Config->SubjectsLen == sc.SubjectsLen;
+    // What cfg leaves unset stays as the stream has it.
+    const auto &now = *info->Config;
+    sc.MaxAge = cfg.max_age ? sc.MaxAge : now.MaxAge;
+    sc.MaxBytes = cfg.max_bytes ? sc.MaxBytes : now.MaxBytes;
+    sc.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : now.MaxMsgs;
+    sc.Replicas = now.Replicas;
+    bool same = now.Duplicates == sc.Duplicates && now.SubjectsLen == sc.SubjectsLen &&
+                now.MaxAge == sc.MaxAge && now.MaxBytes == sc.MaxBytes && now.MaxMsgs == sc.MaxMsgs;
     for (int i = 0; same && i < sc.SubjectsLen; ++i) {
       same = std::string_view(info->Config->Subjects[i]) == subj[static_cast<std::size_t>(i)];
     }

@@ -1,0 +1,220 @@
+#pragma once
+// examples/saas/common/events.hpp: the platform's events on NATS JetStream.
+//   - event_namespace(), topic(), stream_name(), ensure_stream(): one stream per platform
+//     ("<NS>", subjects "<ns>.>"), with retention limits so that it does not grow forever;
+//   - event_relay: a service's transactional outbox relayed to JetStream on a thread;
+//   - event_consumer: a durable pull consumer on a thread, reconnecting with lakh::backoff;
+//   - once_per_event(): a handler run at most once per event id through lakh::pg::inbox, in a
+//     transaction scoped to the event's tenant.
+
+#include "config.hpp"
+#include "db.hpp"
+#include "log.hpp"
+#include "trace.hpp"
+
+#include <lakh/backoff.hpp>
+#include <lakh/metrics.hpp>
+#include <lakh/nats/jetstream.hpp>
+#include <lakh/nats/outbox_publisher.hpp>
+#include <lakh/pg/inbox.hpp>
+#include <lakh/pg/outbox.hpp>
+
+#include <cctype>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+namespace saas {
+
+// ---- events -----------------------------------------------------------------------------
+
+/// The platform's event namespace, EVENTS_NAMESPACE (environment or .env; default "saas";
+/// 1..32 of [a-z0-9]): events are subjects "<ns>.<event>" of the JetStream stream "<NS>", and
+/// Redis keys start with "<ns>:", so that two platforms (two test runs) can share one NATS
+/// and one Redis. Read once, on first use. @throws config_error naming the variable.
+inline const std::string &event_namespace() {
+  static const std::string ns = [] {
+    auto v = config::load().get("EVENTS_NAMESPACE", "saas");
+    if (v.empty() || v.size() > 32 ||
+        v.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789") != std::string::npos) {
+      throw config_error("EVENTS_NAMESPACE=\"" + v + "\" must be 1..32 of [a-z0-9]");
+    }
+    return v;
+  }();
+  return ns;
+}
+
+/// The subject of an event: topic("invoice.issued") is "saas.invoice.issued".
+inline std::string topic(std::string_view event) {
+  return event_namespace() + "." + std::string(event);
+}
+
+/// The stream that holds every event of the platform: the namespace in upper case.
+inline std::string stream_name() {
+  auto s = event_namespace();
+  for (auto &c : s) {
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  return s;
+}
+
+/// Creates the stream if missing (idempotent), with the platform's retention: events older
+/// than 7 days or beyond 1 GiB are discarded (consumers ack within seconds; the outbox, not
+/// the stream, is the record). An operator's other settings are kept.
+/// @throws lakh::nats::error, config_error.
+inline void ensure_stream(lakh::nats::jetstream &js) {
+  lakh::nats::stream_config c{stream_name(), {event_namespace() + ".>"}};
+  c.max_age = std::chrono::hours(24 * 7);
+  c.max_bytes = std::int64_t{1} << 30;
+  js.ensure_stream(c);
+}
+
+/// A service's outbox (`<schema>.outbox`) relayed to JetStream on a thread, from start() to
+/// stop(). Events carry Nats-Msg-Id "<schema>-<event id>", so JetStream drops a republished
+/// one. Published rows are deleted by the relay (delete_published): the table holds only
+/// what is still to be sent.
+class event_relay {
+public:
+  event_relay(lakh::pg::pool &p, lakh::nats::jetstream &js, const std::string &schema)
+      : box_(p, {schema + ".outbox", true}), pub_(js, {schema + "-"}), relay_(box_, pub_) {}
+
+  /// The outbox (enqueue into it in the business transaction).
+  lakh::pg::outbox &box() noexcept { return box_; }
+  void start() {
+    thread_.emplace([this](std::stop_token st) { relay_.run(st); });
+  }
+  /// Finishes the round in flight; unpublished events stay in the outbox.
+  void stop() { thread_.reset(); }
+
+private:
+  lakh::pg::outbox box_;
+  lakh::nats::outbox_publisher pub_;
+  lakh::pg::outbox_relay relay_;
+  std::optional<std::jthread> thread_;
+};
+
+/// What a consumer's handler gets.
+struct event {
+  std::string id;         ///< Nats-Msg-Id (the producer's outbox event id)
+  std::string subject;    ///< "saas.invoice.issued"
+  json body;              ///< the payload; always has "tenant_id"
+  std::int64_t tenant_id; ///< body["tenant_id"]
+  trace_context trace;    ///< a child of the producer's traceparent header (or a new root)
+  std::uint64_t delivery; ///< 1 the first time JetStream delivered it
+};
+
+/// Handles one event; throwing leaves it unacknowledged (redelivered after the ack wait).
+using event_handler = std::function<void(const event &)>;
+
+/// A durable pull consumer of `subject` (a topic()) on a thread, from start() to stop(): fetches
+/// up to `fetch` events at a time, hands each to the handler, acknowledges it after the handler
+/// returned. Events of a batch wait for those before them: keep fetch x (slowest handler) below
+/// ack_wait, or JetStream redelivers events still in hand (harmless, wasteful). Reconnects and
+/// retries after errors (logged). Delivery is at least once: pair it with once_per_event or
+/// another idempotency guard.
+class event_consumer {
+public:
+  event_consumer(std::string service, lakh::nats::jetstream &js, std::string subject,
+                 std::string durable, event_handler handler, lakh::registry &metrics,
+                 std::chrono::milliseconds ack_wait = std::chrono::seconds(10), int fetch = 64)
+      : service_(std::move(service)), js_(&js), subject_(std::move(subject)),
+        durable_(std::move(durable)), handler_(std::move(handler)), ack_wait_(ack_wait),
+        fetch_(fetch),
+        handled_(&metrics.make_counter("saas_events_handled_total", "events handled and acked",
+                                       {{"service", service_}, {"subject", subject_}})),
+        failed_(&metrics.make_counter("saas_events_failed_total",
+                                      "events whose handler threw (redelivered later)",
+                                      {{"service", service_}, {"subject", subject_}})) {}
+
+  void start() {
+    thread_.emplace([this](std::stop_token st) { loop(st); });
+  }
+  /// Finishes (and acknowledges) the batch in hand, then returns.
+  void stop() { thread_.reset(); }
+
+private:
+  void loop(std::stop_token st) {
+    std::optional<lakh::nats::pull_consumer> consumer;
+    unsigned failures = 0;
+    while (!st.stop_requested()) {
+      try {
+        if (!consumer) {
+          consumer.emplace(*js_, stream_name(), subject_, durable_, ack_wait_);
+        }
+        for (auto &d : consumer->fetch(fetch_, std::chrono::milliseconds(200))) {
+          handle(d);
+        }
+        failures = 0;
+      } catch (const std::exception &e) {
+        log(service_, "error", "", "consumer " + durable_ + ": " + e.what() + " (retrying)");
+        consumer.reset();
+        (void)lakh::sleep_for(retry_.delay(failures++), st);
+      }
+    }
+  }
+
+  void handle(lakh::nats::delivery &d) {
+    const auto tp = trace_context::parse(d.header("traceparent"));
+    event ev{d.id(),
+             std::string(d.subject()),
+             json::parse(d.payload(), nullptr, false),
+             0,
+             tp ? tp->child() : trace_context::root(),
+             d.delivery_count()};
+    if (!ev.body.is_object() || !ev.body.contains("tenant_id") ||
+        !ev.body["tenant_id"].is_number_integer() || ev.id.empty()) {
+      // A malformed event can never succeed: acknowledge it (and say so) instead of looping.
+      log(service_, "error", ev.trace.trace_id, "dropped a malformed event",
+          {{"subject", ev.subject}, {"payload", std::string(d.payload())}});
+      d.ack();
+      return;
+    }
+    ev.tenant_id = ev.body["tenant_id"].get<std::int64_t>();
+    try {
+      handler_(ev);
+    } catch (const std::exception &e) {
+      failed_->add();
+      log(service_, "error", ev.trace.trace_id, "event handler failed (redelivered later)",
+          {{"subject", ev.subject}, {"event", ev.id}, {"error", e.what()}});
+      return; // not acked: JetStream redelivers it after ack_wait
+    }
+    d.ack();
+    handled_->add();
+  }
+
+  std::string service_;
+  lakh::nats::jetstream *js_;
+  std::string subject_;
+  std::string durable_;
+  event_handler handler_;
+  std::chrono::milliseconds ack_wait_;
+  int fetch_;
+  lakh::counter *handled_;
+  lakh::counter *failed_;
+  lakh::backoff retry_{std::chrono::milliseconds(50), std::chrono::seconds(2)};
+  std::optional<std::jthread> thread_;
+};
+
+/// An event_handler that runs fn(w, ev) at most once per event id: in one transaction, scoped
+/// to the event's tenant (row-level security), that records the id in `inbox` for `consumer`
+/// (a redelivery finds it and does nothing). Deadlocks and lost connections are retried.
+template <class Fn>
+event_handler once_per_event(lakh::pg::pool &p, lakh::pg::inbox &inbox, std::string consumer,
+                             Fn fn) {
+  return [&p, &inbox, consumer = std::move(consumer), fn = std::move(fn)](const event &ev) {
+    lakh::pg::retrier retry;
+    in_tenant(retry, p, ev.tenant_id, [&](pqxx::work &w) {
+      if (inbox.first_delivery(w, consumer, ev.id)) {
+        fn(w, ev);
+      }
+      return 0;
+    });
+  };
+}
+
+} // namespace saas
