@@ -6,6 +6,7 @@
 #include "billing.hpp"
 
 #include <child_process.hpp>
+#include <servers.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -95,53 +96,6 @@ pid_t spawn(const std::vector<std::string> &args) {
   } catch (const std::system_error &e) {
     throw std::runtime_error("billing_run: cannot start a worker process: " +
                              std::string(e.what()));
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// chaos: the servers of scripts/services (LAKH_SERVICES_DIR)
-
-int run_shell(const std::string &cmd) {
-  const int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
-}
-
-std::string quoted(const std::string &s) {
-  std::string out = "'";
-  for (char c : s) {
-    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  }
-  return out + "'";
-}
-
-void restart_postgres(const std::string &dir) {
-  const std::string bin = env_or("LAKH_PG_BIN", "/usr/lib/postgresql/15/bin");
-  const std::string as_pg = ::geteuid() == 0 ? "runuser -u postgres -- " : "";
-  const std::string cmd = as_pg + quoted(bin + "/pg_ctl") + " -D " + quoted(dir + "/pg/data") +
-                          " -l " + quoted(dir + "/pg/server.log") +
-                          " -m fast -w -t 60 restart >/dev/null 2>&1";
-  if (run_shell(cmd) != 0) {
-    throw std::runtime_error("billing_run --chaos: `" + cmd + "` failed");
-  }
-}
-
-void restart_nats(const std::string &dir, const std::string &nats_url) {
-  std::ifstream in(dir + "/nats/nats.pid");
-  pid_t pid = 0;
-  in >> pid;
-  if (pid <= 0 || ::kill(pid, SIGTERM) != 0) {
-    throw std::runtime_error("billing_run --chaos: no nats-server pid in " + dir +
-                             "/nats/nats.pid");
-  }
-  for (int i = 0; i < 200 && ::kill(pid, 0) == 0; ++i) {
-    std::this_thread::sleep_for(25ms);
-  }
-  const std::string port = nats_url.substr(nats_url.rfind(':') + 1);
-  const std::string cmd = "setsid nats-server -a 127.0.0.1 -p " + quoted(port) + " -js -sd " +
-                          quoted(dir + "/nats/js") + " -P " + quoted(dir + "/nats/nats.pid") +
-                          " -l " + quoted(dir + "/nats/nats.log") + " </dev/null >/dev/null 2>&1 &";
-  if (run_shell(cmd) != 0) {
-    throw std::runtime_error("billing_run --chaos: `" + cmd + "` failed");
   }
 }
 
@@ -288,6 +242,7 @@ struct run_opts {
   std::string order = "sorted";
   bool chaos = false;
   unsigned chaos_interval_ms = 1500;
+  std::string services_script = lakh_examples::services_script;
   unsigned lease_ms = 3000;
   unsigned timeout_s = 900;
   std::string json_file;
@@ -321,8 +276,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
                                                  "' must be 1..40 characters of a-z, 0-9 "
                                                  "and _, not starting with a digit");
   }
-  std::string services_dir = env_or("LAKH_SERVICES_DIR", "");
-  if (o.chaos && services_dir.empty()) {
+  if (o.chaos && env_or("LAKH_SERVICES_DIR", "").empty()) {
     throw CLI::ValidationError("--chaos", "needs the servers of scripts/services (it restarts "
                                           "them): run under `scripts/services run`, which sets "
                                           "LAKH_SERVICES_DIR");
@@ -435,7 +389,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
             (jobs_done.load() * 10 >= static_cast<std::int64_t>(chunks) * 3 || work_done)) {
           const auto r0 = clock::now();
           const auto at = seconds_since(t0);
-          restart_postgres(services_dir);
+          lakh_examples::services("restart", "pg", o.services_script);
           pg_restarted = true;
           survived.push_back("PostgreSQL restarted at " + std::to_string(at).substr(0, 5) + " s (" +
                              std::to_string(jobs_done.load()) + "/" + std::to_string(chunks) +
@@ -446,7 +400,7 @@ int cmd_run(const common_opts &c, const run_opts &o) {
             (k->invoices * 20 >= static_cast<std::int64_t>(lakh::fake::tenant_count) ||
              work_done)) {
           const auto at = seconds_since(t0);
-          restart_nats(services_dir, c.nats_url);
+          lakh_examples::services("restart", "nats", o.services_script);
           nats_restarted = true;
           survived.push_back("NATS restarted at " + std::to_string(at).substr(0, 5) + " s (" +
                              std::to_string(k->invoices) + " invoices, " +
@@ -719,6 +673,10 @@ int main(int argc, char **argv) {
   run->add_flag("--chaos", ro.chaos, "kill -9 workers, restart PostgreSQL and NATS mid-run");
   run->add_option("--chaos-interval-ms", ro.chaos_interval_ms, "time between worker kills")
       ->check(CLI::Range(50U, 600'000U));
+  run->add_option("--services-script", ro.services_script,
+                  "with --chaos: the script that restarts the servers (`<script> restart pg|nats`; "
+                  "default: scripts/services of the source tree this was built from)")
+      ->capture_default_str();
   run->add_option("--lease-ms", ro.lease_ms, "job lease")->check(CLI::Range(100U, 3'600'000U));
   run->add_option("--timeout", ro.timeout_s, "give up after this many seconds")
       ->check(CLI::Range(1U, 86'400U));

@@ -1,17 +1,17 @@
 // Redis stopped and restarted while lakh::redis::idempotency_store is in use (the server that
-// scripts/services started: LAKH_SERVICES_DIR, REDIS_URL). Runs serially (RUN_SERIAL): other
-// tests would see the outage.
+// scripts/services started: LAKH_SERVICES_DIR, REDIS_URL; `scripts/services stop|start redis`).
+// Runs serially (RUN_SERIAL): other tests would see the outage.
 #include <lakh/redis/idempotency_store.hpp>
 
+#include <servers.hpp>
 #include <support/env.hpp>
 
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <string>
-#include <thread>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -29,25 +29,11 @@ bool redis_answers(const lakh::redis::connection_options &o) {
   }
 }
 
-void stop_redis(const lakh::redis::connection_options &o) {
-  auto cmd = "redis-cli -p " + std::to_string(o.port) + " shutdown nosave >/dev/null 2>&1";
-  (void)std::system(cmd.c_str());
-  for (int i = 0; i < 100 && redis_answers(o); ++i) {
-    std::this_thread::sleep_for(50ms);
-  }
-  REQUIRE_FALSE(redis_answers(o));
-}
-
-void start_redis(const lakh::redis::connection_options &o) {
-  auto dir = lakh::test::require_env("LAKH_SERVICES_DIR") + "/redis";
-  auto cmd = "redis-server --bind 127.0.0.1 --port " + std::to_string(o.port) + " --dir " + dir +
-             " --save '' --appendonly no --daemonize yes --pidfile " + dir +
-             "/redis.pid --logfile " + dir + "/redis.log";
-  REQUIRE(std::system(cmd.c_str()) == 0);
-  for (int i = 0; i < 100 && !redis_answers(o); ++i) {
-    std::this_thread::sleep_for(50ms);
-  }
-  REQUIRE(redis_answers(o));
+/// The Redis server of scripts/services, stopped (once it no longer answers) or started again
+/// on its port (once it answers), through `scripts/services stop|start redis`.
+void redis(std::string_view action, const lakh::redis::connection_options &o) {
+  REQUIRE_NOTHROW(lakh_examples::services(action, "redis"));
+  REQUIRE(redis_answers(o) == (action == "start"));
 }
 
 } // namespace
@@ -77,7 +63,7 @@ TEST_CASE("idempotency.redis.restart.outage_is_an_error_and_never_runs_twice" *
   CHECK(runs.load() == 1);
 
   // Redis goes down: every call is a clear error and no operation starts.
-  stop_redis(opts);
+  redis("stop", opts);
   for (int i = 0; i < 3; ++i) {
     try {
       (void)g.run("t", "during", fp, op);
@@ -90,7 +76,7 @@ TEST_CASE("idempotency.redis.restart.outage_is_an_error_and_never_runs_twice" *
   CHECK(runs.load() == 1);
 
   // Back up: the pool's dead connections are replaced transparently.
-  start_redis(opts);
+  redis("start", opts);
   auto r = g.run("t", "during", fp, op);
   CHECK(r.outcome == lakh::idempotency_outcome::executed);
   CHECK(g.run("t", "during", fp, op).outcome == lakh::idempotency_outcome::replayed);
@@ -101,14 +87,14 @@ TEST_CASE("idempotency.redis.restart.outage_is_an_error_and_never_runs_twice" *
   try {
     (void)g.run("t", "mid", fp, [&] {
       runs.fetch_add(1);
-      stop_redis(opts);
+      redis("stop", opts);
       return lakh::stored_response{201, "lost"};
     });
     FAIL("no exception");
   } catch (const lakh::redis::error &) {
   }
   CHECK(runs.load() == 3);
-  start_redis(opts);
+  redis("start", opts);
   // Without persistence the restart lost every record (documented): "before" is new again.
   CHECK(g.run("t", "before", fp, op).outcome == lakh::idempotency_outcome::executed);
 }

@@ -1,57 +1,39 @@
-// The nats-server of scripts/services (LAKH_SERVICES_DIR) is stopped and started again while
-// an outbox relay runs: every event still reaches the stream exactly once. Runs alone
-// (SERIAL): other tests would see the outage.
+// The nats-server of scripts/services (LAKH_SERVICES_DIR) is stopped and started again (by
+// `scripts/services stop|start nats`) while an outbox relay runs: every event still reaches the
+// stream exactly once. Runs alone (SERIAL): other tests would see the outage.
 #include <lakh/nats/outbox_publisher.hpp>
 
+#include <servers.hpp>
 #include <support/env.hpp>
 
 #include <pqxx/pqxx>
 
 #include <doctest/doctest.h>
 
-#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 #include <map>
 #include <set>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
 
 using namespace std::chrono_literals;
 
 namespace {
 
-int nats_port(const std::string &url) {
-  return std::stoi(url.substr(url.rfind(':') + 1));
-}
-
-void stop_nats(const std::string &dir) {
-  std::ifstream in(dir + "/nats/nats.pid");
-  pid_t pid = 0;
-  in >> pid;
-  REQUIRE(pid > 0);
-  REQUIRE(::kill(pid, SIGTERM) == 0);
-  for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
-    std::this_thread::sleep_for(50ms);
-  }
-  REQUIRE(::kill(pid, 0) != 0);
-}
-
-void start_nats(const std::string &dir, int port) {
-  const std::string cmd = "setsid nats-server -a 127.0.0.1 -p " + std::to_string(port) +
-                          " -js -sd " + dir + "/nats/js -P " + dir + "/nats/nats.pid -l " + dir +
-                          "/nats/nats.log </dev/null >/dev/null 2>&1 &";
-  REQUIRE(std::system(cmd.c_str()) == 0);
+/// The nats-server of scripts/services, stopped (returns once it is gone) or started again on
+/// its port and store (returns once it answers).
+void nats(std::string_view action) {
+  REQUIRE_NOTHROW(lakh_examples::services(action, "nats"));
 }
 
 } // namespace
 
 TEST_CASE("nats.restart.relay_loses_nothing_and_duplicates_nothing" * doctest::timeout(180)) {
-  const std::string dir = lakh::test::require_env("LAKH_SERVICES_DIR");
+  (void)lakh::test::require_env("LAKH_SERVICES_DIR"); // the script finds the server there
   const std::string url = lakh::test::nats_url();
   const std::string tag = std::to_string(::getpid());
   const std::string stream = "LAKH_RESTART_" + tag;
@@ -77,11 +59,11 @@ TEST_CASE("nats.restart.relay_loses_nothing_and_duplicates_nothing" * doctest::t
 
   add(0, 300);
   std::this_thread::sleep_for(100ms);
-  stop_nats(dir);
+  nats("stop");
   add(300, 600);                       // committed while the broker is down: must wait, not vanish
   std::this_thread::sleep_for(1500ms); // longer than the 500 ms ack timeout: rounds fail
   CHECK(box.pending() > 0);
-  start_nats(dir, nats_port(url));
+  nats("start");
   add(600, 900);
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (box.pending() > 0 && std::chrono::steady_clock::now() < deadline) {

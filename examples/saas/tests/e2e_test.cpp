@@ -6,176 +6,25 @@
 // killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), and a
 // clean SIGTERM drain of every service.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
-#include <child_process.hpp>
+#include "platform.hpp"
 
 #include <doctest/doctest.h>
 
-#include <httplib.h>
-#include <nlohmann/json.hpp>
-#include <pqxx/pqxx>
-
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <lakh/fake/usage.hpp>
-#include <lakh/nats/jetstream.hpp>
-
 #include <algorithm>
+#include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <functional>
-#include <map>
-#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace {
 
-using json = nlohmann::json;
+using saas_test::json;
+using saas_test::usage;
 
-std::string env(const char *n) {
-  const char *v = std::getenv(n);
-  if (v == nullptr) {
-    throw std::runtime_error(std::string(n) + " is not set: run under scripts/services run");
-  }
-  return v;
-}
-
-/// A service process (lakh_examples::spawn), SIGTERMed and reaped by the destructor.
-struct process {
-  std::string bin;
-  pid_t pid = -1;
-  explicit process(std::string path) : bin(std::move(path)) { start(); }
-  void start() { pid = lakh_examples::spawn({bin}); } // it dies with the test
-  /// SIGKILL (no draining at all), reaped.
-  void kill9() {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    pid = -1;
-  }
-  /// SIGTERM; the exit status (-1 if it did not exit normally).
-  int terminate() {
-    int st = 0;
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, &st, 0);
-    pid = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  }
-  ~process() {
-    if (pid > 0) {
-      (void)terminate();
-    }
-  }
-  process(const process &) = delete;
-  process &operator=(const process &) = delete;
-};
-
-/// The whole platform as real processes: a fresh database, its own event namespace (stream,
-/// subjects, Redis keys) on the shared NATS and Redis, ports derived from the test's pid.
-struct platform {
-  static inline int instances = 0;
-  std::string ns = "e2e" + std::to_string(::getpid()) + "n" + std::to_string(++instances);
-  std::string db = "saas_" + ns;
-  std::string url;
-  int base = 20000 + (::getpid() % 400) * 16;
-  std::map<std::string, std::unique_ptr<process>> svc;
-  httplib::Client http{"127.0.0.1", base};
-
-  static constexpr const char *names[] = {"user",    "subscription", "billing", "invoicing",
-                                          "payment", "notification", "gateway"};
-  static std::string bin(const std::string &name) { return SAAS_BIN_DIR "/saas_" + name; }
-
-  platform() {
-    {
-      pqxx::connection admin(admin_url());
-      pqxx::nontransaction n(admin);
-      n.exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
-      n.exec("CREATE DATABASE " + db);
-    }
-    url = "postgresql://postgres@127.0.0.1:" + env("PGPORT") + "/" + db;
-    (void)env("NATS_URL");
-    (void)env("REDIS_URL");
-    ::setenv("DATABASE_URL", url.c_str(), 1);
-    ::setenv("EVENTS_NAMESPACE", ns.c_str(), 1);
-    ::setenv("GATEWAY_PORT", std::to_string(base).c_str(), 1);
-    ::setenv("GATEWAY_KEY_SECRET", "e2e-secret-e2e-secret-e2e-secret-0123", 1);
-    ::setenv("API_KEY_CACHE_MS", "300", 1); // the revocation check below waits for it
-    for (int i = 0; i < 6; ++i) {
-      std::string up = names[i];
-      std::transform(up.begin(), up.end(), up.begin(), ::toupper);
-      ::setenv((up + "_GRPC_ADDR").c_str(), ("127.0.0.1:" + std::to_string(base + 1 + i)).c_str(),
-               1);
-      ::setenv((up + "_METRICS_PORT").c_str(), std::to_string(base + 7 + i).c_str(), 1);
-    }
-    for (const char *n : names) {
-      svc[n] = std::make_unique<process>(bin(n));
-      wait_healthy(n);
-    }
-  }
-
-  ~platform() {
-    svc.clear(); // SIGTERM, in the map's order; then the platform's stream goes
-    std::string stream = ns;
-    std::transform(stream.begin(), stream.end(), stream.begin(), ::toupper);
-    lakh::nats::jetstream(env("NATS_URL")).delete_stream(stream);
-    try {
-      pqxx::connection admin(admin_url());
-      pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
-    } catch (const std::exception &) { // a test that failed may leave it; the server is temporary
-    }
-  }
-  platform(const platform &) = delete;
-  platform &operator=(const platform &) = delete;
-
-  /// The server's DATABASE_URL as the test started (platforms point it at their database).
-  static const std::string &admin_url() {
-    static const std::string url = env("DATABASE_URL");
-    return url;
-  }
-
-  int health_port(const std::string &name) const {
-    for (int i = 0; i < 6; ++i) {
-      if (name == names[i]) {
-        return base + 7 + i;
-      }
-    }
-    return base; // the gateway
-  }
-  void wait_healthy(const std::string &name) {
-    httplib::Client c("127.0.0.1", health_port(name));
-    for (int i = 0; i < 200; ++i) {
-      if (auto r = c.Get("/healthz"); r && r->status == 200) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL("saas_" << name << " did not answer /healthz within 10 s");
-  }
-  void restart(const std::string &name) {
-    svc[name]->start();
-    wait_healthy(name);
-  }
-
-  httplib::Result post(const std::string &path, const std::string &body,
-                       const std::string &key = "", const std::string &idem = "",
-                       const std::string &traceparent = "") {
-    httplib::Headers h;
-    if (!key.empty()) {
-      h.emplace("Authorization", "Bearer " + key);
-    }
-    if (!idem.empty()) {
-      h.emplace("Idempotency-Key", idem);
-    }
-    if (!traceparent.empty()) {
-      h.emplace("traceparent", traceparent);
-    }
-    return http.Post(path, h, body, "application/json");
-  }
-  httplib::Result get(const std::string &path, const std::string &key) {
-    return http.Get(path, httplib::Headers{{"Authorization", "Bearer " + key}});
-  }
+/// saas_test::platform with the checks of these cases.
+struct platform : saas_test::platform {
   /// GETs `path` until it answers 200 and pred(body) holds, up to 20 s; the last body.
   json get_until(const std::string &path, const std::string &key,
                  const std::function<bool(const json &)> &pred) {
@@ -202,11 +51,6 @@ struct platform {
     return at == std::string::npos ? -1 : std::stol(r->body.substr(at + name.size() + 2));
   }
 
-  long count(const std::string &sql) {
-    pqxx::connection c(url);
-    pqxx::nontransaction n(c);
-    return n.exec(sql)[0][0].as<long>();
-  }
   /// Waits (20 s) until `sql` counts `n`.
   void wait_count(const std::string &sql, long n) {
     for (int i = 0; i < 400 && count(sql) != n; ++i) {
@@ -231,36 +75,6 @@ struct platform {
     return key;
   }
 };
-
-/// The spec's rating, written here from ../shared/spec/usage-rows.md (not the library's).
-long spec_charge(int metric, long quantity) {
-  static constexpr long price[] = {1, 3, 2, 50};
-  const long p = price[metric];
-  return quantity <= 1000 ? quantity * p : 1000 * p + ((quantity - 1000) * p * 9) / 10;
-}
-
-/// 2026-01-01, 2026-02-01, 2026-03-01 UTC.
-constexpr std::int64_t month_start[] = {1767225600, 1769904000, 1772323200};
-
-/// Rows [first, last) of the spec's stream (seed 42) as the gateway's JSON; their expected
-/// charge in `cents`. Month 0 keeps the generated January timestamps; month 1 or 2 moves
-/// them into February or March (the day taken modulo 28).
-
-json usage(std::uint64_t first, std::uint64_t last, long &cents, std::uint64_t month = 0) {
-  json rows = json::array();
-  cents = 0;
-  for (auto i = first; i < last; ++i) {
-    const auto r = lakh::fake::row_at(42, i);
-    rows.push_back(
-        {{"id", r.id},
-         {"user_id", r.user_id},
-         {"metric", static_cast<int>(r.kind)},
-         {"quantity", r.quantity},
-         {"ts", month == 0 ? r.ts : month_start[month] + (r.ts - month_start[0]) % (28 * 86400)}});
-    cents += spec_charge(static_cast<int>(r.kind), r.quantity);
-  }
-  return json{{"rows", rows}};
-}
 
 } // namespace
 
