@@ -26,24 +26,38 @@ extern char **environ; // NOLINT: POSIX
 
 namespace lakh_examples {
 
-/// Starts args[0] (a path) with args, this process's environment plus LAKH_PARENT_PID, and
-/// no blocked signals; `actions` may redirect its file descriptors. Returns its pid.
+/// Starts args[0] (a path) with args, this process's environment with `env` ("NAME=value",
+/// replacing a variable of the same name) and LAKH_PARENT_PID, and no blocked signals;
+/// `actions` may redirect its file descriptors. Returns its pid.
 /// @throws std::system_error naming the program if posix_spawn fails.
 inline pid_t spawn(const std::vector<std::string> &args,
-                   const posix_spawn_file_actions_t *actions = nullptr) {
+                   const posix_spawn_file_actions_t *actions = nullptr,
+                   const std::vector<std::string> &env = {}) {
   std::vector<char *> argv;
   for (const auto &a : args) {
     argv.push_back(const_cast<char *>(a.c_str())); // NOLINT: posix_spawn's signature
   }
   argv.push_back(nullptr);
-  std::string parent = "LAKH_PARENT_PID=" + std::to_string(::getpid());
+  std::vector<std::string> own = env;
+  own.push_back("LAKH_PARENT_PID=" + std::to_string(::getpid()));
+  auto replaced = [&own](const char *e) {
+    for (const auto &o : own) {
+      const auto eq = o.find('=');
+      if (std::strncmp(e, o.c_str(), eq + 1) == 0) {
+        return true;
+      }
+    }
+    return false;
+  };
   std::vector<char *> envp;
   for (char **e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "LAKH_PARENT_PID=", 16) != 0) {
+    if (!replaced(*e)) {
       envp.push_back(*e);
     }
   }
-  envp.push_back(parent.data());
+  for (auto &o : own) {
+    envp.push_back(o.data());
+  }
   envp.push_back(nullptr);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);

@@ -18,6 +18,10 @@
 #include "saas.grpc.pb.h"
 #include "usage.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
 namespace {
 
 using grpc::ServerContext;
@@ -95,7 +99,7 @@ public:
         return s;
       }
       out->Clear(); // the answer is the period as it is now, however often it is asked
-      drive(tenant, req->period(), trace, *out);
+      drive(tenant, req->period(), trace, *out, ctx->deadline());
       return Status::OK;
     });
   }
@@ -110,7 +114,7 @@ public:
       return;
     }
     v1::ClosePeriodResponse out;
-    if (drive(ev.tenant_id, period, ev.trace, out) != "closed") {
+    if (drive(ev.tenant_id, period, ev.trace, out, std::nullopt) != "closed") {
       throw std::runtime_error("period " + period + " of tenant " + std::to_string(ev.tenant_id) +
                                " is still closing");
     }
@@ -140,9 +144,18 @@ private:
   }
 
   /// Steps 2 and 3, outside any transaction: issues the invoice of a closing period and
-  /// records `closed`. Fills `out` with the period as it is; returns its state.
+  /// records `closed`. Fills `out` with the period as it is; returns its state. On a
+  /// caller's behalf the call to invoicing gets at most half the caller's remaining time, so
+  /// the caller hears "closing" before its own deadline when invoicing is slow or down.
   std::string drive(std::int64_t tenant, const std::string &period,
-                    const saas::trace_context &trace, v1::ClosePeriodResponse &out) {
+                    const saas::trace_context &trace, v1::ClosePeriodResponse &out,
+                    std::optional<std::chrono::system_clock::time_point> caller_deadline) {
+    auto budget = svc_->deadline();
+    if (caller_deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          *caller_deadline - std::chrono::system_clock::now());
+      budget = std::clamp(left / 2, std::chrono::milliseconds(1), budget);
+    }
     auto p = saas::tenant_read(svc_->db(), tenant,
                                "SELECT state, total_cents, rows, coalesce(invoice_id, 0) FROM "
                                "billing.periods WHERE period = '" +
@@ -161,7 +174,8 @@ private:
       issue.set_period(period);
       issue.set_total_cents(p[0][1].as<std::int64_t>());
       grpc::ClientContext call;
-      saas::prepare_call(call, svc_->auth(), trace, svc_->deadline());
+      saas::prepare_call(call, svc_->auth(), trace, budget);
+      call.set_wait_for_ready(true); // invoicing restarting: wait for it, up to the deadline
       s = invoicing_->Issue(&call, issue, out.mutable_invoice());
       if (s.ok() && mark_closed(tenant, period, out.invoice().id())) {
         closed_->add();
@@ -173,7 +187,8 @@ private:
       get.set_tenant_id(tenant);
       get.set_invoice_id(p[0][3].as<std::int64_t>());
       grpc::ClientContext call;
-      saas::prepare_call(call, svc_->auth(), trace, svc_->deadline());
+      saas::prepare_call(call, svc_->auth(), trace, budget);
+      call.set_wait_for_ready(true); // invoicing restarting: wait for it, up to the deadline
       s = invoicing_->Get(&call, get, out.mutable_invoice());
     }
     if (!s.ok()) { // the invoice follows (the consumer keeps driving): say "closing"

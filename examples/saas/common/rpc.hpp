@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,6 +40,16 @@ struct idempotency_ref {
   std::string key;
   std::uint64_t fingerprint = 0;
 };
+
+/// A channel to `addr` ("127.0.0.1:15051") that reconnects within a second of the service
+/// coming back (gRPC's default backoff grows to two minutes).
+inline std::shared_ptr<grpc::Channel> channel(const std::string &addr) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
+}
 
 /// A client call's context: deadline, trace, service token, and optionally the idempotency
 /// key to propagate.

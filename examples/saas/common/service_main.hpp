@@ -120,9 +120,7 @@ public:
   /// A channel to another service: <NAME>_GRPC_ADDR, default 127.0.0.1:<port>.
   [[nodiscard]] std::shared_ptr<grpc::Channel> channel_to(const std::string &other,
                                                           int port) const {
-    return grpc::CreateChannel(
-        cfg_.get(upper(other) + "_GRPC_ADDR", "127.0.0.1:" + std::to_string(port)),
-        grpc::InsecureChannelCredentials());
+    return channel(cfg_.get(upper(other) + "_GRPC_ADDR", "127.0.0.1:" + std::to_string(port)));
   }
 
   /// Runs fn(w, event) at most once per event of `event_name` (a topic() suffix), through

@@ -82,8 +82,7 @@ private:
   }
 
   std::shared_ptr<grpc::Channel> channel(const std::string &name, int port) const {
-    return grpc::CreateChannel(cfg_.get(name + "_GRPC_ADDR", "127.0.0.1:" + std::to_string(port)),
-                               grpc::InsecureChannelCredentials());
+    return saas::channel(cfg_.get(name + "_GRPC_ADDR", "127.0.0.1:" + std::to_string(port)));
   }
 
   /// Calls a gRPC method with the deadline, the trace and the service token; with the

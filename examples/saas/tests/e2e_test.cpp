@@ -7,8 +7,10 @@
 // clean SIGTERM drain of every service.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "platform.hpp"
+#include "saas.grpc.pb.h"
 
 #include <doctest/doctest.h>
+#include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +24,22 @@ namespace {
 
 using saas_test::json;
 using saas_test::usage;
+
+/// Sets environment variables (the services' settings) for one scope.
+struct env_guard {
+  env_guard(std::initializer_list<std::pair<const char *, const char *>> vars) {
+    for (const auto &[k, v] : vars) {
+      ::setenv(k, v, 1);
+      names.push_back(k);
+    }
+  }
+  ~env_guard() {
+    for (const char *k : names) {
+      ::unsetenv(k);
+    }
+  }
+  std::vector<const char *> names;
+};
 
 /// saas_test::platform with the checks of these cases.
 struct platform : saas_test::platform {
@@ -62,12 +80,13 @@ struct platform : saas_test::platform {
   /// Signs a tenant up and subscribes it to `plan`; returns its API key once billing has seen
   /// the subscription.changed event.
   std::string tenant(const std::string &name, const std::string &plan = "pro") {
-    auto s = post("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name);
+    auto s = post("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name + "-" + ns);
     REQUIRE(s);
     REQUIRE(s->status == 201);
     const auto j = json::parse(s->body);
     const auto key = j["api_key"].get<std::string>();
-    auto sub = post("/v1/subscriptions", json{{"plan", plan}}.dump(), key, "sub-" + name);
+    auto sub =
+        post("/v1/subscriptions", json{{"plan", plan}}.dump(), key, "sub-" + name + "-" + ns);
     REQUIRE(sub->status == 201);
     wait_count("SELECT count(*) FROM billing.accounts WHERE tenant_id = " +
                    std::to_string(j["tenant_id"].get<long>()) + " AND plan = '" + plan + "'",
@@ -80,24 +99,29 @@ struct platform : saas_test::platform {
 
 TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::timeout(120)) {
   platform p;
-  auto s = p.post("/v1/signup", R"({"name":"acme"})", "", "sig-1");
+  const std::string sig1 = "3f9c2b1e-6a47-4d8e-9b0f-1c2d3e4f5a61";
+  auto s = p.post("/v1/signup", R"({"name":"acme"})", "", sig1);
   REQUIRE(s);
   REQUIRE(s->status == 201);
   const auto acme = json::parse(s->body);
   const auto key = acme["api_key"].get<std::string>();
-  // Replay: same response, nothing created twice.
-  auto again = p.post("/v1/signup", R"({"name":"acme"})", "", "sig-1");
-  CHECK(again->status == 201);
-  CHECK(again->body == s->body);
+  // A replay answers the same tenant WITHOUT the key: the secret is shown once.
+  auto again = p.post("/v1/signup", R"({"name":"acme"})", "", sig1);
+  CHECK(again->status == 200);
   CHECK(again->get_header_value("Idempotent-Replayed") == "true");
+  CHECK(json::parse(again->body)["tenant_id"] == acme["tenant_id"]);
+  CHECK(json::parse(again->body)["api_key"].is_null());
+  CHECK(again->body.find(key) == std::string::npos);
+  CHECK(p.post("/v1/signup", R"({"name":"acme2"})", "", sig1)->status == 422);
   CHECK(p.count("SELECT count(*) FROM users.tenants") == 1);
   CHECK(p.count("SELECT count(*) FROM gateway.api_keys") == 1);
   CHECK(p.count("SELECT count(*) FROM gateway.api_keys WHERE key_sha256 = '" + key + "'") == 0);
-  // The stored idempotent response holds the salt the key is derived from, not the key.
-  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE key = 'sig-1' AND "
-                "position('key_salt' in convert_from(body, 'UTF8')) > 0") == 1);
-  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE position('" + key +
-                "' in convert_from(body, 'UTF8')) > 0") == 0);
+  // Nothing stored can give the key back: the salt it came from is erased on delivery.
+  CHECK(p.count("SELECT count(*) FROM gateway.signups WHERE salt IS NOT NULL") == 0);
+  // A taken name: 409, and the key is free again for another request.
+  const std::string sig9 = "9d8c7b6a-5f4e-4d3c-8b2a-19f8e7d6c5b4";
+  CHECK(p.post("/v1/signup", R"({"name":"acme"})", "", sig9)->status == 409);
+  CHECK(p.post("/v1/signup", R"({"name":"acme-two"})", "", sig9)->status == 201);
 
   auto u = p.post("/v1/users", R"({"email":"a@acme.io"})", key, "u-1");
   REQUIRE(u->status == 201);
@@ -120,6 +144,7 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
            {"no API key", R"({"email":"b@acme.io"})", "", "b-6", 401},
            {"wrong API key", R"({"email":"b@acme.io"})", "lakh_wrong", "b-7", 401},
            {"no Idempotency-Key", R"({"email":"b@acme.io"})", key, "", 400},
+           {"malformed Idempotency-Key", R"({"email":"b@acme.io"})", key, "two words", 400},
            {"key reused with another body", R"({"email":"c@acme.io"})", key, "u-1", 422},
        }) {
     CAPTURE(c.what);
@@ -130,18 +155,25 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
   CHECK(p.count("SELECT count(*) FROM users.users") == 1); // nothing written by the bad ones
 
   // Another tenant cannot see acme's user: 404 through the API...
-  auto g = p.post("/v1/signup", R"({"name":"globex"})", "", "sig-2");
+  auto g = p.post("/v1/signup", R"({"name":"globex"})", "", "b1d2c3e4-0000-4a5b-8c7d-6e5f4a3b2c1d");
   const auto globex_key = json::parse(g->body)["api_key"].get<std::string>();
   httplib::Headers h{{"Authorization", "Bearer " + globex_key}};
   auto other = p.http.Get("/v1/users/" + std::to_string(user_id), h);
   CHECK(other->status == 404);
   httplib::Headers mine{{"Authorization", "Bearer " + key}};
   CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), mine)->status == 200);
-  // ...and by the database itself: as the services' role, with globex's tenant set, the row
-  // is invisible even to a query without a tenant filter.
-  pqxx::connection c(p.url);
+  // ...and by the database itself: logged in as the user service's own role, which can
+  // neither step back to a superuser (there is none to RESET ROLE to) nor become one, with
+  // globex's tenant set, the row is invisible even to a query without a tenant filter.
+  pqxx::connection c(p.service_url("user"));
+  {
+    pqxx::nontransaction n(c);
+    n.exec("RESET ROLE");
+    CHECK(n.exec("SELECT current_user")[0][0].as<std::string>() == "saas_user");
+    CHECK(n.exec("SELECT count(*) FROM users.users")[0][0].as<long>() == 0); // no tenant: none
+  }
+  CHECK_THROWS(pqxx::nontransaction(c).exec("SET ROLE postgres"));
   pqxx::work w(c);
-  w.exec("SET LOCAL ROLE saas_app");
   w.exec("SELECT set_config('app.tenant_id', '" +
          std::to_string(json::parse(g->body)["tenant_id"].get<long>()) + "', true)");
   CHECK(w.exec("SELECT count(*) FROM users.users")[0][0].as<long>() == 0);
@@ -158,6 +190,22 @@ TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::time
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), h)->status == 401);
   CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), mine)->status == 200);
+
+  // A client that lost its key gets a new one from an operator; the old one stops working.
+  const auto rotate =
+      "/v1/admin/tenants/" + std::to_string(acme["tenant_id"].get<long>()) + "/api-keys";
+  CHECK(
+      p.http
+          .Post(rotate, httplib::Headers{{"Authorization", "Bearer wrong"}}, "", "application/json")
+          ->status == 401);
+  auto n = p.http.Post(
+      rotate, httplib::Headers{{"Authorization", std::string("Bearer ") + platform::admin_token}},
+      "", "application/json");
+  REQUIRE(n->status == 201);
+  httplib::Headers renewed{
+      {"Authorization", "Bearer " + json::parse(n->body)["api_key"].get<std::string>()}};
+  CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), renewed)->status == 200);
+  CHECK(p.http.Get("/v1/users/" + std::to_string(user_id), mine)->status == 401);
 }
 
 TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::timeout(180)) {
@@ -210,7 +258,7 @@ TEST_CASE("saas.e2e.usage_to_invoice_to_payment_to_notification" * doctest::time
   r = p.post("/v1/usage", usage(5000, 5010, ignored).dump(), key, "usage-late");
   CHECK(r->status == 409);
   CHECK(r->get_header_value("Idempotent-Replayed").empty());
-  CHECK(p.count("SELECT count(*) FROM gateway.idempotency_keys WHERE key = 'usage-late'") == 0);
+  CHECK(p.count("SELECT count(*) FROM billing.idempotency_keys WHERE key = 'usage-late'") == 0);
 
   // invoice.issued -> payment captured -> invoice paid -> notification recorded.
   const auto payment =
@@ -303,9 +351,20 @@ TEST_CASE("saas.e2e.services_killed_mid_flow_lose_nothing_and_charge_once" *
   CHECK(p.count("SELECT coalesce(sum(amount_cents), 0) FROM notifications.sent") == expected);
   CHECK(p.count("SELECT count(DISTINCT invoice_id) FROM notifications.sent") == months);
   // Nothing left behind in the outboxes once the relays caught up.
-  p.wait_count("SELECT (SELECT count(*) FROM invoicing.outbox WHERE published_at IS NULL) + "
-               "(SELECT count(*) FROM payments.outbox WHERE published_at IS NULL)",
+  p.wait_count("SELECT (SELECT count(*) FROM invoicing.outbox) + "
+               "(SELECT count(*) FROM payments.outbox) + (SELECT count(*) FROM billing.outbox)",
                0);
+  // Notifications a page at a time.
+  auto page = json::parse(p.get("/v1/notifications?limit=2", key)->body);
+  CHECK(page["notifications"].size() == 2);
+  REQUIRE(page["next_after"].is_number());
+  page = json::parse(
+      p.get("/v1/notifications?limit=2&after=" + std::to_string(page["next_after"].get<long>()),
+            key)
+          ->body);
+  CHECK(page["notifications"].size() == 1);
+  CHECK(page["next_after"].is_null());
+  CHECK(p.get("/v1/notifications?limit=500", key)->status == 400);
   // Every service drains and exits 0 on SIGTERM.
   for (auto it = std::rbegin(platform::names); it != std::rend(platform::names); ++it) {
     CAPTURE(*it);
@@ -314,20 +373,6 @@ TEST_CASE("saas.e2e.services_killed_mid_flow_lose_nothing_and_charge_once" *
 }
 
 TEST_CASE("saas.e2e.per_tenant_rate_and_concurrency_limits" * doctest::timeout(120)) {
-  struct env_guard {
-    env_guard(std::initializer_list<std::pair<const char *, const char *>> vars) {
-      for (const auto &[k, v] : vars) {
-        ::setenv(k, v, 1);
-        names.push_back(k);
-      }
-    }
-    ~env_guard() {
-      for (const char *k : names) {
-        ::unsetenv(k);
-      }
-    }
-    std::vector<const char *> names;
-  };
   SUBCASE("rate: a burst of 2, then 429 with Retry-After; other tenants unaffected") {
     env_guard e{{"TENANT_RATE", "1"}, {"TENANT_BURST", "2"}};
     platform p;
@@ -383,4 +428,133 @@ TEST_CASE("saas.e2e.per_tenant_rate_and_concurrency_limits" * doctest::timeout(1
     CHECK(p.count("SELECT count(*) FROM billing.usage") == 10000);
     CHECK(p.count("SELECT sum(cents) FROM billing.usage") == cents);
   }
+}
+
+// ---- the seams between processes (issue: promises hold across every hop) ------------------
+
+namespace {
+
+/// Runs `fn` (a request) while the platform's database holds `blocker` (a statement run by
+/// the test in an open transaction, which makes the service's transaction wait), then lets go
+/// after the request returned: the service's work commits after the gateway gave up.
+template <class Fn> auto while_blocked(platform &p, const std::string &blocker, Fn &&fn) {
+  pqxx::connection c(p.url);
+  pqxx::work hold(c);
+  hold.exec(blocker);
+  auto r = fn();
+  hold.abort();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500)); // the service commits
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("saas.e2e.hop.retries_after_a_deadline_answer_the_original_effect" *
+          doctest::timeout(180)) {
+  env_guard e{{"GRPC_DEADLINE_MS", "400"}};
+  platform p;
+  // Signup: CreateTenant commits after the gateway answered 504; the retry with the key gets
+  // the tenant and its API key (once), never "the name is taken".
+  const std::string sig = "7e57a11c-e0a4-4b4d-9c1f-2b3a4c5d6e7f";
+  auto r = while_blocked(p, "INSERT INTO users.tenants (name) VALUES ('paused')",
+                         [&] { return p.post("/v1/signup", R"({"name":"paused"})", "", sig); });
+  CHECK(r->status == 504);
+  CHECK(json::parse(r->body)["trace_id"].is_string());
+  CHECK(p.count("SELECT count(*) FROM users.tenants WHERE name = 'paused'") == 1); // committed
+  r = p.post("/v1/signup", R"({"name":"paused"})", "", sig);
+  REQUIRE(r->status == 201);
+  CHECK(r->get_header_value("Idempotent-Replayed") == "false");
+  const auto key = json::parse(r->body)["api_key"].get<std::string>();
+  const auto tenant = json::parse(r->body)["tenant_id"].get<long>();
+  CHECK(p.post("/v1/signup", R"({"name":"paused"})", "", sig)->status == 200); // no key again
+  CHECK(p.count("SELECT count(*) FROM users.tenants WHERE name = 'paused'") == 1);
+
+  // A user created after the gateway gave up: the retry answers that user, not "exists".
+  r = while_blocked(
+      p,
+      "INSERT INTO users.users (tenant_id, email) VALUES (" + std::to_string(tenant) +
+          ", 'a@paused.io')",
+      [&] { return p.post("/v1/users", R"({"email":"a@paused.io"})", key, "usr-1"); });
+  CHECK(r->status == 504);
+  r = p.post("/v1/users", R"({"email":"a@paused.io"})", key, "usr-1");
+  CHECK(r->status == 201);
+  CHECK(r->get_header_value("Idempotent-Replayed") == "true");
+  CHECK(p.count("SELECT count(*) FROM users.users") == 1);
+
+  // Usage ingested after the deadline: the retry replays the original counts, not
+  // "accepted 0, all duplicates".
+  REQUIRE(p.post("/v1/subscriptions", R"({"plan":"pro"})", key, "sub-1")->status == 201);
+  long cents = 0;
+  const auto rows = usage(0, 100, cents).dump();
+  r = while_blocked(p,
+                    "SELECT pg_advisory_xact_lock(hashtextextended('saas billing tenant ' || " +
+                        std::to_string(tenant) + "::text, 0))",
+                    [&] { return p.post("/v1/usage", rows, key, "use-1"); });
+  CHECK(r->status == 504);
+  r = p.post("/v1/usage", rows, key, "use-1");
+  REQUIRE(r->status == 200);
+  CHECK(json::parse(r->body)["accepted"] == 100);
+  CHECK(json::parse(r->body)["charge_cents"] == cents);
+  CHECK(r->get_header_value("Idempotent-Replayed") == "true");
+  CHECK(p.count("SELECT count(*) FROM billing.usage") == 100);
+}
+
+TEST_CASE("saas.e2e.hop.a_period_closes_before_its_invoice_and_the_invoice_follows" *
+          doctest::timeout(180)) {
+  platform p;
+  const auto key = p.tenant("closing");
+  long cents = 0;
+  REQUIRE(p.post("/v1/usage", usage(0, 50, cents).dump(), key, "u-1")->status == 200);
+  p.svc["invoicing"]->kill9();
+  // Invoicing is down: the period is closed to usage at once, its invoice is to follow.
+  auto r = p.post("/v1/invoices", R"({"period":"2026-01"})", key, "close-1");
+  REQUIRE(r->status == 202);
+  CHECK(json::parse(r->body)["status"] == "closing");
+  long more = 0;
+  CHECK(p.post("/v1/usage", usage(50, 60, more).dump(), key, "u-late")->status == 409);
+  CHECK(p.count("SELECT count(*) FROM billing.usage") == 50);
+  p.restart("invoicing");
+  // Billing's consumer of its own closing event issues the invoice; the same request then
+  // answers it, with the total of the rows that were in when the period closed.
+  p.wait_count("SELECT count(*) FROM billing.periods WHERE state = 'closed'", 1);
+  r = p.post("/v1/invoices", R"({"period":"2026-01"})", key, "close-1");
+  REQUIRE(r->status == 201);
+  CHECK(json::parse(r->body)["total_cents"] == cents);
+  CHECK(json::parse(r->body)["rows"] == 50);
+  CHECK(p.count("SELECT count(*) FROM invoicing.invoices") == 1);
+  p.wait_count("SELECT count(*) FROM payments.payments", 1);
+}
+
+TEST_CASE("saas.e2e.hop.internal_calls_and_failed_logins_are_refused" * doctest::timeout(120)) {
+  env_guard e{{"AUTH_FAILURE_BURST", "3"}};
+  platform p;
+  const auto key = p.tenant("guarded");
+  // A caller without the service token, or with a forged one, is refused by every service.
+  auto stub = lakh::saas::v1::UserService::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(p.base + 1), grpc::InsecureChannelCredentials()));
+  lakh::saas::v1::GetUserRequest in;
+  in.set_tenant_id(1);
+  in.set_user_id(1);
+  lakh::saas::v1::User out;
+  grpc::ClientContext anonymous;
+  CHECK(stub->GetUser(&anonymous, in, &out).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext forged;
+  forged.AddMetadata("x-saas-caller", "gateway");
+  forged.AddMetadata("x-saas-token", "9999999999.00");
+  CHECK(stub->GetUser(&forged, in, &out).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  // An answer for a failure carries no internal error text, only the trace to look it up.
+  p.svc["user"]->kill9();
+  auto r = p.get("/v1/users/1", key);
+  CHECK(r->status == 503);
+  CHECK(r->get_header_value("Retry-After") == "1");
+  CHECK(r->body.find("127.0.0.1") == std::string::npos);
+  CHECK(json::parse(r->body)["trace_id"].is_string());
+  p.restart("user");
+  // Failed logins from one address: 401 three times, then 429 until the budget refills.
+  for (int i = 0; i < 3; ++i) {
+    CHECK(p.get("/v1/subscription", "lakh_wrong" + std::to_string(i))->status == 401);
+  }
+  CHECK(p.get("/v1/subscription", "lakh_wrong3")->status == 429);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  CHECK(p.get("/v1/subscription", key)->status == 200);
 }

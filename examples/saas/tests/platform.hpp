@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace saas_test {
 
@@ -45,9 +46,13 @@ inline std::string env(const char *n) {
 /// with the thread that started it (PR_SET_PDEATHSIG): start it from a thread that outlives it.
 struct process {
   std::string bin;
+  std::vector<std::string> env; ///< "NAME=value" of its own, over the test's environment
   pid_t pid = -1;
-  explicit process(std::string path) : bin(std::move(path)) { start(); }
-  void start() { pid = lakh_examples::spawn({bin}); } // it dies with the test
+  process(std::string path, std::vector<std::string> own_env)
+      : bin(std::move(path)), env(std::move(own_env)) {
+    start();
+  }
+  void start() { pid = lakh_examples::spawn({bin}, nullptr, env); } // it dies with the test
   /// Sends `sig` (SIGSTOP, SIGCONT, ...) if the process runs; true if it was sent.
   bool signal(int sig) const { return pid > 0 && ::kill(pid, sig) == 0; }
   /// SIGKILL (no draining at all), reaped.
@@ -115,7 +120,12 @@ struct platform {
     url = "postgresql://postgres@127.0.0.1:" + env("PGPORT") + "/" + db;
     (void)env("NATS_URL");
     (void)env("REDIS_URL");
-    ::setenv("DATABASE_URL", url.c_str(), 1);
+    // Each service logs in as its own role (created by the service, as the owner, at start).
+    ::setenv("DATABASE_OWNER_URL", url.c_str(), 1);
+    ::setenv("SERVICE_TOKEN_SECRET", "e2e-service-token-secret-0123456789abcdef", 1);
+    ::setenv("GATEWAY_ADMIN_TOKEN", admin_token, 1);
+    ::setenv("SIGNUP_RATE", "1000", 0); // the tests sign many tenants up from one address
+    ::setenv("SIGNUP_BURST", "1000", 0);
     ::setenv("EVENTS_NAMESPACE", ns.c_str(), 1);
     ::setenv("GATEWAY_PORT", std::to_string(base).c_str(), 1);
     ::setenv("GATEWAY_KEY_SECRET", "e2e-secret-e2e-secret-e2e-secret-0123", 1);
@@ -128,7 +138,8 @@ struct platform {
       ::setenv((up + "_METRICS_PORT").c_str(), std::to_string(base + 7 + i).c_str(), 1);
     }
     for (const char *n : names) {
-      svc[n] = std::make_unique<process>(bin(n));
+      svc[n] = std::make_unique<process>(
+          bin(n), std::vector<std::string>{"DATABASE_URL=" + service_url(n)});
       wait_healthy(n);
     }
   }
@@ -153,6 +164,14 @@ struct platform {
   static const std::string &admin_url() {
     static const std::string url = env("DATABASE_URL");
     return url;
+  }
+
+  /// The token of the operators' routes (GATEWAY_ADMIN_TOKEN).
+  static constexpr const char *admin_token = "e2e-admin-token-e2e-admin-token-0123456789";
+
+  /// The database URL of a service: its own role, saas_<name>.
+  std::string service_url(const std::string &name) const {
+    return "postgresql://saas_" + name + "@127.0.0.1:" + env("PGPORT") + "/" + db;
   }
 
   int health_port(const std::string &name) const {
