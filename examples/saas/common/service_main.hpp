@@ -19,6 +19,7 @@
 #include "config.hpp"
 #include "db.hpp"
 #include "events.hpp"
+#include "housekeeping.hpp"
 #include "log.hpp"
 #include "rpc.hpp"
 #include "signals.hpp"
@@ -116,6 +117,23 @@ public:
 
   /// The inbox (spec.inbox): ids of the events already handled, per consumer.
   [[nodiscard]] lakh::pg::inbox &inbox() { return inbox_.value(); }
+
+  /// Deletes expired idempotency records and inbox ids older than INBOX_RETENTION_HOURS
+  /// (192: longer than the stream keeps an event, so no redelivery can find its id gone).
+  /// Returns what it deleted, per table. @throws pqxx errors, lakh::pg::acquire_error.
+  json purge() {
+    json out = json::object();
+    if (const auto n = keys_.purge_expired(); n > 0) {
+      out[keys_.table()] = n;
+    }
+    if (inbox_) {
+      const auto keep = std::chrono::hours(cfg_.integer("INBOX_RETENTION_HOURS", 192, 169, 87600));
+      if (const auto n = inbox_->purge(keep); n > 0) {
+        out[spec_.schema + ".inbox"] = n;
+      }
+    }
+    return out;
+  }
 
   /// A channel to another service: <NAME>_GRPC_ADDR, default 127.0.0.1:<port>.
   [[nodiscard]] std::shared_ptr<grpc::Channel> channel_to(const std::string &other,
@@ -237,6 +255,10 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     if (svc.relay_) {
       svc.relay_->start();
     }
+    std::optional<housekeeping> purger(
+        std::in_place, spec.name,
+        std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 100, 86400000)),
+        [&svc] { return svc.purge(); });
     for (auto &c : svc.consumers_) {
       c->start();
     }
@@ -244,6 +266,7 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     const int sig = wait_stop_signal(sigs);
     log(spec.name, "info", "", "draining", {{"signal", sig}});
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    purger.reset();
     for (auto &c : svc.consumers_) {
       c->stop();
     }

@@ -4,6 +4,7 @@
 // an exception) and the gRPC calls to the owning services. The routes are in routes.hpp.
 #include "../common/auth.hpp"
 #include "../common/db.hpp"
+#include "../common/housekeeping.hpp"
 #include "../common/log.hpp"
 #include "../common/rpc.hpp"
 #include "http.hpp"
@@ -55,7 +56,12 @@ public:
         requests_(metrics_.make_counter("saas_gateway_requests_total", "HTTP requests")),
         limited_(metrics_.make_counter("saas_gateway_limited_total",
                                        "requests refused by a limit (429)")),
-        latency_(metrics_.make_histogram("saas_gateway_request_seconds", "request latency")) {
+        latency_(metrics_.make_histogram("saas_gateway_request_seconds", "request latency")),
+        purger_("gateway",
+                std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 100, 86400000)),
+                [this, keep = cfg.integer("SIGNUP_RETENTION_HOURS", 24, 24, 87600)] {
+                  return purge_signups(keep);
+                }) {
     saas::check_least_privilege(db_, saas::role_of("gateway"));
     routes();
   }
@@ -195,6 +201,19 @@ private:
 
   void routes(); // routes.hpp
 
+  /// Forgets signups older than `hours` (SIGNUP_RETENTION_HOURS, at least the 24 h the user
+  /// service keeps CreateTenant's key): a retry after that is a new signup.
+  saas::json purge_signups(long long hours) {
+    const auto n = lakh::pg::with_connection(db_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const auto r = w.exec_params(
+          "DELETE FROM gateway.signups WHERE created_at < now() - $1 * interval '1 hour'", hours);
+      w.commit();
+      return r.affected_rows();
+    });
+    return n > 0 ? saas::json{{"gateway.signups", n}} : saas::json::object();
+  }
+
   saas::config cfg_;
   saas::service_auth auth_;
   std::chrono::milliseconds deadline_;
@@ -215,6 +234,7 @@ private:
   lakh::counter &limited_;
   lakh::latency_histogram &latency_;
   httplib::Server http_;
+  saas::housekeeping purger_; // last: it stops first
 };
 
 } // namespace gateway

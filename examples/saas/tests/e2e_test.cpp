@@ -558,3 +558,28 @@ TEST_CASE("saas.e2e.hop.internal_calls_and_failed_logins_are_refused" * doctest:
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
   CHECK(p.get("/v1/subscription", key)->status == 200);
 }
+
+TEST_CASE("saas.e2e.bounded.expired_records_are_purged" * doctest::timeout(120)) {
+  env_guard e{{"PURGE_INTERVAL_MS", "200"}};
+  platform p;
+  const auto key = p.tenant("purged"); // a signup, a subscription and its event in billing
+  REQUIRE(p.post("/v1/users", R"({"email":"a@purged.io"})", key, "usr-purged-1")->status == 201);
+  CHECK(p.count("SELECT count(*) FROM users.idempotency_keys") == 2);
+  CHECK(p.count("SELECT count(*) FROM billing.inbox") == 1);
+  CHECK(p.count("SELECT count(*) FROM gateway.signups") == 1);
+  // What is within its retention stays; what is past it goes, in every table.
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  CHECK(p.count("SELECT count(*) FROM users.idempotency_keys") == 2);
+  const auto aged = [&](const std::string &update) {
+    return p.count("WITH a AS (" + update + " RETURNING 1) SELECT count(*) FROM a");
+  };
+  CHECK(aged("UPDATE users.idempotency_keys SET expires_at = now() - interval '1 second' "
+             "WHERE key = 'usr-purged-1'") == 1);
+  CHECK(aged("UPDATE billing.inbox SET received_at = now() - interval '200 hours'") == 1);
+  CHECK(aged("UPDATE gateway.signups SET created_at = now() - interval '25 hours'") == 1);
+  p.wait_count("SELECT count(*) FROM users.idempotency_keys", 1);
+  p.wait_count("SELECT count(*) FROM billing.inbox", 0);
+  p.wait_count("SELECT count(*) FROM gateway.signups", 0);
+  // The outboxes need no purge: the relays delete what they published.
+  p.wait_count("SELECT count(*) FROM subscriptions.outbox", 0);
+}
