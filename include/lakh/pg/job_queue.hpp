@@ -56,6 +56,11 @@ namespace lakh::pg {
 struct job_queue_options {
   /// Table name: a lower-case SQL identifier, optionally schema-qualified.
   std::string table = "lakh_jobs";
+  /// enqueue() also sends NOTIFY on channel() with the queue's name (delivered at commit), so
+  /// that an idle job_worker wakes at once instead of at its next poll. NOTIFY serializes the
+  /// commits of notifying transactions on a cluster-wide lock: turn it off when enqueueing at
+  /// tens of thousands of transactions per second and let workers poll.
+  bool notify = true;
 };
 
 /// A job to enqueue.
@@ -73,6 +78,21 @@ struct claimed_job {
   std::string payload;
   int attempts = 0;       ///< including this claim
   std::int64_t token = 0; ///< the fencing token of this claim
+  /// How long the job had been runnable when it was claimed (now() - run_at): the pickup
+  /// latency, by the database's clock.
+  std::chrono::microseconds waited{0};
+};
+
+/// A job as list() shows it.
+struct job_info {
+  std::int64_t id = 0;
+  std::string queue;
+  std::string payload;
+  std::optional<std::string> unique_key;
+  std::string state; ///< pending, running, done or dead
+  int attempts = 0;
+  int max_attempts = 0;
+  std::optional<std::string> last_error;
 };
 
 /// What fail() did.
@@ -110,8 +130,8 @@ public:
   /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit job_queue(pool &p, job_queue_options opts = {})
-      : pool_(&p),
-        table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::job_queue")) {}
+      : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::job_queue")),
+        notify_(opts.notify) {}
 
   /// Creates the table, its indexes and the token sequence if they do not exist. Safe to call
   /// from many processes at once (serialized by an advisory transaction lock).
@@ -122,6 +142,9 @@ public:
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
+      if (const auto dot = table_.find('.'); dot != std::string::npos) {
+        w.exec("CREATE SCHEMA IF NOT EXISTS " + table_.substr(0, dot));
+      }
       w.exec("CREATE SEQUENCE IF NOT EXISTS " + table_ + "_token_seq");
       w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
              " (id bigserial PRIMARY KEY, queue text NOT NULL, payload text NOT NULL, "
@@ -150,9 +173,12 @@ public:
   /// Thread-safety: safe (w is the caller's). Blocks: a round trip.
   /// @throws std::invalid_argument on a bad spec (empty or oversize queue or key, NUL in the
   /// payload, negative delay, max_attempts < 1); pqxx errors. Allocates: may.
-  std::optional<std::int64_t> enqueue(pqxx::work &w, const job_spec &spec) {
+  std::optional<std::int64_t> enqueue(pqxx::transaction_base &w, const job_spec &spec) {
     check_spec(spec, "enqueue");
-    // Without a key the conflict target never matches (NULL keys are not indexed).
+    // Without a key the conflict target never matches (NULL keys are not indexed). Every
+    // parameter is referenced (PostgreSQL must infer each one's type): the key is $5 when
+    // set, the NOTIFY channel the next one.
+    const std::string channel_param = spec.unique_key ? "$6" : "$5";
     const std::string sql =
         "INSERT INTO " + table_ +
         " (queue, payload, unique_key, max_attempts, run_at) "
@@ -160,12 +186,18 @@ public:
         std::string(spec.unique_key ? "$5" : "NULL") +
         ", $3, now() + $4 * interval '1 millisecond') "
         "ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN "
-        "('pending', 'running') DO NOTHING RETURNING id";
+        "('pending', 'running') DO NOTHING RETURNING id" +
+        (notify_ ? ", pg_notify(" + channel_param + ", $1)" : std::string());
     const auto delay_ms = static_cast<long long>(spec.delay.count());
+    const auto &q = spec.queue;
+    const auto &pl = spec.payload;
+    const int n = spec.max_attempts;
     pqxx::result r =
-        spec.unique_key ? w.exec_params(sql, spec.queue, spec.payload, spec.max_attempts, delay_ms,
-                                        *spec.unique_key)
-                        : w.exec_params(sql, spec.queue, spec.payload, spec.max_attempts, delay_ms);
+        spec.unique_key
+            ? (notify_ ? w.exec_params(sql, q, pl, n, delay_ms, *spec.unique_key, channel())
+                       : w.exec_params(sql, q, pl, n, delay_ms, *spec.unique_key))
+            : (notify_ ? w.exec_params(sql, q, pl, n, delay_ms, channel())
+                       : w.exec_params(sql, q, pl, n, delay_ms));
     if (r.empty()) {
       return std::nullopt;
     }
@@ -177,7 +209,7 @@ public:
   /// Thread-safety: safe. Blocks: a round trip.
   /// @throws std::invalid_argument on a bad queue name, a NUL in a payload or max_attempts < 1
   /// (nothing inserted); pqxx errors. Allocates: the array text.
-  std::size_t enqueue_bulk(pqxx::work &w, std::string_view queue,
+  std::size_t enqueue_bulk(pqxx::transaction_base &w, std::string_view queue,
                            const std::vector<std::string> &payloads, int max_attempts = 5) {
     check_queue(queue, "enqueue_bulk");
     if (max_attempts < 1) {
@@ -197,6 +229,9 @@ public:
                                " (queue, payload, max_attempts) "
                                "SELECT $1, p, $3 FROM unnest($2::text[]) AS p",
                            std::string(queue), array, max_attempts);
+    if (notify_) {
+      w.exec_params("SELECT pg_notify($1, $2)", channel(), std::string(queue));
+    }
     return static_cast<std::size_t>(r.affected_rows());
   }
 
@@ -207,38 +242,93 @@ public:
   /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
   /// or on a bad queue name; pqxx errors; acquire_error. Allocates: the jobs.
   std::vector<claimed_job> claim(std::string_view queue, int n, std::chrono::milliseconds lease) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto jobs = claim(w, queue, n, lease);
+      w.commit();
+      return jobs;
+    });
+  }
+
+  /// claim() in the caller's transaction `w`: the jobs are the caller's once `w` commits
+  /// (and pending again if it rolls back). A worker that commits a job's completion and the
+  /// claim of its next job in one transaction pays one commit per job (job_worker does).
+  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// @throws std::invalid_argument as claim(); pqxx errors. Allocates: the jobs.
+  std::vector<claimed_job> claim(pqxx::transaction_base &w, std::string_view queue, int n,
+                                 std::chrono::milliseconds lease) {
     check_queue(queue, "claim");
     if (n < 1 || n > max_batch) {
       throw std::invalid_argument("lakh::pg::job_queue::claim: n (" + std::to_string(n) +
                                   ") must be within 1.." + std::to_string(max_batch));
     }
     check_lease(lease, "claim");
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
-                                 " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
-                                 "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-                                 "UPDATE " +
-                                 table_ +
-                                 " j SET state = 'running', attempts = j.attempts + 1, "
-                                 "lease_until = now() + $3 * interval '1 millisecond', "
-                                 "token = nextval('" +
-                                 table_ +
-                                 "_token_seq') "
-                                 "FROM next WHERE j.id = next.id "
-                                 "RETURNING j.id, j.payload, j.attempts, j.token",
-                             std::string(queue), n, static_cast<long long>(lease.count()));
-      w.commit();
-      std::vector<claimed_job> jobs;
-      jobs.reserve(r.size());
-      for (const auto &row : r) {
-        jobs.push_back({row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
-                        row[3].as<std::int64_t>()});
-      }
-      std::sort(jobs.begin(), jobs.end(),
-                [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
-      return jobs;
-    });
+    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
+                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
+                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                               "UPDATE " +
+                               table_ +
+                               " j SET state = 'running', attempts = j.attempts + 1, "
+                               "lease_until = now() + $3 * interval '1 millisecond', "
+                               "token = nextval('" +
+                               table_ +
+                               "_token_seq') "
+                               "WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
+                               "RETURNING j.id, j.payload, j.attempts, j.token, "
+                               "(extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
+                           std::string(queue), n, static_cast<long long>(lease.count()));
+    std::vector<claimed_job> jobs;
+    jobs.reserve(r.size());
+    for (const auto &row : r) {
+      jobs.push_back(
+          {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
+           row[3].as<std::int64_t>(),
+           std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))});
+    }
+    std::sort(jobs.begin(), jobs.end(),
+              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
+    return jobs;
+  }
+
+  /// Gives a claimed job back, untouched: pending again at once, this claim not counted as an
+  /// attempt, its token void. For a worker that stops before it runs the job. False when the
+  /// job is no longer running with its token. Thread-safety: safe. Blocks: a round trip.
+  /// @throws pqxx errors. Allocates: may.
+  bool release(pqxx::transaction_base &w, const claimed_job &job) {
+    return w.exec_params("UPDATE " + table_ +
+                             " SET state = 'pending', attempts = attempts - 1, lease_until = "
+                             "NULL, token = NULL WHERE id = $1 AND token = $2 AND state = "
+                             "'running'",
+                         job.id, job.token)
+               .affected_rows() == 1;
+  }
+
+  /// Extends, in the caller's transaction, the lease of every job of `jobs` still running
+  /// with its token, to now() + lease; returns the ids extended (the others were rescued:
+  /// their workers should stop). One statement for any number of jobs.
+  /// Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument if lease is not positive; pqxx errors. Allocates: may.
+  std::vector<std::int64_t> heartbeat(pqxx::transaction_base &w,
+                                      const std::vector<claimed_job> &jobs,
+                                      std::chrono::milliseconds lease) {
+    check_lease(lease, "heartbeat");
+    if (jobs.empty()) {
+      return {};
+    }
+    const auto ids = detail::bigint_array(jobs, [](const claimed_job &j) { return j.id; });
+    const auto tokens = detail::bigint_array(jobs, [](const claimed_job &j) { return j.token; });
+    auto r = w.exec_params("UPDATE " + table_ +
+                               " j SET lease_until = now() + $3 * interval '1 millisecond' "
+                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
+                               "RETURNING j.id",
+                           ids, tokens, static_cast<long long>(lease.count()));
+    std::vector<std::int64_t> alive;
+    alive.reserve(r.size());
+    for (const auto &row : r) {
+      alive.push_back(row[0].as<std::int64_t>());
+    }
+    return alive;
   }
 
   /// Extends the job's lease to now() + lease, if the job is still running with its token.
@@ -267,7 +357,7 @@ public:
   /// token; returns false otherwise (then roll back the job's effects: another worker owns
   /// the job now). Committing `w` commits the effects and the completion together.
   /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
-  bool complete(pqxx::work &w, const claimed_job &job) {
+  bool complete(pqxx::transaction_base &w, const claimed_job &job) {
     auto r = w.exec_params("UPDATE " + table_ +
                                " SET state = 'done', finished_at = now(), lease_until = NULL "
                                "WHERE id = $1 AND token = $2 AND state = 'running'",
@@ -278,7 +368,8 @@ public:
   /// Marks many jobs done in the caller's transaction, each only if still running with its
   /// token. Returns the ids that were completed (the others belong to someone else now).
   /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
-  std::vector<std::int64_t> complete_batch(pqxx::work &w, const std::vector<claimed_job> &jobs) {
+  std::vector<std::int64_t> complete_batch(pqxx::transaction_base &w,
+                                           const std::vector<claimed_job> &jobs) {
     if (jobs.empty()) {
       return {};
     }
@@ -298,33 +389,103 @@ public:
     return done;
   }
 
+  /// What complete_and_claim() did.
+  struct handoff {
+    std::vector<std::int64_t> completed; ///< ids of `done` whose token still held
+    std::vector<claimed_job> claimed;    ///< the next jobs, sorted by id
+  };
+
+  /// complete_batch(w, done) and claim(w, queue, n, lease) in ONE statement (one round trip):
+  /// a worker that completes a batch and claims the next in the caller's transaction pays one
+  /// round trip and one commit per batch, as the bare `UPDATE ... SKIP LOCKED` would, and
+  /// keeps the fence on every completion. `done` may be empty.
+  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// @throws std::invalid_argument as claim(); pqxx errors. Allocates: the jobs.
+  handoff complete_and_claim(pqxx::transaction_base &w, const std::vector<claimed_job> &done,
+                             std::string_view queue, int n, std::chrono::milliseconds lease) {
+    check_queue(queue, "complete_and_claim");
+    if (n < 1 || n > max_batch) {
+      throw std::invalid_argument("lakh::pg::job_queue::complete_and_claim: n (" +
+                                  std::to_string(n) + ") must be within 1.." +
+                                  std::to_string(max_batch));
+    }
+    check_lease(lease, "complete_and_claim");
+    const auto ids = detail::bigint_array(done, [](const claimed_job &j) { return j.id; });
+    const auto tokens = detail::bigint_array(done, [](const claimed_job &j) { return j.token; });
+    // The two UPDATEs touch disjoint rows (running with a token; pending), so one statement
+    // may hold both. Completed rows come back with a NULL token.
+    auto r = w.exec_params(
+        "WITH done AS (UPDATE " + table_ +
+            " j SET state = 'done', finished_at = now(), lease_until = NULL "
+            "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+            "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' RETURNING j.id), "
+            "next AS (SELECT id FROM " +
+            table_ +
+            " WHERE queue = $3 AND state = 'pending' AND run_at <= now() "
+            "ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), "
+            "claimed AS (UPDATE " +
+            table_ +
+            " j SET state = 'running', attempts = j.attempts + 1, "
+            "lease_until = now() + $5 * interval '1 millisecond', token = nextval('" +
+            table_ +
+            "_token_seq') WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
+            "RETURNING j.id, j.payload, j.attempts, j.token, "
+            "(extract(epoch FROM now() - j.run_at) * 1000000)::bigint AS waited) "
+            "SELECT id, NULL, NULL, NULL::bigint, NULL FROM done "
+            "UNION ALL SELECT id, payload, attempts, token, waited FROM claimed",
+        ids, tokens, std::string(queue), n, static_cast<long long>(lease.count()));
+    handoff h;
+    for (const auto &row : r) {
+      if (row[3].is_null()) {
+        h.completed.push_back(row[0].as<std::int64_t>());
+      } else {
+        h.claimed.push_back(
+            {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
+             row[3].as<std::int64_t>(),
+             std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))});
+      }
+    }
+    std::sort(h.claimed.begin(), h.claimed.end(),
+              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
+    return h;
+  }
+
   /// Records a failure of the job (if still running with its token): retried later, at
   /// now() + backoff * 2^(attempts - 1) (capped at 1 day), or dead once attempts reached
   /// max_attempts. Thread-safety: safe. Blocks: a round trip.
   /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
   fail_outcome fail(const claimed_job &job, std::string_view error,
                     std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const auto outcome = fail(w, job, error, backoff);
+      w.commit();
+      return outcome;
+    });
+  }
+
+  /// fail() in the caller's transaction `w`.
+  /// Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
+  fail_outcome fail(pqxx::transaction_base &w, const claimed_job &job, std::string_view error,
+                    std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
     if (backoff.count() < 0) {
       throw std::invalid_argument("lakh::pg::job_queue::fail: backoff (" +
                                   std::to_string(backoff.count()) + " ms) must not be negative");
     }
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      auto r = w.exec_params(
-          "UPDATE " + table_ +
-              " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, "
-              "run_at = now() + LEAST($3 * power(2, attempts - 1), 86400000) * "
-              "interval '1 millisecond', "
-              "finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
-              "lease_until = NULL, last_error = $4 "
-              "WHERE id = $1 AND token = $2 AND state = 'running' RETURNING state",
-          job.id, job.token, static_cast<long long>(backoff.count()), std::string(error));
-      w.commit();
-      if (r.empty()) {
-        return fail_outcome::refused;
-      }
-      return r[0][0].as<std::string>() == "dead" ? fail_outcome::dead : fail_outcome::retried;
-    });
+    auto r = w.exec_params(
+        "UPDATE " + table_ +
+            " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, "
+            "run_at = now() + LEAST($3 * power(2, attempts - 1), 86400000) * "
+            "interval '1 millisecond', "
+            "finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
+            "lease_until = NULL, last_error = $4 "
+            "WHERE id = $1 AND token = $2 AND state = 'running' RETURNING state",
+        job.id, job.token, static_cast<long long>(backoff.count()), std::string(error));
+    if (r.empty()) {
+      return fail_outcome::refused;
+    }
+    return r[0][0].as<std::string>() == "dead" ? fail_outcome::dead : fail_outcome::retried;
   }
 
   /// Returns running jobs whose lease has passed to pending (run now), or to dead when their
@@ -334,17 +495,92 @@ public:
   std::size_t rescue_expired() {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec("UPDATE " + table_ +
-                      " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
-                      "END, run_at = now(), lease_until = NULL, last_error = 'lease expired', "
-                      "finished_at = CASE WHEN attempts >= max_attempts THEN now() END "
-                      "WHERE id IN (SELECT id FROM " +
-                      table_ +
-                      " WHERE state = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED)");
+      const auto n = rescue_expired(w);
       w.commit();
-      return static_cast<std::size_t>(r.affected_rows());
+      return n;
     });
   }
+
+  /// rescue_expired() in the caller's transaction `w`.
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
+  std::size_t rescue_expired(pqxx::transaction_base &w) {
+    auto r =
+        w.exec("UPDATE " + table_ +
+               " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
+               "END, run_at = now(), lease_until = NULL, last_error = 'lease expired', "
+               "finished_at = CASE WHEN attempts >= max_attempts THEN now() END "
+               "WHERE id IN (SELECT id FROM " +
+               table_ + " WHERE state = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED)");
+    return static_cast<std::size_t>(r.affected_rows());
+  }
+
+  /// Up to `limit` jobs in `state` (pending, running, done or dead), of `queue` unless it is
+  /// empty, with ids above `after_id`, by id: a page; pass the last id for the next one.
+  /// Thread-safety: safe. Blocks: a round trip.
+  /// @throws std::invalid_argument on an unknown state or limit outside 1..max_batch; pqxx
+  /// errors; acquire_error. Allocates: the jobs.
+  std::vector<job_info> list(std::string_view state, std::string_view queue = {}, int limit = 100,
+                             std::int64_t after_id = 0) {
+    check_state(state, "list");
+    if (limit < 1 || limit > max_batch) {
+      throw std::invalid_argument("lakh::pg::job_queue::list: limit (" + std::to_string(limit) +
+                                  ") must be within 1.." + std::to_string(max_batch));
+    }
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("SELECT id, queue, payload, unique_key, state, attempts, "
+                             "max_attempts, last_error FROM " +
+                                 table_ +
+                                 " WHERE state = $1 AND ($2 = '' OR queue = $2) AND id > $3 "
+                                 "ORDER BY id LIMIT $4",
+                             std::string(state), std::string(queue), after_id, limit);
+      w.commit();
+      std::vector<job_info> jobs;
+      jobs.reserve(r.size());
+      for (const auto &row : r) {
+        jobs.push_back(
+            {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
+             row[3].is_null() ? std::nullopt : std::optional<std::string>(row[3].as<std::string>()),
+             row[4].as<std::string>(), row[5].as<int>(), row[6].as<int>(),
+             row[7].is_null() ? std::nullopt
+                              : std::optional<std::string>(row[7].as<std::string>())});
+      }
+      return jobs;
+    });
+  }
+
+  /// A dead job runs again: pending now with its attempts reset (its last error kept until
+  /// it fails again). False when the job is not dead (or its unique key is live again).
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
+  bool retry_dead(std::int64_t id) {
+    return admin("UPDATE " + table_ +
+                     " j SET state = 'pending', attempts = 0, run_at = now(), finished_at = "
+                     "NULL WHERE id = $1 AND state = 'dead' AND NOT EXISTS (SELECT 1 FROM " +
+                     table_ +
+                     " o WHERE o.queue = j.queue AND o.unique_key = j.unique_key AND o.state IN "
+                     "('pending', 'running'))",
+                 id);
+  }
+
+  /// A pending job will not run: dead, with last_error 'cancelled'. A running job cannot be
+  /// cancelled here (its worker decides); false then, or when there is no such pending job.
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
+  bool cancel(std::int64_t id) {
+    return admin("UPDATE " + table_ +
+                     " SET state = 'dead', last_error = 'cancelled', finished_at = now() "
+                     "WHERE id = $1 AND state = 'pending'",
+                 id);
+  }
+
+  /// Deletes a dead job. False when there is no such dead job.
+  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
+  bool delete_dead(std::int64_t id) {
+    return admin("DELETE FROM " + table_ + " WHERE id = $1 AND state = 'dead'", id);
+  }
+
+  /// The NOTIFY channel of this queue's table (with options().notify): the table's name.
+  /// Thread-safety: safe. Blocks: never. Allocates: never.
+  [[nodiscard]] const std::string &channel() const noexcept { return table_; }
 
   /// Deletes up to `limit` done jobs that finished more than `older_than` ago; returns how
   /// many. Thread-safety: safe. Blocks: a round trip.
@@ -418,6 +654,23 @@ private:
     }
   }
 
+  static void check_state(std::string_view state, const char *fn) {
+    if (state != "pending" && state != "running" && state != "done" && state != "dead") {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": state \"" +
+                                  std::string(state) +
+                                  "\" is not one of pending, running, done, dead");
+    }
+  }
+
+  bool admin(const std::string &sql, std::int64_t id) {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const bool changed = w.exec_params(sql, id).affected_rows() == 1;
+      w.commit();
+      return changed;
+    });
+  }
+
   static void check_lease(std::chrono::milliseconds lease, const char *fn) {
     if (lease.count() <= 0) {
       throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": lease (" +
@@ -457,6 +710,7 @@ private:
 
   pool *pool_;
   std::string table_;
+  bool notify_;
 };
 
 } // namespace lakh::pg

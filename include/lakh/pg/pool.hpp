@@ -385,6 +385,24 @@ public:
     return acquire_impl(steady::time_point::min(), {});
   }
 
+  /// A new connection made as the pool makes its own (the factory or the URL, then
+  /// on_connect), but not counted by the pool and owned by the caller: for a session that
+  /// lives as long as a component (LISTEN, a heartbeat), which must not take one of the
+  /// pool's connections from the work it bounds.
+  /// Thread-safety: safe. Blocks: while the connection opens.
+  /// @throws lakh::pg::connect_error, or whatever on_connect throws. Allocates: may.
+  [[nodiscard]] std::unique_ptr<pqxx::connection> connect_dedicated() const {
+    const auto &o = state_->opts;
+    auto c = o.factory ? o.factory() : connect(o.url);
+    if (c == nullptr) {
+      throw std::logic_error("lakh::pg::pool: the connection factory returned null");
+    }
+    if (o.on_connect) {
+      o.on_connect(*c);
+    }
+    return c;
+  }
+
   /// Close the pool: idle connections are closed now, leased ones when returned; waiting and
   /// later acquires return status closed. Idempotent.
   /// Thread-safety: safe. Blocks: while idle connections are closed. Allocates: never.
