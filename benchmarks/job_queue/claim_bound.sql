@@ -3,5 +3,5 @@
 BEGIN;
 WITH next AS (SELECT id FROM bench_jobs WHERE queue = 'bench' AND state = 'pending'
               ORDER BY run_at, id LIMIT :batch FOR UPDATE SKIP LOCKED)
-UPDATE bench_jobs j SET state = 'done' FROM next WHERE j.id = next.id;
+UPDATE bench_jobs j SET state = 'done' WHERE j.id = ANY(ARRAY(SELECT id FROM next));
 COMMIT;
