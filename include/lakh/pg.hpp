@@ -12,6 +12,7 @@
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/job_queue.hpp>
+#include <lakh/pg/job_worker.hpp>
 #include <lakh/pg/outbox.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
