@@ -314,6 +314,27 @@ TEST_CASE("pg.job_worker.refuses_bad_options_naming_them") {
                        doctest::Contains("queue name must be"), std::invalid_argument);
 }
 
+TEST_CASE("pg.job_worker.a_handler_without_a_transaction_holds_no_connection" *
+          doctest::timeout(60)) {
+  fixture f("noconn", 1); // one pooled connection for two workers
+  for (int i = 0; i < 4; ++i) {
+    f.enqueue("q", std::to_string(i));
+  }
+  std::atomic<int> running{0}, most{0};
+  lakh::pg::job_worker w(f.pool, f.queue, fast("q", 2),
+                         lakh::pg::job_handler([&](const lakh::pg::claimed_job &, std::stop_token) {
+                           const int now = ++running;
+                           int seen = most.load();
+                           while (now > seen && !most.compare_exchange_weak(seen, now)) {
+                           }
+                           std::this_thread::sleep_for(300ms); // calls another service
+                           --running;
+                         }));
+  w.start();
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 4; }));
+  CHECK(most == 2); // both handlers ran at once on a pool of one
+}
+
 TEST_CASE("pg.job_worker.a_periodic_job_runs_once_per_slot_across_processes" *
           doctest::timeout(60)) {
   fixture f("periodic");

@@ -34,9 +34,10 @@
 // the claim not counted as an attempt). Nothing is lost: a worker that dies instead leaves
 // its jobs to the rescue after their lease.
 //
-// Connections: a worker holds at most one pooled connection at a time, and the heartbeat and
-// LISTEN threads use their own, so `workers` workers never deadlock on a pool of `workers`
-// connections (a pool smaller than that makes workers wait their turn: acquire_default()).
+// Connections: a worker holds at most one pooled connection at a time (a handler without a
+// transaction none while it runs), and the heartbeat and LISTEN threads use their own, so
+// `workers` workers never deadlock on a pool of `workers` connections (a pool smaller than
+// that makes workers wait their turn: acquire_default()).
 //
 // Metrics (options.metrics, labelled queue="<queue>"): lakh_job_worker_{claimed, done,
 // failed, dead, rescued, released, notify_wakeups}_total, and the histograms
@@ -306,9 +307,12 @@ private:
       const std::vector<claimed_job> &j;
       ~untrack() { w->track(j, false); }
     } guard{this, jobs};
-    auto c = pool_->acquire_default(st);
-    if (!c) { // stopping (or the pool closed): give the jobs back untouched
-      release(jobs);
+    // A handler without a transaction holds no connection while it runs either: the
+    // connection is taken for its completion.
+    const bool in_tx = !std::holds_alternative<job_handler>(handler_);
+    pooled_connection c;
+    if (in_tx && !(c = pool_->acquire_default(st))) {
+      release(jobs); // stopping (or the pool closed): give the jobs back untouched
       return {};
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -324,7 +328,6 @@ private:
         (*batch)(jobs, *w, st);
       } else {
         std::get<job_handler>(handler_)(jobs.front(), st);
-        w.emplace(*c);
       }
       ok = true;
     } catch (const std::exception &e) {
@@ -334,6 +337,15 @@ private:
     }
     if (run_ != nullptr) {
       run_->record(std::chrono::steady_clock::now() - t0);
+    }
+    if (!in_tx) {
+      // Not cut short by a stop: the handler ran, its outcome must be recorded. The pool's
+      // acquire timeout bounds the wait; without a connection the job is left to its lease.
+      c = pool_->acquire_default();
+      if (!c) {
+        return {};
+      }
+      w.emplace(*c);
     }
     const int n = st.stop_requested() ? 0 : opts_.batch;
     std::vector<claimed_job> next;
