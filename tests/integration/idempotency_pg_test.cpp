@@ -123,9 +123,27 @@ TEST_CASE("idempotency.pg.long_run_is_not_taken_over_after_lease" * doctest::tim
   lakh::idempotency_guard g(fx.store(), o);
   auto fp = lakh::fingerprint("POST", "/x", "");
   lakh::idempotency_result slow;
-  std::thread t([&] { slow = g.run("t", "k", fp, fx.op(201, "slow", 400ms)); });
-  std::this_thread::sleep_for(200ms);
+  // The slow operation holds its transaction until the duplicate has been answered (not for
+  // a fixed time, which a loaded machine running tests in parallel can outlast).
+  std::atomic<bool> started{false}, answered{false};
+  auto slow_op = fx.op(201, "slow");
+  std::thread t([&] {
+    slow = g.run("t", "k", fp, [&](pqxx::work &w) {
+      auto r = slow_op(w);
+      started = true;
+      const auto until = std::chrono::steady_clock::now() + 20s;
+      while (!answered && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(5ms);
+      }
+      return r;
+    });
+  });
+  while (!started) {
+    std::this_thread::sleep_for(5ms);
+  }
+  std::this_thread::sleep_for(2 * o.lease); // the owner's lease has expired
   auto dup = g.run("t", "k", fp, fx.op(201, "dup"));
+  answered = true;
   t.join();
   CHECK(dup.outcome == lakh::idempotency_outcome::in_progress);
   CHECK(slow.outcome == lakh::idempotency_outcome::executed);
