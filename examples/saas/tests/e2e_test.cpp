@@ -80,7 +80,8 @@ struct platform : saas_test::platform {
   /// Signs a tenant up and subscribes it to `plan`; returns its API key once billing has seen
   /// the subscription.changed event.
   std::string tenant(const std::string &name, const std::string &plan = "pro") {
-    auto s = post("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name + "-" + ns);
+    auto s =
+        post_definitive("/v1/signup", json{{"name", name}}.dump(), "", "signup-" + name + "-" + ns);
     REQUIRE(s);
     REQUIRE(s->status == 201);
     const auto j = json::parse(s->body);
@@ -100,7 +101,7 @@ struct platform : saas_test::platform {
 TEST_CASE("saas.e2e.signup_users_bad_input_and_tenant_isolation" * doctest::timeout(120)) {
   platform p;
   const std::string sig1 = "3f9c2b1e-6a47-4d8e-9b0f-1c2d3e4f5a61";
-  auto s = p.post("/v1/signup", R"({"name":"acme"})", "", sig1);
+  auto s = p.post_definitive("/v1/signup", R"({"name":"acme"})", "", sig1);
   REQUIRE(s);
   REQUIRE(s->status == 201);
   const auto acme = json::parse(s->body);

@@ -222,6 +222,21 @@ struct platform {
     }
     return http.Post(path, h, body, "application/json");
   }
+  /// post() again with the same Idempotency-Key while the answer is 502, 503 or 504 (or none),
+  /// for up to 15 s, as the API asks a client to: for a platform that has just started (a
+  /// channel still connecting on a loaded machine) or is recovering.
+  httplib::Result post_definitive(const std::string &path, const std::string &body,
+                                  const std::string &key, const std::string &idem) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    for (;;) {
+      auto r = post(path, body, key, idem);
+      const bool transient = !r || r->status == 502 || r->status == 503 || r->status == 504;
+      if (!transient || std::chrono::steady_clock::now() > until) {
+        return r;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
   httplib::Result get(const std::string &path, const std::string &key) {
     return http.Get(path, httplib::Headers{{"Authorization", "Bearer " + key}});
   }
