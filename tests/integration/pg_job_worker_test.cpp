@@ -3,6 +3,7 @@
 #include <lakh/pg/job_worker.hpp>
 
 #include <support/env.hpp>
+#include <support/pg.hpp>
 
 #include <pqxx/pqxx>
 
@@ -23,22 +24,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using lakh::test::exec;
+using lakh::test::scalar;
+
 std::string unique_name(const char *what) {
-  static std::atomic<int> n{0};
-  return std::string("jw_") + what + "_" + std::to_string(::getpid()) + "_" +
-         std::to_string(n.fetch_add(1));
-}
-
-long long scalar(const std::string &sql) {
-  pqxx::connection c(lakh::test::database_url());
-  pqxx::nontransaction tx(c);
-  return tx.exec(sql)[0][0].as<long long>();
-}
-
-void exec(const std::string &sql) {
-  pqxx::connection c(lakh::test::database_url());
-  pqxx::nontransaction tx(c);
-  tx.exec(sql);
+  return lakh::test::unique_name("jw", what);
 }
 
 /// Waits up to `limit` for pred().

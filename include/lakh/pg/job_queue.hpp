@@ -280,10 +280,7 @@ public:
     std::vector<claimed_job> jobs;
     jobs.reserve(r.size());
     for (const auto &row : r) {
-      jobs.push_back(
-          {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
-           row[3].as<std::int64_t>(),
-           std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))});
+      jobs.push_back(claimed_from(row));
     }
     std::sort(jobs.begin(), jobs.end(),
               [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
@@ -323,12 +320,7 @@ public:
                                "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
                                "RETURNING j.id",
                            ids, tokens, static_cast<long long>(lease.count()));
-    std::vector<std::int64_t> alive;
-    alive.reserve(r.size());
-    for (const auto &row : r) {
-      alive.push_back(row[0].as<std::int64_t>());
-    }
-    return alive;
+    return ids_of(r);
   }
 
   /// Extends the job's lease to now() + lease, if the job is still running with its token.
@@ -381,12 +373,7 @@ public:
                                "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
                                "RETURNING j.id",
                            ids, tokens);
-    std::vector<std::int64_t> done;
-    done.reserve(r.size());
-    for (const auto &row : r) {
-      done.push_back(row[0].as<std::int64_t>());
-    }
-    return done;
+    return ids_of(r);
   }
 
   /// What complete_and_claim() did.
@@ -439,10 +426,7 @@ public:
       if (row[3].is_null()) {
         h.completed.push_back(row[0].as<std::int64_t>());
       } else {
-        h.claimed.push_back(
-            {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
-             row[3].as<std::int64_t>(),
-             std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))});
+        h.claimed.push_back(claimed_from(row));
       }
     }
     std::sort(h.claimed.begin(), h.claimed.end(),
@@ -639,6 +623,23 @@ public:
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
+  /// The first column of every row, as ids.
+  static std::vector<std::int64_t> ids_of(const pqxx::result &r) {
+    std::vector<std::int64_t> ids;
+    ids.reserve(r.size());
+    for (const auto &row : r) {
+      ids.push_back(row[0].as<std::int64_t>());
+    }
+    return ids;
+  }
+
+  /// A claimed job from a row (id, payload, attempts, token, waited in microseconds).
+  static claimed_job claimed_from(const pqxx::row &row) {
+    return {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
+            row[3].as<std::int64_t>(),
+            std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))};
+  }
+
   static void check_queue(std::string_view queue, const char *fn) {
     if (queue.empty() || queue.size() > max_queue_name) {
       throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": queue name (" +
