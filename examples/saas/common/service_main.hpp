@@ -183,6 +183,7 @@ private:
         lakh::pg::inbox(owner, {spec_.schema + ".inbox"}).create_schema();
         tables.push_back(spec_.schema + ".inbox");
       }
+      create_jobs_table(owner, spec_.schema, role);
       lakh::pg::with_connection(owner, [&](pqxx::connection &c) {
         pqxx::work w(c);
         w.exec("GRANT USAGE ON SCHEMA " + spec_.schema + " TO " + role);
@@ -256,8 +257,8 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
       svc.relay_->start();
     }
     std::optional<housekeeping> purger(
-        std::in_place, spec.name,
-        std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 100, 86400000)),
+        std::in_place, spec.name, svc.db(), spec.schema,
+        std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 1000, 86400000)),
         [&svc] { return svc.purge(); });
     for (auto &c : svc.consumers_) {
       c->start();

@@ -41,6 +41,7 @@ int main() {
     if (auto owner = cfg.find("DATABASE_OWNER_URL")) {
       lakh::pg::pool p(*owner, 1);
       saas::migrate(p, saas::role_of("gateway"), "gateway", saas::schema_sql);
+      saas::create_jobs_table(p, "gateway", saas::role_of("gateway"));
     }
     gateway::server g(cfg);
     std::thread stopper([&] {

@@ -57,8 +57,8 @@ public:
         limited_(metrics_.make_counter("saas_gateway_limited_total",
                                        "requests refused by a limit (429)")),
         latency_(metrics_.make_histogram("saas_gateway_request_seconds", "request latency")),
-        purger_("gateway",
-                std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 100, 86400000)),
+        purger_("gateway", db_, "gateway",
+                std::chrono::milliseconds(cfg.integer("PURGE_INTERVAL_MS", 60000, 1000, 86400000)),
                 [this, keep = cfg.integer("SIGNUP_RETENTION_HOURS", 24, 24, 87600)] {
                   return purge_signups(keep);
                 }) {

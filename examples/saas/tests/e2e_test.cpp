@@ -561,7 +561,7 @@ TEST_CASE("saas.e2e.hop.internal_calls_and_failed_logins_are_refused" * doctest:
 }
 
 TEST_CASE("saas.e2e.bounded.expired_records_are_purged" * doctest::timeout(120)) {
-  env_guard e{{"PURGE_INTERVAL_MS", "200"}};
+  env_guard e{{"PURGE_INTERVAL_MS", "1000"}};
   platform p;
   const auto key = p.tenant("purged"); // a signup, a subscription and its event in billing
   REQUIRE(p.post("/v1/users", R"({"email":"a@purged.io"})", key, "usr-purged-1")->status == 201);
@@ -569,7 +569,7 @@ TEST_CASE("saas.e2e.bounded.expired_records_are_purged" * doctest::timeout(120))
   CHECK(p.count("SELECT count(*) FROM billing.inbox") == 1);
   CHECK(p.count("SELECT count(*) FROM gateway.signups") == 1);
   // What is within its retention stays; what is past it goes, in every table.
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500)); // two purges at least
   CHECK(p.count("SELECT count(*) FROM users.idempotency_keys") == 2);
   const auto aged = [&](const std::string &update) {
     return p.count("WITH a AS (" + update + " RETURNING 1) SELECT count(*) FROM a");
@@ -583,4 +583,11 @@ TEST_CASE("saas.e2e.bounded.expired_records_are_purged" * doctest::timeout(120))
   p.wait_count("SELECT count(*) FROM gateway.signups", 0);
   // The outboxes need no purge: the relays delete what they published.
   p.wait_count("SELECT count(*) FROM subscriptions.outbox", 0);
+  // The purges are periodic jobs of each service's queue, one per slot, each run once.
+  for (const auto *schema : {"users", "billing", "gateway"}) {
+    CHECK(p.count("SELECT count(*) FROM " + std::string(schema) +
+                  ".jobs WHERE queue = 'housekeeping' AND state = 'done'") >= 1);
+    CHECK(p.count("SELECT count(*) FROM (SELECT unique_key FROM " + std::string(schema) +
+                  ".jobs GROUP BY unique_key HAVING count(*) > 1) d") == 0);
+  }
 }
