@@ -3,14 +3,14 @@
 // would otherwise write by hand.
 //
 // A job_worker runs `workers` threads over one queue of a job_queue. Each thread, per job:
-//   1. holds one pooled connection for the job and claims in a transaction of its own (or,
-//      after the first job, in the transaction that completed the previous one: one commit
-//      per job, claim and completion together);
-//   2. runs the handler. A transactional handler gets a transaction on that connection: its
-//      writes, the fenced completion (job_queue::complete(w, job)) and the claim of the next
-//      job commit together, so a job's effects exist if and only if it is done. A handler
-//      that must not hold a transaction (it calls another service) gets none; its completion
-//      commits right after it returns;
+//   1. an idle worker claims in a transaction of its own; afterwards each job is claimed in
+//      the transaction that completed the previous one (one commit per job);
+//   2. runs the handler. A transactional handler gets a transaction on a pooled connection:
+//      its writes, the fenced completion and the claim of the next job
+//      (job_queue::complete_and_claim, one statement) commit together, so a job's effects
+//      exist if and only if it is done. A handler that must not hold a transaction (it calls
+//      another service) gets none and holds no connection; its completion commits right
+//      after it returns;
 //   3. on an exception, rolls the handler's transaction back and records the error's text
 //      with job_queue::fail (retried with the queue's exponential backoff, dead after
 //      max_attempts); a completion refused by the fence (the lease expired and the job was
