@@ -392,15 +392,7 @@ public:
   /// Thread-safety: safe. Blocks: while the connection opens.
   /// @throws lakh::pg::connect_error, or whatever on_connect throws. Allocates: may.
   [[nodiscard]] std::unique_ptr<pqxx::connection> connect_dedicated() const {
-    const auto &o = state_->opts;
-    auto c = o.factory ? o.factory() : connect(o.url);
-    if (c == nullptr) {
-      throw std::logic_error("lakh::pg::pool: the connection factory returned null");
-    }
-    if (o.on_connect) {
-      o.on_connect(*c);
-    }
-    return c;
+    return open_connection(state_->opts, nullptr);
   }
 
   /// Close the pool: idle connections are closed now, leased ones when returned; waiting and
@@ -511,14 +503,7 @@ private:
     }
     if (c == nullptr) {
       try {
-        c = s.opts.factory ? s.opts.factory() : connect(s.opts.url);
-        if (c == nullptr) {
-          throw std::logic_error("lakh::pg::pool: the connection factory returned null");
-        }
-        s.created.fetch_add(1, std::memory_order_relaxed);
-        if (s.opts.on_connect) {
-          s.opts.on_connect(*c);
-        }
+        c = open_connection(s.opts, &s.created);
       } catch (...) {
         s.connect_failures.fetch_add(1, std::memory_order_relaxed);
         {
@@ -532,6 +517,24 @@ private:
     lease.conn_ = std::move(c);
     s.acquired.fetch_add(1, std::memory_order_relaxed);
     return lease;
+  }
+
+  /// A connection by the factory or the URL, counted in `created` (when given) once open,
+  /// then on_connect. @throws connect_error, std::logic_error for a null from the factory,
+  /// whatever on_connect throws.
+  static std::unique_ptr<pqxx::connection> open_connection(const pool_options &o,
+                                                           std::atomic<std::uint64_t> *created) {
+    auto c = o.factory ? o.factory() : connect(o.url);
+    if (c == nullptr) {
+      throw std::logic_error("lakh::pg::pool: the connection factory returned null");
+    }
+    if (created != nullptr) {
+      created->fetch_add(1, std::memory_order_relaxed);
+    }
+    if (o.on_connect) {
+      o.on_connect(*c);
+    }
+    return c;
   }
 
   bool usable(pqxx::connection &c) const noexcept {
