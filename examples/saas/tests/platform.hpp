@@ -2,7 +2,7 @@
 // examples/saas/tests/platform.hpp: the SaaS platform as real processes, for saas.e2e and the
 // fault harness (saas_faults): the seven services (SAAS_BIN_DIR/saas_<name>) against the
 // PostgreSQL, Redis and NATS of scripts/services, on a fresh database, in their own event
-// namespace (stream, subjects, Redis keys), on ports derived from the caller's pid; and the
+// namespace (stream, subjects, Redis keys), on ports of a slot no other platform holds; and the
 // spec's usage rows and rating (../shared/spec/usage-rows.md) as the gateway's JSON.
 // Errors are exceptions (std::runtime_error naming what failed), so that a doctest case and a
 // plain program can both use it.
@@ -12,7 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,16 +97,81 @@ struct process {
   process &operator=(const process &) = delete;
 };
 
+/// Thirteen consecutive ports (base .. base + 12, within 20000..26400, below the ephemeral
+/// range) held for one platform's lifetime: slot k is taken by an exclusive flock on
+/// $TMPDIR/lakh-saas-ports/k, so platforms of concurrent tests (ctest -j) never share a port,
+/// and a slot whose ports something else listens on is passed over. The search starts at a
+/// slot derived from the pid (a pid alone collided: two tests whose pids differ by a multiple
+/// of the slot count got one another's services).
+class port_slot {
+public:
+  static constexpr int slots = 400;
+  static constexpr int width = 16;
+  static constexpr int first_port = 20000;
+  static constexpr int ports_used = 13;
+
+  port_slot() {
+    const char *tmp = std::getenv("TMPDIR");
+    const std::string dir =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/lakh-saas-ports";
+    ::mkdir(dir.c_str(), 0777); // an existing directory is fine
+    for (int i = 0; i < slots; ++i) {
+      const int k = (static_cast<int>(::getpid()) + i) % slots;
+      const std::string path = dir + "/" + std::to_string(k);
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+      if (fd < 0) {
+        throw std::runtime_error("cannot open " + path + " (a port slot's lock file)");
+      }
+      if (::flock(fd, LOCK_EX | LOCK_NB) == 0 && free(first_port + k * width)) {
+        fd_ = fd;
+        base = first_port + k * width;
+        return;
+      }
+      ::close(fd);
+    }
+    throw std::runtime_error("no free port slot in " + dir + " (" + std::to_string(slots) +
+                             " platforms running?)");
+  }
+  ~port_slot() { ::close(fd_); } // releases the lock
+  port_slot(const port_slot &) = delete;
+  port_slot &operator=(const port_slot &) = delete;
+
+  int base = 0;
+
+private:
+  /// Whether nothing listens on 127.0.0.1:[from, from + ports_used).
+  static bool free(int from) {
+    for (int port = from; port < from + ports_used; ++port) {
+      const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const int one = 1;
+      ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one); // as the servers bind
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<std::uint16_t>(port));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      const bool ok = ::bind(s, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0;
+      ::close(s);
+      if (!ok) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  int fd_ = -1;
+};
+
 /// The whole platform as real processes: a fresh database, its own event namespace (stream,
-/// subjects, Redis keys) on the shared NATS and Redis, ports derived from the caller's pid
-/// (base .. base + 12, within 20000..26400). The services' settings come from the environment
-/// (GRPC_DEADLINE_MS, TENANT_RATE, ...: set them before constructing one).
+/// subjects, Redis keys) on the shared NATS and Redis, on the ports of a port_slot. The services'
+/// settings come from the environment (GRPC_DEADLINE_MS, TENANT_RATE, ...: set them before
+/// constructing one).
 struct platform {
   static inline int instances = 0;
   std::string ns = "e2e" + std::to_string(::getpid()) + "n" + std::to_string(++instances);
   std::string db = "saas_" + ns;
   std::string url;
-  int base = 20000 + (::getpid() % 400) * 16;
+  port_slot ports;
+  int base = ports.base;
   std::map<std::string, std::unique_ptr<process>> svc;
   httplib::Client http{"127.0.0.1", base};
   bool keep_database = false; ///< the destructor leaves the database (for a post-mortem)
