@@ -5,13 +5,15 @@
 //   load    generator -> lakh::channel -> COPY, one transaction per chunk of rows that also
 //           records the chunk and enqueues its job (lakh::pg::job_queue): a chunk and its job
 //           exist together or not at all, and a retried chunk is skipped once committed.
-//   work    claims a job (FOR UPDATE SKIP LOCKED, a lease, a fencing token), reads its rows,
-//           rates them with the spec's arithmetic (lakh::fake::charge_cents), then in ONE
-//           transaction: per-tenant advisory locks in sorted order, an upsert of the
-//           per-tenant totals, an invoice for each tenant whose period just became complete
-//           (its row count reached the manifest's), an invoice.issued event per invoice
-//           through the outbox, and the job's fenced completion. A worker whose lease was
-//           taken over cannot complete, so its transaction rolls back: nothing counts twice.
+//   work    lakh::pg::job_worker over the job queue (SKIP LOCKED claims with a lease and a
+//           fencing token, heartbeats, rescue of a dead worker's jobs): per job, in ONE
+//           transaction, its rows are read and rated with the spec's arithmetic
+//           (lakh::fake::charge_cents), per-tenant advisory locks taken in sorted order, the
+//           per-tenant totals upserted, an invoice written for each tenant whose period just
+//           became complete (its row count reached the manifest's) with an invoice.issued
+//           event through the outbox, and the job's fenced completion with the next claim.
+//           A worker whose lease was taken over cannot complete, so its transaction rolls
+//           back: nothing counts twice.
 //   relay   lakh::pg::outbox_relay -> lakh::nats::outbox_publisher (Nats-Msg-Id = event id);
 //           a pull consumer counts each invoice event once through lakh::pg::inbox.
 //   verify  the spec's totals recomputed three ways: by the generator, from the per-tenant
@@ -29,6 +31,7 @@
 #include <lakh/pg/copy.hpp>
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/job_queue.hpp>
+#include <lakh/pg/job_worker.hpp>
 #include <lakh/pg/outbox.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
@@ -37,15 +40,13 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <mutex>
 #include <optional>
-#include <random>
 #include <span>
 #include <stdexcept>
 #include <stop_token>
@@ -74,10 +75,13 @@ struct names {
 };
 
 /// The current database's name (the stream and subject names derive from it).
+inline names names_of(pqxx::transaction_base &t) {
+  return names{t.exec("SELECT current_database()")[0][0].as<std::string>()};
+}
 inline names names_of(lakh::pg::pool &p) {
   return lakh::pg::with_connection(p, [](pqxx::connection &c) {
     pqxx::nontransaction n(c);
-    return names{n.exec("SELECT current_database()")[0][0].as<std::string>()};
+    return names_of(n);
   });
 }
 
@@ -333,13 +337,10 @@ struct worker_options {
 };
 
 struct worker_stats {
-  std::uint64_t jobs = 0;
-  std::uint64_t rows = 0;
-  std::uint64_t invoices = 0;
-  std::uint64_t lost = 0;   ///< jobs whose fence refused the completion (rolled back)
-  std::uint64_t errors = 0; ///< job attempts abandoned after an error (the lease returns it)
-  std::vector<std::int64_t> claim_ns;
-  std::vector<std::int64_t> job_ns;
+  std::uint64_t jobs = 0;   ///< jobs done
+  std::uint64_t lost = 0;   ///< completions refused by the fence (a takeover): rolled back
+  std::uint64_t errors = 0; ///< failed attempts recorded on their job (retried with backoff)
+  std::vector<std::int64_t> job_ns; ///< per attempt: its transaction until the handler returned
   lakh::pg::retry_stats retries;
 
   [[nodiscard]] nlohmann::json to_json() const {
@@ -348,15 +349,12 @@ struct worker_stats {
       by_cause[std::string(lakh::pg::to_string(static_cast<lakh::pg::retry_cause>(c)))] =
           retries.retries[c];
     }
-    return {{"jobs", jobs},     {"rows", rows},       {"invoices", invoices},
-            {"lost", lost},     {"errors", errors},   {"claim_ns", claim_ns},
-            {"job_ns", job_ns}, {"retries", by_cause}};
+    return {{"jobs", jobs},
+            {"lost", lost},
+            {"errors", errors},
+            {"job_ns", job_ns},
+            {"retries", by_cause}};
   }
-};
-
-/// Thrown inside the job's transaction when its fence refuses the completion: rolls back.
-struct job_lost : std::runtime_error {
-  job_lost() : std::runtime_error("billing_run: the job's lease was taken over") {}
 };
 
 struct tenant_sum {
@@ -408,10 +406,9 @@ template <class Get> std::string int_array(const std::vector<tenant_sum> &v, Get
   return out + "}";
 }
 
-/// Applies one job's sums in the caller's transaction: locks, upsert, invoices + events,
-/// fenced completion. Returns the invoices written. @throws job_lost if the fence refuses.
-inline std::size_t apply_job(pqxx::work &w, lakh::pg::job_queue &queue, lakh::pg::outbox &box,
-                             const names &n, const lakh::pg::claimed_job &job,
+/// Applies one job's sums in the caller's transaction: locks, upsert, invoices + events.
+/// Returns the invoices written.
+inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, const names &n,
                              std::vector<tenant_sum> sums, lock_order order) {
   if (order == lock_order::sorted) {
     std::vector<lakh::pg::advisory_key> keys;
@@ -449,9 +446,6 @@ inline std::size_t apply_job(pqxx::work &w, lakh::pg::job_queue &queue, lakh::pg
                                   {"total_cents", inv[2].as<std::int64_t>()}};
     (void)box.enqueue(w, n.subject(), "tenant-" + std::string(inv[0].c_str()), event.dump());
   }
-  if (!queue.complete(w, job)) {
-    throw job_lost();
-  }
   return invoices.size();
 }
 
@@ -466,82 +460,74 @@ inline bool all_done(lakh::pg::pool &p) {
   });
 }
 
-/// A worker: claims jobs one at a time until `st` is stopped (or, with until_idle, until the
-/// load is complete and no job is left). Errors are survived: the job's transaction is
-/// retried by the retrier (deadlock, serialization, lost connection), and a job abandoned
-/// after an error goes back to the queue when its lease expires.
+/// A worker process's loop: a lakh::pg::job_worker with one thread over the queue until `st`
+/// is stopped (or, with until_idle, until the load is complete and no job is left). Each job
+/// is one transaction (rate_job, apply_job, the fenced completion and the next claim), run
+/// again as a whole by patient_retrier() after a deadlock, a serialization failure or a lost
+/// connection (a database restart); another error is recorded on the job and retried after
+/// a backoff; a worker killed mid-job leaves it to the rescue after its lease.
 /// @throws std::runtime_error for a server out of resources (SQLSTATE class 53), which no
 /// retry can fix.
 inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::stop_token st) {
-  worker_stats stats;
   auto queue = make_queue(p);
   auto box = make_outbox(p);
   auto retry = patient_retrier();
-  std::optional<names> n;
-  auto last_rescue = clock::now() - std::chrono::hours(1);
-  std::minstd_rand jitter(static_cast<unsigned>(::getpid()));
-  auto pause = [&](std::chrono::milliseconds d) {
-    const auto until = clock::now() + d;
-    while (!st.stop_requested() && clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  };
-  while (!st.stop_requested()) {
+  const auto n = retry.run(
+      p, [](pqxx::work &w) { return names_of(w); }, st);
+  std::mutex m;
+  std::vector<std::int64_t> job_ns;
+  std::string fatal;
+  std::stop_source stop;
+  lakh::pg::job_worker_options o;
+  o.queue = queue_name;
+  o.workers = 1;
+  o.lease = opts.lease;
+  o.poll = std::chrono::milliseconds(100); // LISTEN/NOTIFY wakes it sooner
+  o.backoff = std::chrono::milliseconds(200);
+  o.maintenance = std::min<std::chrono::milliseconds>(opts.lease, std::chrono::seconds(1));
+  o.retry = &retry;
+  lakh::pg::job_worker worker(
+      p, queue, o,
+      lakh::pg::job_handler_tx(
+          [&](const lakh::pg::claimed_job &job, pqxx::transaction_base &w, std::stop_token) {
+            const auto t0 = clock::now();
+            const auto comma = job.payload.find(',');
+            const std::int64_t first_id = std::stoll(job.payload.substr(0, comma));
+            const std::int64_t last_id = std::stoll(job.payload.substr(comma + 1));
+            try {
+              (void)apply_job(w, box, n, rate_job(w, first_id, last_id), opts.order);
+            } catch (const pqxx::insufficient_resources &e) {
+              // 53xxx (e.g. the lock table is full: one advisory lock per tenant of a job):
+              // retrying cannot help. The job is failed with the text; the worker stops.
+              std::lock_guard l(m);
+              fatal = std::string(e.what()) +
+                      " (each job holds one advisory lock per tenant it touches: raise "
+                      "max_locks_per_transaction or bill smaller batches)";
+              stop.request_stop();
+              throw;
+            }
+            std::lock_guard l(m);
+            job_ns.push_back(std::chrono::nanoseconds(clock::now() - t0).count());
+          }));
+  worker.start(stop.get_token());
+  while (!st.stop_requested() && !stop.stop_requested()) {
     try {
-      if (!n) {
-        n = names_of(p);
-      }
-      if (clock::now() - last_rescue > std::chrono::seconds(1)) {
-        (void)queue.rescue_expired();
-        last_rescue = clock::now();
-      }
-      const auto c0 = clock::now();
-      auto jobs = queue.claim(queue_name, 1, opts.lease);
-      stats.claim_ns.push_back(std::chrono::nanoseconds(clock::now() - c0).count());
-      if (jobs.empty()) {
-        if (opts.until_idle && all_done(p)) {
-          break;
-        }
-        pause(std::chrono::milliseconds(20 + jitter() % 20));
-        continue;
-      }
-      const auto &job = jobs.front();
-      const auto comma = job.payload.find(',');
-      const std::int64_t first_id = std::stoll(job.payload.substr(0, comma));
-      const std::int64_t last_id = std::stoll(job.payload.substr(comma + 1));
-      auto sums = retry.run(
-          p, [&](pqxx::work &w) { return rate_job(w, first_id, last_id); }, st);
-      try {
-        stats.invoices += retry.run(
-            p, [&](pqxx::work &w) { return apply_job(w, queue, box, *n, job, sums, opts.order); },
-            st);
-        ++stats.jobs;
-        stats.rows += static_cast<std::uint64_t>(last_id - first_id + 1);
-      } catch (const job_lost &) {
-        ++stats.lost; // rolled back: the job's new owner applies it
-      } catch (const pqxx::in_doubt_error &) {
-        // The commit's outcome is unknown. Nothing to redo here: if it committed, the job is
-        // done; if not, the job comes back when its lease expires, and its fence refuses any
-        // second completion.
-        ++stats.errors;
-      }
-      stats.job_ns.push_back(std::chrono::nanoseconds(clock::now() - c0).count());
-    } catch (const pqxx::insufficient_resources &e) {
-      // 53xxx (e.g. the lock table is full: one advisory lock per tenant of a job): retrying
-      // cannot help; the job's lease returns it to the queue.
-      throw std::runtime_error(std::string(e.what()) +
-                               " (each job holds one advisory lock per tenant it touches: raise "
-                               "max_locks_per_transaction or bill smaller batches)");
-    } catch (const std::exception &e) {
-      if (st.stop_requested()) {
+      if (opts.until_idle && all_done(p)) {
         break;
       }
-      ++stats.errors;
-      std::fprintf(stderr, "billing_run work[%d]: %s (retrying)\n", static_cast<int>(::getpid()),
-                   e.what());
-      pause(std::chrono::milliseconds(200));
+    } catch (const std::exception &) { // the database restarts: ask again
     }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  worker.stop();
+  if (!fatal.empty()) {
+    throw std::runtime_error(fatal);
+  }
+  worker_stats stats;
+  stats.jobs = worker.done();
+  stats.lost = worker.fenced();
+  stats.errors = worker.failed();
+  stats.job_ns = std::move(job_ns);
   stats.retries = retry.stats();
   return stats;
 }

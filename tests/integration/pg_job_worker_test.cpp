@@ -149,6 +149,88 @@ TEST_CASE("pg.job_worker.errors_are_kept_retried_then_dead_and_the_api_retries_t
                        std::invalid_argument);
 }
 
+TEST_CASE("pg.job_worker.a_retryable_failure_runs_again_in_place_with_options_retry" *
+          doctest::timeout(60)) {
+  // A real server error with SQLSTATE 40001 (serialization_failure) on a handler's first two
+  // attempts of each job.
+  const auto flaky = [](fixture &f, std::atomic<int> &runs) {
+    return lakh::pg::job_handler_tx(
+        [&f, &runs](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
+          tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                         j.payload);
+          if (++runs % 3 != 0) {
+            tx.exec("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$");
+          }
+        });
+  };
+  SUBCASE("with a retrier: the whole attempt again, the job's attempts untouched") {
+    fixture f("retry");
+    std::atomic<int> runs{0};
+    lakh::pg::retry_options ro;
+    ro.backoff = lakh::backoff{1ms, 5ms};
+    lakh::pg::retrier retry(ro);
+    auto o = fast("q", 1);
+    o.retry = &retry;
+    lakh::pg::job_worker w(f.pool, f.queue, o, flaky(f, runs));
+    w.start();
+    f.enqueue("q", "a");
+    REQUIRE(eventually([&] { return f.count("state = 'done'") == 1; }));
+    w.stop();
+    CHECK(runs == 3);
+    CHECK(w.failed() == 0);
+    CHECK(retry.stats().retries_for(lakh::pg::retry_cause::serialization) == 2);
+    CHECK(f.count("attempts = 1 AND last_error IS NULL") == 1);
+    CHECK(scalar("SELECT count(*) FROM " + f.log) == 1); // the retried writes rolled back
+  }
+  SUBCASE("without: each failure counts against the job and waits its backoff") {
+    fixture f("noretry");
+    std::atomic<int> runs{0};
+    lakh::pg::job_worker w(f.pool, f.queue, fast("q", 1), flaky(f, runs));
+    w.start();
+    f.enqueue("q", "a");
+    REQUIRE(eventually([&] { return f.count("state = 'done'") == 1; }));
+    w.stop();
+    CHECK(runs == 3);
+    CHECK(w.failed() == 2);
+    CHECK(f.count("attempts = 3") == 1);
+    CHECK(scalar("SELECT count(*) FROM " + f.log) == 1);
+  }
+}
+
+TEST_CASE("pg.job_worker.a_completion_refused_by_the_fence_rolls_its_effects_back" *
+          doctest::timeout(60)) {
+  fixture f("fenced");
+  lakh::registry metrics;
+  std::atomic<int> runs{0};
+  auto o = fast("q", 1);
+  o.lease = 600ms;
+  o.metrics = &metrics;
+  lakh::pg::job_worker w(
+      f.pool, f.queue, o,
+      lakh::pg::job_handler_tx(
+          [&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
+            tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                           std::to_string(runs));
+            if (++runs == 1) {
+              // Another worker takes the job over (as after a rescue): a new token.
+              exec("UPDATE " + f.queue.table() + " SET token = nextval('" + f.queue.table() +
+                   "_token_seq') WHERE id = " + std::to_string(j.id));
+            }
+          }));
+  w.start();
+  f.enqueue("q", "a");
+  // The taken-over lease runs out (no heartbeat matches the old token), the rescue returns
+  // the job, and its second run completes.
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 1; }));
+  w.stop();
+  CHECK(runs == 2);
+  CHECK(w.fenced() == 1);
+  CHECK(scalar("SELECT count(*) FROM " + f.log + " WHERE payload = '1'") == 1); // run 2 only
+  CHECK(scalar("SELECT count(*) FROM " + f.log) == 1);
+  CHECK(metrics.prometheus_text().find("lakh_job_worker_fenced_total{queue=\"q\"} 1") !=
+        std::string::npos);
+}
+
 TEST_CASE("pg.job_worker.heartbeats_keep_a_job_longer_than_its_lease" * doctest::timeout(60)) {
   fixture f("heartbeat");
   std::atomic<int> runs{0};

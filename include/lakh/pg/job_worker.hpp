@@ -47,6 +47,7 @@
 #include <lakh/metrics.hpp>
 #include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/pool.hpp>
+#include <lakh/pg/retry.hpp>
 
 #include <pqxx/pqxx>
 
@@ -111,7 +112,13 @@ struct job_worker_options {
   /// periodic slot, or a pruned slot's job could be enqueued again.
   std::chrono::milliseconds keep_done{std::chrono::hours(24)};
   std::vector<periodic_job> periodic; ///< enqueued into `queue` on their schedule
-  lakh::registry *metrics = nullptr;  ///< where the metrics go (none when null)
+  /// When set, a transactional handler's attempt (its writes, the completion and the next
+  /// claim) that fails for a retryable cause (deadlock, serialization failure, lock timeout,
+  /// lost connection: lakh::pg::classify) runs again in a fresh transaction, by this
+  /// retrier's attempts, backoff and budget, before the failure counts against the job. It
+  /// must outlive the worker. Ignored for a job_handler (it has no transaction to retry).
+  retrier *retry = nullptr;
+  lakh::registry *metrics = nullptr; ///< where the metrics go (none when null)
 };
 
 /// Runs a handler over the jobs of one queue with N threads. See the header comment.
@@ -179,6 +186,13 @@ public:
 
   /// Jobs the workers completed. Thread-safety: safe. Blocks: never.
   [[nodiscard]] std::uint64_t done() const noexcept { return done_n_.load(); }
+  /// Handler failures recorded with job_queue::fail and retried later (not counting the
+  /// in-place retries of options.retry, nor jobs that went dead).
+  /// Thread-safety: safe. Blocks: never.
+  [[nodiscard]] std::uint64_t failed() const noexcept { return failed_n_.load(); }
+  /// Completions refused by the fence (a lease expired and the job was rescued meanwhile):
+  /// their effects were rolled back. Thread-safety: safe. Blocks: never.
+  [[nodiscard]] std::uint64_t fenced() const noexcept { return fenced_n_.load(); }
   /// Times an idle worker was woken by a NOTIFY (not by its poll timeout).
   [[nodiscard]] std::uint64_t notify_wakeups() const noexcept { return wakeups_n_.load(); }
 
@@ -231,6 +245,8 @@ private:
     dead_ = &r.make_counter("lakh_job_worker_dead_total", "jobs dead after max_attempts", l);
     rescued_ = &r.make_counter("lakh_job_worker_rescued_total", "expired leases rescued", l);
     released_ = &r.make_counter("lakh_job_worker_released_total", "claims given back", l);
+    fenced_ = &r.make_counter("lakh_job_worker_fenced_total",
+                              "completions refused by the fence (rolled back)", l);
     wakeups_ = &r.make_counter("lakh_job_worker_notify_wakeups_total", "NOTIFY wake-ups", l);
     pickup_ = &r.make_histogram("lakh_job_worker_pickup_seconds", "runnable -> claimed", l);
     run_ = &r.make_histogram("lakh_job_worker_run_seconds", "handler run time", l);
@@ -298,6 +314,10 @@ private:
     }
   }
 
+  /// Thrown inside a transactional attempt when the fence refuses the completion (a lease
+  /// expired and its job was rescued meanwhile): rolls the effects back, never retried.
+  struct fence_refused {};
+
   /// Runs the handler over `jobs` (one job unless the handler takes batches) and records the
   /// outcome; returns the next jobs when they were claimed in the same transaction.
   std::vector<claimed_job> run(const std::vector<claimed_job> &jobs, std::stop_token st) {
@@ -307,84 +327,158 @@ private:
       const std::vector<claimed_job> &j;
       ~untrack() { w->track(j, false); }
     } guard{this, jobs};
-    // A handler without a transaction holds no connection while it runs either: the
-    // connection is taken for its completion.
-    const bool in_tx = !std::holds_alternative<job_handler>(handler_);
-    pooled_connection c;
-    if (in_tx && !(c = pool_->acquire_default(st))) {
-      release(jobs); // stopping (or the pool closed): give the jobs back untouched
-      return {};
-    }
-    const auto t0 = std::chrono::steady_clock::now();
     std::string error;
-    bool ok = false;
-    std::optional<pqxx::work> w;
-    try {
-      if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
-        w.emplace(*c);
-        (*tx)(jobs.front(), *w, st);
-      } else if (auto *batch = std::get_if<job_batch_handler>(&handler_)) {
-        w.emplace(*c);
-        (*batch)(jobs, *w, st);
-      } else {
-        std::get<job_handler>(handler_)(jobs.front(), st);
+    if (auto *h = std::get_if<job_handler>(&handler_)) {
+      // No connection is held while the handler runs; it is taken for the outcome. Not cut
+      // short by a stop: the handler ran, its outcome must be recorded. The pool's acquire
+      // timeout bounds the wait; without a connection the jobs are left to their lease.
+      bool ok = false;
+      try {
+        const run_timer t{run_};
+        (*h)(jobs.front(), st);
+        ok = true;
+      } catch (const std::exception &e) {
+        error = e.what();
+      } catch (...) {
+        error = "a non-standard exception";
       }
-      ok = true;
+      auto c = pool_->acquire_default();
+      if (!c) {
+        return {};
+      }
+      pqxx::work w(*c);
+      if (!ok) {
+        return fail(w, jobs, error, st);
+      }
+      auto next = finish(w, jobs, st);
+      if (!next) {
+        w.abort();
+        fenced(jobs, &*c);
+        return {};
+      }
+      w.commit();
+      succeeded(jobs, *next);
+      return std::move(*next);
+    }
+    // A transactional handler: its writes, the fenced completion and the next claim are one
+    // attempt, run again as a whole by options.retry on a retryable failure.
+    const auto attempt = [&](pqxx::transaction_base &w) {
+      {
+        const run_timer t{run_};
+        if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
+          (*tx)(jobs.front(), w, st);
+        } else {
+          std::get<job_batch_handler>(handler_)(jobs, w, st);
+        }
+      }
+      auto next = finish(w, jobs, st);
+      if (!next) {
+        throw fence_refused{};
+      }
+      return std::move(*next);
+    };
+    try {
+      std::vector<claimed_job> next;
+      if (opts_.retry != nullptr) {
+        next = opts_.retry->run(*pool_, attempt, st);
+      } else {
+        auto c = pool_->acquire_default(st);
+        if (!c) {
+          release(jobs); // stopping (or the pool closed): give the jobs back untouched
+          return {};
+        }
+        pqxx::work w(*c);
+        next = attempt(w);
+        w.commit();
+      }
+      succeeded(jobs, next);
+      return next;
+    } catch (const fence_refused &) {
+      fenced(jobs);
+      return {};
+    } catch (const acquire_error &) { // the retrier found no connection (stopping, closed)
+      release(jobs);
+      return {};
     } catch (const std::exception &e) {
+      if (classify(e) == retry_cause::in_doubt) {
+        throw; // the completion may have committed: leave the jobs to their lease
+      }
       error = e.what();
     } catch (...) {
       error = "a non-standard exception";
     }
-    if (run_ != nullptr) {
-      run_->record(std::chrono::steady_clock::now() - t0);
+    auto c = pool_->acquire_default();
+    if (!c) {
+      return {}; // left to their lease
     }
-    if (!in_tx) {
-      // Not cut short by a stop: the handler ran, its outcome must be recorded. The pool's
-      // acquire timeout bounds the wait; without a connection the job is left to its lease.
-      c = pool_->acquire_default();
-      if (!c) {
-        return {};
+    pqxx::work w(*c);
+    return fail(w, jobs, error, st);
+  }
+
+  /// Records the handler's run time (when there is a histogram) as it goes out of scope.
+  struct run_timer {
+    lakh::latency_histogram *h;
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+    ~run_timer() {
+      if (h != nullptr) {
+        h->record(std::chrono::steady_clock::now() - t0);
       }
-      w.emplace(*c);
     }
-    const int n = st.stop_requested() ? 0 : opts_.batch;
+  };
+
+  /// The fenced completion of `jobs` in `w`, with the claim of the next ones unless stopping;
+  /// nullopt when the fence refused one of them.
+  std::optional<std::vector<claimed_job>>
+  finish(pqxx::transaction_base &w, const std::vector<claimed_job> &jobs, std::stop_token st) {
+    std::vector<std::int64_t> completed;
     std::vector<claimed_job> next;
-    if (ok) {
-      std::vector<std::int64_t> completed;
-      if (n > 0) {
-        auto h = queue_->complete_and_claim(*w, jobs, opts_.queue, n, opts_.lease);
-        completed = std::move(h.completed);
-        next = std::move(h.claimed);
-      } else {
-        completed = queue_->complete_batch(*w, jobs);
-      }
-      if (completed.size() != jobs.size()) {
-        // A lease expired and its job was rescued: the effects must not commit. The jobs
-        // still held go back to pending (the next claim runs them again).
-        w->abort();
-        release(jobs, &*c);
-        return {};
-      }
+    if (st.stop_requested()) {
+      completed = queue_->complete_batch(w, jobs);
     } else {
-      w.reset(); // rolls the handler's writes back
-      w.emplace(*c);
-      for (const auto &j : jobs) {
-        const auto outcome = queue_->fail(*w, j, error.empty() ? "failed" : error, opts_.backoff);
-        add(outcome == fail_outcome::dead      ? dead_
-            : outcome == fail_outcome::retried ? failed_
-                                               : nullptr);
-      }
-      if (n > 0) {
-        next = queue_->claim(*w, opts_.queue, n, opts_.lease);
+      auto h = queue_->complete_and_claim(w, jobs, opts_.queue, opts_.batch, opts_.lease);
+      completed = std::move(h.completed);
+      next = std::move(h.claimed);
+    }
+    if (completed.size() != jobs.size()) {
+      return std::nullopt;
+    }
+    return next;
+  }
+
+  /// Records the handler's failure of `jobs` in `w` (retried with backoff, or dead), claims
+  /// the next ones unless stopping, and commits.
+  std::vector<claimed_job> fail(pqxx::work &w, const std::vector<claimed_job> &jobs,
+                                const std::string &error, std::stop_token st) {
+    for (const auto &j : jobs) {
+      const auto outcome = queue_->fail(w, j, error.empty() ? "failed" : error, opts_.backoff);
+      if (outcome == fail_outcome::dead) {
+        add(dead_);
+      } else if (outcome == fail_outcome::retried) {
+        add(failed_);
+        failed_n_.fetch_add(1);
       }
     }
-    w->commit();
-    if (ok) {
-      add(done_, jobs.size());
-      done_n_.fetch_add(jobs.size());
+    std::vector<claimed_job> next;
+    if (!st.stop_requested()) {
+      next = queue_->claim(w, opts_.queue, opts_.batch, opts_.lease);
     }
+    w.commit();
     claimed(next);
     return next;
+  }
+
+  void succeeded(const std::vector<claimed_job> &jobs, const std::vector<claimed_job> &next) {
+    add(done_, jobs.size());
+    done_n_.fetch_add(jobs.size());
+    claimed(next);
+  }
+
+  /// The fence refused a completion (its effects rolled back): the jobs still held go back to
+  /// pending, the next claim runs them again.
+  void fenced(const std::vector<claimed_job> &jobs, pqxx::connection *held = nullptr) noexcept {
+    add(fenced_);
+    fenced_n_.fetch_add(1);
+    release(jobs, held);
   }
 
   /// Gives claimed jobs back untouched (pending, the claim not counted); on an error they are
@@ -563,9 +657,11 @@ private:
   std::map<std::int64_t, claimed_job> running_;
 
   std::atomic<std::uint64_t> done_n_{0};
+  std::atomic<std::uint64_t> failed_n_{0};
+  std::atomic<std::uint64_t> fenced_n_{0};
   std::atomic<std::uint64_t> wakeups_n_{0};
   lakh::counter *claimed_ = nullptr, *done_ = nullptr, *failed_ = nullptr, *dead_ = nullptr,
-                *rescued_ = nullptr, *released_ = nullptr, *wakeups_ = nullptr;
+                *rescued_ = nullptr, *released_ = nullptr, *wakeups_ = nullptr, *fenced_ = nullptr;
   lakh::latency_histogram *pickup_ = nullptr, *run_ = nullptr;
 };
 
