@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -83,6 +84,47 @@ TEST_CASE("pg.job_queue.enqueue_claim_complete") {
   CHECK(h.done == 1);
   CHECK(h.pending == 0);
   CHECK(h.running == 0);
+}
+
+TEST_CASE("pg.job_queue.calls_without_a_transaction_wait_for_a_connection_until_stopped" *
+          doctest::timeout(30)) {
+  fixture f("stop");
+  f.enqueue({"q", "a", {}, 0ms, 5});
+  auto jobs = f.queue.claim("q", 1, 30s);
+  REQUIRE(jobs.size() == 1);
+  // Every pooled connection is taken: each call waits for one until its stop_token stops.
+  std::vector<lakh::pg::pooled_connection> held;
+  for (int i = 0; i < 8; ++i) {
+    held.push_back(f.pool.acquire());
+  }
+  const auto stopped = [&](auto call) {
+    std::stop_source stop;
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(50ms);
+      stop.request_stop();
+    });
+    lakh::status s = lakh::status::ok;
+    try {
+      call(stop.get_token());
+    } catch (const lakh::pg::acquire_error &e) {
+      s = e.status();
+    }
+    stopper.join();
+    return s;
+  };
+  CHECK(stopped([&](std::stop_token st) { f.queue.claim("q", 1, 30s, st); }) ==
+        lakh::status::cancelled);
+  CHECK(stopped([&](std::stop_token st) { f.queue.heartbeat(jobs[0], 30s, st); }) ==
+        lakh::status::cancelled);
+  CHECK(stopped([&](std::stop_token st) { f.queue.fail(jobs[0], "x", 1s, st); }) ==
+        lakh::status::cancelled);
+  CHECK(stopped([&](std::stop_token st) { f.queue.complete(jobs[0], st); }) ==
+        lakh::status::cancelled);
+  CHECK(stopped([&](std::stop_token st) { f.queue.rescue_expired(st); }) ==
+        lakh::status::cancelled);
+  held.clear();
+  CHECK(f.state_of(jobs[0].id) == "running"); // none of them ran
+  CHECK(f.queue.complete(jobs[0]));
 }
 
 TEST_CASE("pg.job_queue.enqueue_rolls_back_with_the_callers_transaction") {

@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -238,16 +239,22 @@ public:
   /// Claims up to n runnable jobs of `queue` (pending, run_at reached) for `lease`, skipping
   /// rows locked by concurrent claims. Each gets attempts + 1 and a new fencing token.
   /// Returns them (possibly none) sorted by id. Commits on its own connection.
-  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// Thread-safety: safe. Blocks: for a pooled connection (as with_connection: up to the
+  /// pool's acquire_timeout, or until `st` is stopped), then a round trip, never on another
+  /// claimer's rows.
   /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
   /// or on a bad queue name; pqxx errors; acquire_error. Allocates: the jobs.
-  std::vector<claimed_job> claim(std::string_view queue, int n, std::chrono::milliseconds lease) {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      auto jobs = claim(w, queue, n, lease);
-      w.commit();
-      return jobs;
-    });
+  std::vector<claimed_job> claim(std::string_view queue, int n, std::chrono::milliseconds lease,
+                                 std::stop_token st = {}) {
+    return lakh::pg::with_connection(
+        *pool_,
+        [&](pqxx::connection &c) {
+          pqxx::work w(c);
+          auto jobs = claim(w, queue, n, lease);
+          w.commit();
+          return jobs;
+        },
+        st);
   }
 
   /// claim() in the caller's transaction `w`: the jobs are the caller's once `w` commits
@@ -325,24 +332,29 @@ public:
 
   /// Extends the job's lease to now() + lease, if the job is still running with its token.
   /// Returns false when it is not (the lease expired and the job was rescued): stop working
-  /// on it. Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if lease is not positive; pqxx errors. Allocates: may.
-  bool heartbeat(const claimed_job &job, std::chrono::milliseconds lease) {
+  /// on it. Thread-safety: safe. Blocks: for a pooled connection (as claim), a round trip.
+  /// @throws std::invalid_argument if lease is not positive; pqxx errors; acquire_error.
+  /// Allocates: may.
+  bool heartbeat(const claimed_job &job, std::chrono::milliseconds lease, std::stop_token st = {}) {
     check_lease(lease, "heartbeat");
-    return fenced_update("lease_until = now() + $3 * interval '1 millisecond'", job,
+    return fenced_update(st, "lease_until = now() + $3 * interval '1 millisecond'", job,
                          static_cast<long long>(lease.count()));
   }
 
   /// Marks the job done, if it is still running with its token; returns false (nothing
   /// changed) otherwise. Commits on its own connection.
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
-  bool complete(const claimed_job &job) {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      const bool done = complete(w, job);
-      w.commit();
-      return done;
-    });
+  /// Thread-safety: safe. Blocks: for a pooled connection (as claim), a round trip.
+  /// @throws pqxx errors, acquire_error. Allocates: may.
+  bool complete(const claimed_job &job, std::stop_token st = {}) {
+    return lakh::pg::with_connection(
+        *pool_,
+        [&](pqxx::connection &c) {
+          pqxx::work w(c);
+          const bool done = complete(w, job);
+          w.commit();
+          return done;
+        },
+        st);
   }
 
   /// Marks the job done in the caller's transaction `w`, if it is still running with its
@@ -436,16 +448,21 @@ public:
 
   /// Records a failure of the job (if still running with its token): retried later, at
   /// now() + backoff * 2^(attempts - 1) (capped at 1 day), or dead once attempts reached
-  /// max_attempts. Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
+  /// max_attempts. Thread-safety: safe. Blocks: for a pooled connection (as claim), a round
+  /// trip. @throws std::invalid_argument if backoff is negative; pqxx errors; acquire_error.
+  /// Allocates: may.
   fail_outcome fail(const claimed_job &job, std::string_view error,
-                    std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      const auto outcome = fail(w, job, error, backoff);
-      w.commit();
-      return outcome;
-    });
+                    std::chrono::milliseconds backoff = std::chrono::seconds(1),
+                    std::stop_token st = {}) {
+    return lakh::pg::with_connection(
+        *pool_,
+        [&](pqxx::connection &c) {
+          pqxx::work w(c);
+          const auto outcome = fail(w, job, error, backoff);
+          w.commit();
+          return outcome;
+        },
+        st);
   }
 
   /// fail() in the caller's transaction `w`.
@@ -474,15 +491,18 @@ public:
 
   /// Returns running jobs whose lease has passed to pending (run now), or to dead when their
   /// attempts are used up; their old tokens stop working. Returns how many were rescued.
-  /// Thread-safety: safe (concurrent rescuers skip each other's rows). Blocks: a round trip.
-  /// @throws pqxx errors, acquire_error. Allocates: may.
-  std::size_t rescue_expired() {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      const auto n = rescue_expired(w);
-      w.commit();
-      return n;
-    });
+  /// Thread-safety: safe (concurrent rescuers skip each other's rows). Blocks: for a pooled
+  /// connection (as claim), a round trip. @throws pqxx errors, acquire_error. Allocates: may.
+  std::size_t rescue_expired(std::stop_token st = {}) {
+    return lakh::pg::with_connection(
+        *pool_,
+        [&](pqxx::connection &c) {
+          pqxx::work w(c);
+          const auto n = rescue_expired(w);
+          w.commit();
+          return n;
+        },
+        st);
   }
 
   /// rescue_expired() in the caller's transaction `w`.
@@ -698,15 +718,19 @@ private:
   }
 
   template <class... Args>
-  bool fenced_update(const std::string &set, const claimed_job &job, Args &&...args) {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
-      pqxx::work w(c);
-      auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
-                                 " WHERE id = $1 AND token = $2 AND state = 'running'",
-                             job.id, job.token, std::forward<Args>(args)...);
-      w.commit();
-      return r.affected_rows() == 1;
-    });
+  bool fenced_update(std::stop_token st, const std::string &set, const claimed_job &job,
+                     Args &&...args) {
+    return lakh::pg::with_connection(
+        *pool_,
+        [&](pqxx::connection &c) {
+          pqxx::work w(c);
+          auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
+                                     " WHERE id = $1 AND token = $2 AND state = 'running'",
+                                 job.id, job.token, std::forward<Args>(args)...);
+          w.commit();
+          return r.affected_rows() == 1;
+        },
+        st);
   }
 
   pool *pool_;

@@ -590,12 +590,13 @@ private:
 /// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
 /// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
 /// Thread-safety: safe. Blocks: while waiting for a connection (up to
-/// pool_options::acquire_timeout when set) and while f runs.
-/// @throws acquire_error when no connection could be leased (pool closed, or the acquire
-/// timeout passed), and whatever f throws. Allocates: may.
+/// pool_options::acquire_timeout when set, or until `st` is stopped) and while f runs.
+/// @throws acquire_error when no connection could be leased (pool closed, the acquire
+/// timeout passed, or stop requested), and whatever f throws. Allocates: may.
 template <class F>
-auto with_connection(pool &p, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-  auto lease = p.acquire_default();
+auto with_connection(pool &p, F &&f, std::stop_token st = {})
+    -> std::invoke_result_t<F &, pqxx::connection &> {
+  auto lease = p.acquire_default(st);
   if (!lease) {
     throw acquire_error(lease.status(), p.target());
   }
