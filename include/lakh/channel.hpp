@@ -15,6 +15,7 @@
 // variables around a ring buffer, so per-item it is slower than those lock-free queues and
 // batching is how it goes fast (see docs/channel.md and docs/benchmarks.md).
 
+#include <lakh/detail/wait.hpp>
 #include <lakh/status.hpp>
 
 #include <algorithm>
@@ -112,10 +113,9 @@ protected:
 
   // Waits on cv until pred() holds, the token is stopped, or the deadline passes; returns
   // ok (lock held and pred() true), cancelled or timeout. waiters counts sleeping threads.
-  template <class Pred, class Clock, class Duration>
+  template <class Pred>
   status wait(std::unique_lock<std::mutex> &lk, std::condition_variable &cv, std::size_t &waiters,
-              Pred pred, const std::chrono::time_point<Clock, Duration> *deadline,
-              const std::stop_token &st) {
+              Pred pred, const steady_deadline &deadline, const std::stop_token &st) {
     for (;;) {
       if (pred()) {
         return status::ok;
@@ -133,17 +133,11 @@ protected:
   }
 
 private:
-  template <class Pred, class Clock, class Duration>
+  template <class Pred>
   status wait_plain(std::unique_lock<std::mutex> &lk, std::condition_variable &cv,
-                    std::size_t &waiters, Pred &pred,
-                    const std::chrono::time_point<Clock, Duration> *deadline) {
+                    std::size_t &waiters, Pred &pred, const steady_deadline &deadline) {
     ++waiters;
-    status result = status::ok;
-    if (deadline == nullptr) {
-      cv.wait(lk, pred);
-    } else if (!cv.wait_until(lk, *deadline, pred)) {
-      result = status::timeout;
-    }
+    const status result = wait_until(cv, lk, deadline, pred) ? status::ok : status::timeout;
     --waiters;
     return result;
   }
@@ -151,10 +145,9 @@ private:
   // As wait_plain, also woken by a stop request. Returns with the lock released and retaken:
   // the stop callback takes mu_, so it must be destroyed while mu_ is not held (its
   // destructor waits for a callback that is running).
-  template <class Pred, class Clock, class Duration>
+  template <class Pred>
   status wait_cancellable(std::unique_lock<std::mutex> &lk, std::condition_variable &cv,
-                          std::size_t &waiters, Pred &pred,
-                          const std::chrono::time_point<Clock, Duration> *deadline,
+                          std::size_t &waiters, Pred &pred, const steady_deadline &deadline,
                           const std::stop_token &st) {
     status result = status::ok;
     {
@@ -172,10 +165,7 @@ private:
         cv.notify_all();
       });
       ++waiters;
-      auto done = [&] { return pred() || st.stop_requested(); };
-      if (deadline == nullptr) {
-        cv.wait(lk, done);
-      } else if (!cv.wait_until(lk, *deadline, done)) {
+      if (!wait_until(cv, lk, deadline, [&] { return pred() || st.stop_requested(); })) {
         result = status::timeout;
       }
       --waiters;
@@ -197,8 +187,6 @@ protected:
   std::vector<select_waiter *> selectors_;
   bool closed_ = false;
 };
-
-using no_deadline = std::chrono::time_point<std::chrono::steady_clock>;
 
 } // namespace detail
 
@@ -232,11 +220,11 @@ public:
   /// Returns ok, or closed (v is dropped) if the channel is or becomes closed.
   /// Thread-safety: safe. Blocks: until there is room or the channel is closed.
   /// Allocates: never.
-  status send(T v) { return send_impl(v, nullptr_deadline(), std::stop_token{}); }
+  status send(T v) { return send_impl(v, no_deadline(), std::stop_token{}); }
 
   /// Sends v, blocking while full; returns ok, closed, or cancelled when `st` is stopped
   /// first (v is dropped unless ok). Blocks: until room, closed, or stop requested.
-  status send(T v, std::stop_token st) { return send_impl(v, nullptr_deadline(), st); }
+  status send(T v, std::stop_token st) { return send_impl(v, no_deadline(), st); }
 
   /// Sends v if there is room now. Returns ok, full or closed; v is moved from only on ok.
   /// Blocks: never (takes the channel's mutex briefly).
@@ -258,7 +246,7 @@ public:
   template <class Rep, class Period>
   [[nodiscard]] status try_send_for(T &&v, std::chrono::duration<Rep, Period> d,
                                     std::stop_token st = {}) {
-    return try_send_until(std::move(v), std::chrono::steady_clock::now() + d, std::move(st));
+    return send_impl(v, detail::steady_deadline_in(d), st);
   }
 
   /// Sends v, waiting until `tp` for room: ok, closed, timeout, or cancelled.
@@ -266,7 +254,7 @@ public:
   template <class Clock, class Duration>
   [[nodiscard]] status try_send_until(T &&v, std::chrono::time_point<Clock, Duration> tp,
                                       std::stop_token st = {}) {
-    return send_impl(v, &tp, st);
+    return send_impl(v, detail::steady_deadline_at(tp), st);
   }
 
   /// Sends every item of `items` in order, moving as many per lock as fit, blocking while
@@ -279,7 +267,7 @@ public:
     while (r.count < items.size()) {
       status s = wait(
           lk, not_full_, send_waiters_, [this] { return closed_ || count_ < slots_.size(); },
-          nullptr_deadline(), st);
+          no_deadline(), st);
       if (s != status::ok) {
         r.st = s;
         return r;
@@ -306,7 +294,7 @@ public:
   std::optional<T> recv() {
     std::optional<T> out;
     std::unique_lock lk(mu_);
-    if (recv_impl(lk, out, nullptr_deadline(), std::stop_token{}) != status::ok) {
+    if (recv_impl(lk, out, no_deadline(), std::stop_token{}) != status::ok) {
       return std::nullopt;
     }
     return out;
@@ -317,7 +305,7 @@ public:
   std::optional<T> recv(std::stop_token st) {
     std::optional<T> out;
     std::unique_lock lk(mu_);
-    if (recv_impl(lk, out, nullptr_deadline(), st) != status::ok) {
+    if (recv_impl(lk, out, no_deadline(), st) != status::ok) {
       return std::nullopt;
     }
     return out;
@@ -325,7 +313,7 @@ public:
 
   /// Receives into `out`: ok, closed (closed and drained), or cancelled.
   /// Blocks: until item, closed+drained, or stop requested.
-  status recv(T &out, std::stop_token st = {}) { return recv_into(out, nullptr_deadline(), st); }
+  status recv(T &out, std::stop_token st = {}) { return recv_into(out, no_deadline(), st); }
 
   /// Receives into `out` if an item is buffered now: ok, empty, or closed (and drained).
   /// Blocks: never (takes the channel's mutex briefly).
@@ -342,14 +330,14 @@ public:
   template <class Rep, class Period>
   [[nodiscard]] status try_recv_for(T &out, std::chrono::duration<Rep, Period> d,
                                     std::stop_token st = {}) {
-    return try_recv_until(out, std::chrono::steady_clock::now() + d, std::move(st));
+    return recv_into(out, detail::steady_deadline_in(d), st);
   }
 
   /// Receives into `out`, waiting until `tp`: ok, closed, timeout, or cancelled.
   template <class Clock, class Duration>
   [[nodiscard]] status try_recv_until(T &out, std::chrono::time_point<Clock, Duration> tp,
                                       std::stop_token st = {}) {
-    return recv_into(out, &tp, st);
+    return recv_into(out, detail::steady_deadline_at(tp), st);
   }
 
   /// Appends up to `max` items to `out`, blocking until at least one is buffered.
@@ -363,8 +351,7 @@ public:
     batch_result r;
     std::unique_lock lk(mu_);
     status s = wait(
-        lk, not_empty_, recv_waiters_, [this] { return closed_ || count_ > 0; }, nullptr_deadline(),
-        st);
+        lk, not_empty_, recv_waiters_, [this] { return closed_ || count_ > 0; }, no_deadline(), st);
     if (s != status::ok) {
       r.st = s;
       return r;
@@ -463,7 +450,7 @@ private:
     }
     return capacity;
   }
-  static const detail::no_deadline *nullptr_deadline() noexcept { return nullptr; }
+  static detail::steady_deadline no_deadline() noexcept { return std::nullopt; }
 
   std::size_t next(std::size_t i) const noexcept { return i + 1 == slots_.size() ? 0 : i + 1; }
 
@@ -484,9 +471,7 @@ private:
     return v;
   }
 
-  template <class Clock, class Duration>
-  status send_impl(T &v, const std::chrono::time_point<Clock, Duration> *deadline,
-                   const std::stop_token &st) {
+  status send_impl(T &v, const detail::steady_deadline &deadline, const std::stop_token &st) {
     std::unique_lock lk(mu_);
     status s = wait(
         lk, not_full_, send_waiters_, [this] { return closed_ || count_ < slots_.size(); },
@@ -502,10 +487,9 @@ private:
     return status::ok;
   }
 
-  template <class Out, class Clock, class Duration>
+  template <class Out>
   status recv_impl(std::unique_lock<std::mutex> &lk, Out &out,
-                   const std::chrono::time_point<Clock, Duration> *deadline,
-                   const std::stop_token &st) {
+                   const detail::steady_deadline &deadline, const std::stop_token &st) {
     status s = wait(
         lk, not_empty_, recv_waiters_, [this] { return closed_ || count_ > 0; }, deadline, st);
     if (s != status::ok) {
@@ -518,9 +502,7 @@ private:
     return status::ok;
   }
 
-  template <class Clock, class Duration>
-  status recv_into(T &out, const std::chrono::time_point<Clock, Duration> *deadline,
-                   const std::stop_token &st) {
+  status recv_into(T &out, const detail::steady_deadline &deadline, const std::stop_token &st) {
     std::unique_lock lk(mu_);
     return recv_impl(lk, out, deadline, st);
   }
@@ -603,9 +585,9 @@ bool try_cases(Tuple &cases, std::size_t start, select_result &r, std::index_seq
   return false;
 }
 
-template <class Clock, class Duration, class... Cases>
-select_result select_impl(const std::chrono::time_point<Clock, Duration> *deadline,
-                          const std::stop_token &st, Cases &...cases) {
+template <class... Cases>
+select_result select_impl(const steady_deadline &deadline, const std::stop_token &st,
+                          Cases &...cases) {
   static_assert(sizeof...(Cases) > 0, "lakh::select needs at least one case");
   auto tuple = std::tie(cases...);
   auto seq = std::index_sequence_for<Cases...>{};
@@ -625,10 +607,7 @@ select_result select_impl(const std::chrono::time_point<Clock, Duration> *deadli
     bool fired = try_cases(tuple, select_start(sizeof...(Cases)), r, seq);
     if (!fired) {
       std::unique_lock lk(w.mu);
-      if (deadline == nullptr) {
-        w.cv.wait(lk, [&] { return w.signaled || st.stop_requested(); });
-      } else if (!w.cv.wait_until(lk, *deadline,
-                                  [&] { return w.signaled || st.stop_requested(); })) {
+      if (!wait_until(w.cv, lk, deadline, [&] { return w.signaled || st.stop_requested(); })) {
         lk.unlock();
         (cases.core().remove_selector(&w), ...);
         return {select_result::none, status::timeout};
@@ -650,14 +629,13 @@ select_result select_impl(const std::chrono::time_point<Clock, Duration> *deadli
 /// Thread-safety: safe; channels may be used concurrently by other threads and selects.
 /// Blocks: until a case fires. Allocates: may (registration on each channel).
 template <class... Cases> select_result select(Cases &&...cases) {
-  return detail::select_impl(static_cast<const detail::no_deadline *>(nullptr), std::stop_token{},
-                             cases...);
+  return detail::select_impl(detail::steady_deadline(), std::stop_token{}, cases...);
 }
 
 /// As select(), but returns {none, cancelled} once `st` is stopped.
 /// Blocks: until a case fires or stop is requested.
 template <class... Cases> select_result select(std::stop_token st, Cases &&...cases) {
-  return detail::select_impl(static_cast<const detail::no_deadline *>(nullptr), st, cases...);
+  return detail::select_impl(detail::steady_deadline(), st, cases...);
 }
 
 /// As select(), but returns {none, timeout} once `d` has passed (or cancelled via `st`).
@@ -665,15 +643,14 @@ template <class... Cases> select_result select(std::stop_token st, Cases &&...ca
 template <class Rep, class Period, class... Cases>
 select_result select_for(std::chrono::duration<Rep, Period> d, std::stop_token st,
                          Cases &&...cases) {
-  auto tp = std::chrono::steady_clock::now() + d;
-  return detail::select_impl(&tp, st, cases...);
+  return detail::select_impl(detail::steady_deadline_in(d), st, cases...);
 }
 
 /// As select_for() with an absolute deadline.
 template <class Clock, class Duration, class... Cases>
 select_result select_until(std::chrono::time_point<Clock, Duration> tp, std::stop_token st,
                            Cases &&...cases) {
-  return detail::select_impl(&tp, st, cases...);
+  return detail::select_impl(detail::steady_deadline_at(tp), st, cases...);
 }
 
 } // namespace lakh

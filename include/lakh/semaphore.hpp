@@ -26,6 +26,7 @@
 // (no thundering herd). Nothing allocates: a waiter lives on its caller's stack, and the
 // stop_token is watched by a std::stop_callback, not by condition_variable_any.
 
+#include <lakh/detail/wait.hpp>
 #include <lakh/error.hpp>
 #include <lakh/status.hpp>
 
@@ -33,55 +34,12 @@
 #include <condition_variable>
 #include <cstddef>
 #include <mutex>
-#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <utility>
 
 namespace lakh {
-
-namespace detail {
-
-// A far deadline (about a century) is no deadline: steady time points overflow past ~292
-// years, and a wait that long is a wait forever in practice. Compared in double seconds, so
-// that no duration type (hours::max(), ...) overflows while being compared.
-inline bool beyond_steady_horizon(double seconds_left) noexcept {
-  return seconds_left >= 100.0 * 365.25 * 24 * 3600;
-}
-
-/// The steady-clock time `left` from now; empty (no deadline) beyond the horizon.
-template <class Rep, class Period>
-std::optional<std::chrono::steady_clock::time_point>
-steady_deadline_in(std::chrono::duration<Rep, Period> left) {
-  const auto now = std::chrono::steady_clock::now();
-  if (left <= left.zero()) {
-    return now;
-  }
-  if (beyond_steady_horizon(std::chrono::duration<double>(left).count())) {
-    return std::nullopt;
-  }
-  return now + std::chrono::ceil<std::chrono::steady_clock::duration>(left);
-}
-
-/// The steady-clock equivalent of a deadline on any clock (the time left, measured now).
-template <class Clock, class Duration>
-std::optional<std::chrono::steady_clock::time_point>
-steady_deadline_at(std::chrono::time_point<Clock, Duration> deadline) {
-  const auto now = Clock::now();
-  using seconds = std::chrono::duration<double>;
-  const double left =
-      seconds(deadline.time_since_epoch()).count() - seconds(now.time_since_epoch()).count();
-  if (left <= 0) {
-    return std::chrono::steady_clock::now();
-  }
-  if (beyond_steady_horizon(left)) {
-    return std::nullopt;
-  }
-  return steady_deadline_in(deadline - now); // both within range: cannot overflow
-}
-
-} // namespace detail
 
 class semaphore;
 
@@ -372,8 +330,7 @@ private:
   }
 
   // Blocks for n units in FIFO order; no deadline when `deadline` is empty.
-  status acquire_impl(const char *fn, std::ptrdiff_t n,
-                      std::optional<std::chrono::steady_clock::time_point> deadline,
+  status acquire_impl(const char *fn, std::ptrdiff_t n, detail::steady_deadline deadline,
                       const std::stop_token &st) {
     std::unique_lock lk(mu_);
     check_n(fn, n);
@@ -422,13 +379,9 @@ private:
   }
 
   static void wait_locked(std::unique_lock<std::mutex> &lk, waiter &w,
-                          const std::optional<std::chrono::steady_clock::time_point> &deadline) {
-    auto done = [&w] { return w.state != waiter::state_t::waiting; };
-    if (deadline) {
-      (void)w.cv.wait_until(lk, *deadline, done);
-    } else {
-      w.cv.wait(lk, done);
-    }
+                          const detail::steady_deadline &deadline) {
+    (void)detail::wait_until(w.cv, lk, deadline,
+                             [&w] { return w.state != waiter::state_t::waiting; });
   }
 
   // The stop callback of a waiter: gives up its place unless it was already granted.

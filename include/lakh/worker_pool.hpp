@@ -16,6 +16,7 @@
 
 #include <lakh/detail/task_invoke.hpp>
 #include <lakh/detail/unique_function.hpp>
+#include <lakh/detail/wait.hpp>
 #include <lakh/error.hpp>
 #include <lakh/status.hpp>
 
@@ -26,6 +27,7 @@
 #include <future>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -167,11 +169,7 @@ public:
   template <class F>
   requires detail::stoppable_invocable<F> submit_result<detail::task_result_t<F>>
   submit(F &&fn, std::stop_token st) {
-    auto [task, future] = package(std::forward<F>(fn));
-    const status s = push(task, [&st](auto &lk, auto &cv, auto pred) {
-      return cv.wait(lk, st, pred) ? status::ok : status::cancelled;
-    });
-    return finish(s, std::move(future));
+    return submit_by(std::forward<F>(fn), std::nullopt, st);
   }
 
   /// Queues `fn()` (or `fn(pool_stop_token)`) only if a slot is free now.
@@ -196,8 +194,7 @@ public:
   template <class F, class Rep, class Period>
   requires detail::stoppable_invocable<F> submit_result<detail::task_result_t<F>>
   submit_for(F &&fn, const std::chrono::duration<Rep, Period> &timeout, std::stop_token st = {}) {
-    return submit_until(std::forward<F>(fn), std::chrono::steady_clock::now() + timeout,
-                        std::move(st));
+    return submit_by(std::forward<F>(fn), detail::steady_deadline_in(timeout), st);
   }
 
   /// Queues `fn` unless `deadline` passes (or `st` is stopped) while the queue is full.
@@ -209,14 +206,7 @@ public:
   requires detail::stoppable_invocable<F> submit_result<detail::task_result_t<F>>
   submit_until(F &&fn, const std::chrono::time_point<Clock, Duration> &deadline,
                std::stop_token st = {}) {
-    auto [task, future] = package(std::forward<F>(fn));
-    const status s = push(task, [&](auto &lk, auto &cv, auto pred) {
-      if (cv.wait_until(lk, st, deadline, pred)) {
-        return status::ok;
-      }
-      return st.stop_requested() ? status::cancelled : status::timeout;
-    });
-    return finish(s, std::move(future));
+    return submit_by(std::forward<F>(fn), detail::steady_deadline_at(deadline), st);
   }
 
   // --- post: fire and forget ----------------------------------------------------------------
@@ -396,6 +386,21 @@ private:
     return task_type([f = std::forward<F>(fn)](const std::stop_token &st) mutable {
       static_cast<void>(detail::invoke_task(std::move(f), st));
     });
+  }
+
+  /// submit(), submit_for() and submit_until(): waits for room until `deadline` (none when
+  /// empty) or a stop request on `st`.
+  template <class F>
+  submit_result<detail::task_result_t<F>> submit_by(F &&fn, const detail::steady_deadline &deadline,
+                                                    const std::stop_token &st) {
+    auto [task, future] = package(std::forward<F>(fn));
+    const status s = push(task, [&](auto &lk, auto &cv, auto pred) {
+      if (deadline ? cv.wait_until(lk, st, *deadline, pred) : cv.wait(lk, st, pred)) {
+        return status::ok;
+      }
+      return st.stop_requested() ? status::cancelled : status::timeout;
+    });
+    return finish(s, std::move(future));
   }
 
   template <class R> static submit_result<R> finish(status s, std::future<R> future) {

@@ -96,9 +96,11 @@ TEST_CASE("pg.deadlock.opposite_order_without_lakh_is_a_real_40P01" * doctest::t
     std::jthread a(worker, 1, 2);
     std::jthread b(worker, 2, 1);
   }
-  CHECK(deadlocks.load() == 1);
-  CHECK(commits.load() == 1);
-  CHECK(db.deadlocks() - before == 1); // the server counted it too
+  // Usually one side is aborted. On a loaded machine both deadlock checks can run before the
+  // first victim has released its locks, and then both are (ASan CI saw it).
+  CHECK(deadlocks.load() >= 1);
+  CHECK(deadlocks.load() + commits.load() == 2);
+  CHECK(db.deadlocks() - before == deadlocks.load()); // the server counted them too
 }
 
 TEST_CASE("pg.retry.deadlock_is_retried_to_success" * doctest::timeout(60)) {
@@ -126,8 +128,11 @@ TEST_CASE("pg.retry.deadlock_is_retried_to_success" * doctest::timeout(60)) {
   auto s = r.stats();
   CHECK(s.successes == 2);
   CHECK(s.failures == 0);
-  CHECK(s.retries_for(pg::retry_cause::deadlock) == 1);
-  CHECK(s.attempts == 3);
+  // One victim, or both when their deadlock checks ran at once (see above): each is retried.
+  const auto retried = s.retries_for(pg::retry_cause::deadlock);
+  CHECK(retried >= 1);
+  CHECK(retried <= 2);
+  CHECK(s.attempts == 2 + retried);
   CHECK(scalar<long>(db.url(), "SELECT sum(v) FROM " + t.name) == 4); // both committed once
 }
 
