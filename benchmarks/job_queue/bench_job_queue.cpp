@@ -3,6 +3,8 @@
 // (checking that every job is done):
 //   --mode worker: lakh::pg::job_worker with an empty batch handler (each batch's fenced
 //                  completion and the next claim are one statement, one commit per batch);
+//   --mode row-lock: job_worker with job_claim::row_lock (each batch claimed as done in the
+//                  transaction that runs it: its row locks are its lease, one write per job);
 //   --mode calls:  job_queue::claim, then complete_batch in a second transaction (the
 //                  building blocks called by hand, two commits per batch).
 // --pickup N instead measures pickup latency at idle: N jobs enqueued one at a time, a few
@@ -99,8 +101,10 @@ int main(int argc, char **argv) {
       ->check(CLI::Range(1L, 100'000'000L));
   app.add_option("--workers", workers, "claiming threads")->check(CLI::Range(1, 256));
   app.add_option("--batch", batch, "jobs per claim")->check(CLI::Range(1, 10000));
-  app.add_option("--mode", mode, "worker (lakh::pg::job_worker) or calls (claim, complete)")
-      ->check(CLI::IsMember({"worker", "calls"}));
+  app.add_option("--mode", mode,
+                 "worker (lakh::pg::job_worker, leases), row-lock (job_worker, row locks) or "
+                 "calls (claim, complete)")
+      ->check(CLI::IsMember({"worker", "row-lock", "calls"}));
   app.add_option("--pickup", pickup_n, "measure pickup latency over N jobs instead")
       ->check(CLI::Range(1, 100000));
   app.add_flag("--poll-only", poll_only, "with --pickup: no LISTEN, poll only");
@@ -141,8 +145,9 @@ int main(int argc, char **argv) {
   }
   lakh::counter completed;
   const auto start = std::chrono::steady_clock::now();
-  if (mode == "worker") {
+  if (mode != "calls") {
     lakh::pg::job_worker_options o;
+    o.claim = mode == "row-lock" ? lakh::pg::job_claim::row_lock : lakh::pg::job_claim::lease;
     o.queue = "bench";
     o.workers = workers;
     o.batch = batch;
@@ -178,7 +183,10 @@ int main(int argc, char **argv) {
   const auto h = queue.health();
   std::printf("%s: jobs %ld, workers %d, batch %d: %.2f s, %.0f jobs/s claimed+completed; "
               "done %lld\n",
-              mode == "worker" ? "job_worker" : "claim+complete_batch", jobs_n, workers, batch, s,
-              static_cast<double>(completed.value()) / s, static_cast<long long>(h.done));
+              mode == "worker"     ? "job_worker"
+              : mode == "row-lock" ? "job_worker (row locks)"
+                                   : "claim+complete_batch",
+              jobs_n, workers, batch, s, static_cast<double>(completed.value()) / s,
+              static_cast<long long>(h.done));
   return h.done == jobs_n && static_cast<long>(completed.value()) == jobs_n ? 0 : 1;
 }

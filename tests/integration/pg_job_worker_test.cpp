@@ -384,6 +384,82 @@ TEST_CASE("pg.job_worker.refuses_bad_options_naming_them") {
   o.queue.clear();
   CHECK_THROWS_WITH_AS(lakh::pg::job_worker(f.pool, f.queue, o, f.logger()),
                        doctest::Contains("queue name must be"), std::invalid_argument);
+  o.queue = "q";
+  o.claim = lakh::pg::job_claim::row_lock;
+  CHECK_THROWS_WITH_AS(
+      lakh::pg::job_worker(
+          f.pool, f.queue, o,
+          lakh::pg::job_handler([](const lakh::pg::claimed_job &, std::stop_token) {})),
+      doctest::Contains("claim row_lock needs a handler that runs in the worker's transaction"),
+      std::invalid_argument);
+}
+
+TEST_CASE("pg.job_worker.row_lock_claims_run_each_job_once_in_its_own_transaction" *
+          doctest::timeout(60)) {
+  fixture f("rowlock");
+  constexpr int n = 400;
+  {
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    f.queue.enqueue_bulk(w, "q", std::vector<std::string>(n, "x"));
+    w.commit();
+  }
+  std::atomic<long> seen_running{0};
+  auto o = fast("q", 3);
+  o.claim = lakh::pg::job_claim::row_lock;
+  o.batch = 7;
+  lakh::pg::job_worker w(
+      f.pool, f.queue, o,
+      lakh::pg::job_batch_handler([&](const std::vector<lakh::pg::claimed_job> &jobs,
+                                      pqxx::transaction_base &tx, std::stop_token) {
+        for (const auto &j : jobs) {
+          CHECK(j.token == 0);
+          tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                         j.payload);
+        }
+        // Held by row locks, never by a lease: no job is 'running' at any time.
+        seen_running +=
+            scalar("SELECT count(*) FROM " + f.queue.table() + " WHERE state = 'running'");
+      }));
+  w.start();
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == n; }, 30s));
+  w.stop();
+  CHECK(w.done() == n);
+  CHECK(seen_running == 0);
+  CHECK(scalar("SELECT count(*) FROM " + f.log) == n); // each job's effects once
+  CHECK(f.count("attempts = 1 AND finished_at IS NOT NULL AND lease_until IS NULL") == n);
+}
+
+TEST_CASE("pg.job_worker.row_lock_failures_roll_back_and_count_then_dead" * doctest::timeout(60)) {
+  fixture f("rowlockfail");
+  std::atomic<int> runs{0};
+  std::atomic<bool> healed{false};
+  auto o = fast("q", 1);
+  o.claim = lakh::pg::job_claim::row_lock;
+  lakh::pg::job_worker w(
+      f.pool, f.queue, o,
+      lakh::pg::job_handler_tx(
+          [&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
+            ++runs;
+            tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                           j.payload);
+            if (!healed) {
+              throw std::runtime_error("no (attempt " + std::to_string(j.attempts) + ")");
+            }
+          }));
+  const auto dead = f.enqueue("q", "a", 2);
+  w.start();
+  REQUIRE(eventually([&] { return f.count("state = 'dead'") == 1; }));
+  CHECK(runs == 2);
+  CHECK(w.failed() == 1);
+  CHECK(f.queue.list("dead", "q").at(0).last_error == "no (attempt 2)");
+  CHECK(f.count("id = " + std::to_string(dead) + " AND attempts = 2") == 1);
+  CHECK(scalar("SELECT count(*) FROM " + f.log) == 0); // rolled back each time
+  healed = true;
+  f.enqueue("q", "b");
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 1; }));
+  w.stop();
+  CHECK(scalar("SELECT count(*) FROM " + f.log) == 1);
 }
 
 TEST_CASE("pg.job_worker.a_handler_without_a_transaction_holds_no_connection" *

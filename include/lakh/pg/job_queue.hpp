@@ -294,6 +294,46 @@ public:
     return jobs;
   }
 
+  /// Claims up to n runnable jobs of `queue` and marks them done in ONE statement of the
+  /// caller's transaction `w`, which then does their work: the row locks taken by
+  /// `FOR UPDATE SKIP LOCKED` are their lease. A commit makes their effects and their
+  /// completion durable together; a rollback (or a crash: the server rolls back) leaves them
+  /// pending and untouched for the next claimer. One write per job and no token, lease or
+  /// heartbeat: for short handlers whose work is all in `w` (job_claim::row_lock of
+  /// job_worker). Such a job is never `running`, so there is nothing to rescue, and a process
+  /// that dies mid-job counts no attempt: a job that kills its process every time is claimed
+  /// again and again. Record a failure with fail(job, ...) in a new transaction after the
+  /// rollback. Returned jobs have token 0, sorted by id.
+  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// @throws std::invalid_argument if n is not within 1..max_batch, or on a bad queue name;
+  /// pqxx errors. Allocates: the jobs.
+  std::vector<claimed_job> claim_done(pqxx::transaction_base &w, std::string_view queue, int n) {
+    check_queue(queue, "claim_done");
+    if (n < 1 || n > max_batch) {
+      throw std::invalid_argument("lakh::pg::job_queue::claim_done: n (" + std::to_string(n) +
+                                  ") must be within 1.." + std::to_string(max_batch));
+    }
+    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
+                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
+                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+                               "UPDATE " +
+                               table_ +
+                               " j SET state = 'done', attempts = j.attempts + 1, "
+                               "finished_at = now() "
+                               "WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
+                               "RETURNING j.id, j.payload, j.attempts, 0::bigint, "
+                               "(extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
+                           std::string(queue), n);
+    std::vector<claimed_job> jobs;
+    jobs.reserve(r.size());
+    for (const auto &row : r) {
+      jobs.push_back(claimed_from(row));
+    }
+    std::sort(jobs.begin(), jobs.end(),
+              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
+    return jobs;
+  }
+
   /// Gives a claimed job back, untouched: pending again at once, this claim not counted as an
   /// attempt, its token void. For a worker that stops before it runs the job. False when the
   /// job is no longer running with its token. Thread-safety: safe. Blocks: a round trip.
@@ -465,7 +505,10 @@ public:
         st);
   }
 
-  /// fail() in the caller's transaction `w`.
+  /// fail() in the caller's transaction `w`. For a job of claim_done() (token 0) whose
+  /// transaction rolled back: the job, pending again, gets this attempt counted, the error
+  /// and the backoff (or dead), unless another claimer has taken or recorded it since
+  /// (its attempts moved on: refused).
   /// Thread-safety: safe. Blocks: a round trip.
   /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
   fail_outcome fail(pqxx::transaction_base &w, const claimed_job &job, std::string_view error,
@@ -474,15 +517,25 @@ public:
       throw std::invalid_argument("lakh::pg::job_queue::fail: backoff (" +
                                   std::to_string(backoff.count()) + " ms) must not be negative");
     }
-    auto r = w.exec_params(
-        "UPDATE " + table_ +
-            " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' END, "
-            "run_at = now() + LEAST($3 * power(2, attempts - 1), 86400000) * "
-            "interval '1 millisecond', "
-            "finished_at = CASE WHEN attempts >= max_attempts THEN now() END, "
-            "lease_until = NULL, last_error = $4 "
-            "WHERE id = $1 AND token = $2 AND state = 'running' RETURNING state",
-        job.id, job.token, static_cast<long long>(backoff.count()), std::string(error));
+    // A claim_done() job is pending again after its rollback: this attempt is counted here
+    // ($2 is the attempts it was claimed with); a leased job is fenced by its token ($2).
+    const bool unleased = job.token == 0;
+    const std::string counted = unleased ? "attempts + 1" : "attempts";
+    auto r = w.exec_params("UPDATE " + table_ + " SET attempts = " + counted +
+                               ", state = CASE WHEN " + counted +
+                               " >= max_attempts THEN 'dead' ELSE 'pending' END, "
+                               "run_at = now() + LEAST($3 * power(2, " +
+                               counted +
+                               " - 1), 86400000) * interval '1 millisecond', "
+                               "finished_at = CASE WHEN " +
+                               counted +
+                               " >= max_attempts THEN now() END, "
+                               "lease_until = NULL, last_error = $4 WHERE id = $1 AND " +
+                               (unleased ? "attempts = $2 - 1 AND state = 'pending'"
+                                         : "token = $2 AND state = 'running'") +
+                               " RETURNING state",
+                           job.id, unleased ? static_cast<std::int64_t>(job.attempts) : job.token,
+                           static_cast<long long>(backoff.count()), std::string(error));
     if (r.empty()) {
       return fail_outcome::refused;
     }

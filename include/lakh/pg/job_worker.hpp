@@ -18,6 +18,11 @@
 // A job_batch_handler takes up to `batch` jobs at a time in one transaction; the fenced
 // completion of the batch and the claim of the next are one statement
 // (job_queue::complete_and_claim): one round trip and one commit per batch.
+// With job_claim::row_lock (a transactional handler only) a job is not leased: the claim
+// marks it done in the transaction that runs its handler (job_queue::claim_done), its row
+// lock held until that transaction ends is its lease, so each job is written once; a failure
+// rolls the claim back and is recorded with fail(); a crash leaves the job pending. There is
+// nothing to heartbeat or rescue, and a process that dies mid-job counts no attempt.
 // One helper thread, on a connection of its own (pool::connect_dedicated, never one of the
 // workers'), extends the lease of every running job every `heartbeat` in one statement, and
 // every `maintenance` does, under a transaction-level advisory lock so that one process at a
@@ -92,12 +97,25 @@ using job_handler = std::function<void(const claimed_job &, std::stop_token)>;
 using job_batch_handler = std::function<void(const std::vector<claimed_job> &,
                                              pqxx::transaction_base &, std::stop_token)>;
 
+/// How a job_worker holds the jobs it runs.
+enum class job_claim {
+  /// A lease with a fencing token (job_queue::claim): the job is `running` while its handler
+  /// runs, heartbeats keep it, a dead worker's job is rescued after the lease. Any handler.
+  lease,
+  /// The row locks of the handler's own transaction (job_queue::claim_done): the claim marks
+  /// the jobs done in the transaction that runs them, so each job is written once, and a
+  /// rollback or a crash leaves it pending. For short transactional handlers only (a row
+  /// lock held for the handler's whole run; a process that dies mid-job counts no attempt).
+  row_lock,
+};
+
 /// Settings of a job_worker.
 struct job_worker_options {
   std::string queue; ///< the queue to work (required)
   int workers = 4;   ///< threads, 1..1024
   /// Jobs claimed at a time, 1..job_queue::max_batch; above 1 only with a job_batch_handler.
   int batch = 1;
+  job_claim claim = job_claim::lease; ///< row_lock: only with a transactional handler
   std::chrono::milliseconds lease{std::chrono::seconds(30)}; ///< per claim
   /// How often the leases of running jobs are extended (0: lease / 3).
   std::chrono::milliseconds heartbeat{0};
@@ -212,6 +230,10 @@ private:
       bad("batch (" + std::to_string(opts_.batch) + ") must be within 1.." +
           std::to_string(job_queue::max_batch) + ", and 1 unless the handler takes batches");
     }
+    if (opts_.claim == job_claim::row_lock && std::holds_alternative<job_handler>(handler_)) {
+      bad("claim row_lock needs a handler that runs in the worker's transaction (a "
+          "job_handler_tx or a job_batch_handler)");
+    }
     if (opts_.lease.count() <= 0 || opts_.heartbeat.count() < 0 ||
         (opts_.heartbeat.count() > 0 && opts_.heartbeat >= opts_.lease)) {
       bad("lease (" + std::to_string(opts_.lease.count()) +
@@ -267,6 +289,20 @@ private:
   /// One worker: claim, run, complete (with the next claim), until stop.
   void work_loop() {
     const auto st = stop_.get_token();
+    if (opts_.claim == job_claim::row_lock) {
+      while (!st.stop_requested()) {
+        const auto seen = notifications(); // before the claim, as below
+        bool worked = false;
+        try {
+          worked = run_locked(st);
+        } catch (const std::exception &) { // the database or the pool failed: as below
+        }
+        if (!worked) {
+          wait_idle(st, seen);
+        }
+      }
+      return;
+    }
     std::vector<claimed_job> next; // claimed with the previous completion
     while (!st.stop_requested()) {
       try {
@@ -415,6 +451,61 @@ private:
     return fail(w, jobs, error, st);
   }
 
+  /// job_claim::row_lock: claims up to `batch` jobs as done and runs the handler in ONE
+  /// transaction (rerun as a whole by options.retry); a failure rolls it back, then is
+  /// recorded on each job in a new transaction. False when there was no job.
+  bool run_locked(std::stop_token st) {
+    std::vector<claimed_job> jobs;
+    const auto attempt = [&](pqxx::transaction_base &w) {
+      jobs = queue_->claim_done(w, opts_.queue, opts_.batch);
+      if (!jobs.empty()) {
+        const run_timer t{run_};
+        if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
+          (*tx)(jobs.front(), w, st);
+        } else {
+          std::get<job_batch_handler>(handler_)(jobs, w, st);
+        }
+      }
+    };
+    std::string error;
+    try {
+      if (opts_.retry != nullptr) {
+        opts_.retry->run(*pool_, attempt, st);
+      } else {
+        auto c = pool_->acquire_default(st);
+        if (!c) {
+          return false; // stopping, or the pool closed
+        }
+        pqxx::work w(*c);
+        attempt(w);
+        w.commit();
+      }
+      claimed(jobs);
+      succeeded(jobs, {});
+      return !jobs.empty();
+    } catch (const acquire_error &) {
+      return false;
+    } catch (const std::exception &e) {
+      if (jobs.empty() || classify(e) == retry_cause::in_doubt) {
+        throw; // no job in hand (the claim failed), or the commit may have happened
+      }
+      error = e.what();
+    } catch (...) {
+      if (jobs.empty()) {
+        throw;
+      }
+      error = "a non-standard exception";
+    }
+    claimed(jobs);
+    auto c = pool_->acquire_default();
+    if (!c) {
+      return true; // the failure is not recorded: the jobs are pending, the next claim reruns
+    }
+    pqxx::work w(*c);
+    (void)fail(w, jobs, error, st);
+    return true;
+  }
+
   /// Records the handler's run time (when there is a histogram) as it goes out of scope.
   struct run_timer {
     lakh::latency_histogram *h;
@@ -446,7 +537,7 @@ private:
   }
 
   /// Records the handler's failure of `jobs` in `w` (retried with backoff, or dead), claims
-  /// the next ones unless stopping, and commits.
+  /// the next ones (with a lease, unless stopping), and commits.
   std::vector<claimed_job> fail(pqxx::work &w, const std::vector<claimed_job> &jobs,
                                 const std::string &error, std::stop_token st) {
     for (const auto &j : jobs) {
@@ -459,7 +550,7 @@ private:
       }
     }
     std::vector<claimed_job> next;
-    if (!st.stop_requested()) {
+    if (!st.stop_requested() && opts_.claim == job_claim::lease) {
       next = queue_->claim(w, opts_.queue, opts_.batch, opts_.lease);
     }
     w.commit();
