@@ -264,34 +264,13 @@ public:
   /// @throws std::invalid_argument as claim(); pqxx errors. Allocates: the jobs.
   std::vector<claimed_job> claim(pqxx::transaction_base &w, std::string_view queue, int n,
                                  std::chrono::milliseconds lease) {
-    check_queue(queue, "claim");
-    if (n < 1 || n > max_batch) {
-      throw std::invalid_argument("lakh::pg::job_queue::claim: n (" + std::to_string(n) +
-                                  ") must be within 1.." + std::to_string(max_batch));
-    }
     check_lease(lease, "claim");
-    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
-                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
-                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-                               "UPDATE " +
-                               table_ +
-                               " j SET state = 'running', attempts = j.attempts + 1, "
-                               "lease_until = now() + $3 * interval '1 millisecond', "
-                               "token = nextval('" +
-                               table_ +
-                               "_token_seq') "
-                               "WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
-                               "RETURNING j.id, j.payload, j.attempts, j.token, "
-                               "(extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
-                           std::string(queue), n, static_cast<long long>(lease.count()));
-    std::vector<claimed_job> jobs;
-    jobs.reserve(r.size());
-    for (const auto &row : r) {
-      jobs.push_back(claimed_from(row));
-    }
-    std::sort(jobs.begin(), jobs.end(),
-              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
-    return jobs;
+    return claim_rows(w, "claim", queue, n,
+                      "state = 'running', attempts = j.attempts + 1, lease_until = now() + " +
+                          std::to_string(lease.count()) +
+                          " * interval '1 millisecond', token = nextval('" + table_ +
+                          "_token_seq')",
+                      "j.token");
   }
 
   /// Claims up to n runnable jobs of `queue` and marks them done in ONE statement of the
@@ -308,30 +287,9 @@ public:
   /// @throws std::invalid_argument if n is not within 1..max_batch, or on a bad queue name;
   /// pqxx errors. Allocates: the jobs.
   std::vector<claimed_job> claim_done(pqxx::transaction_base &w, std::string_view queue, int n) {
-    check_queue(queue, "claim_done");
-    if (n < 1 || n > max_batch) {
-      throw std::invalid_argument("lakh::pg::job_queue::claim_done: n (" + std::to_string(n) +
-                                  ") must be within 1.." + std::to_string(max_batch));
-    }
-    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
-                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
-                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-                               "UPDATE " +
-                               table_ +
-                               " j SET state = 'done', attempts = j.attempts + 1, "
-                               "finished_at = now() "
-                               "WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
-                               "RETURNING j.id, j.payload, j.attempts, 0::bigint, "
-                               "(extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
-                           std::string(queue), n);
-    std::vector<claimed_job> jobs;
-    jobs.reserve(r.size());
-    for (const auto &row : r) {
-      jobs.push_back(claimed_from(row));
-    }
-    std::sort(jobs.begin(), jobs.end(),
-              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
-    return jobs;
+    return claim_rows(w, "claim_done", queue, n,
+                      "state = 'done', attempts = j.attempts + 1, finished_at = now()",
+                      "0::bigint");
   }
 
   /// Gives a claimed job back, untouched: pending again at once, this claim not counted as an
@@ -704,6 +662,36 @@ private:
       ids.push_back(row[0].as<std::int64_t>());
     }
     return ids;
+  }
+
+  /// The statement of claim() and claim_done(): up to n runnable jobs of `queue` (run_at,
+  /// id order) locked with SKIP LOCKED and updated by `set` (SQL built from integers and the
+  /// table's name only), returned sorted by id with `token` as their token.
+  std::vector<claimed_job> claim_rows(pqxx::transaction_base &w, const char *fn,
+                                      std::string_view queue, int n, const std::string &set,
+                                      const char *token) {
+    check_queue(queue, fn);
+    if (n < 1 || n > max_batch) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": n (" +
+                                  std::to_string(n) + ") must be within 1.." +
+                                  std::to_string(max_batch));
+    }
+    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
+                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
+                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE " +
+                               table_ + " j SET " + set +
+                               " WHERE j.id = ANY(ARRAY(SELECT id FROM next)) RETURNING j.id, "
+                               "j.payload, j.attempts, " +
+                               token + ", (extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
+                           std::string(queue), n);
+    std::vector<claimed_job> jobs;
+    jobs.reserve(r.size());
+    for (const auto &row : r) {
+      jobs.push_back(claimed_from(row));
+    }
+    std::sort(jobs.begin(), jobs.end(),
+              [](const claimed_job &a, const claimed_job &b) { return a.id < b.id; });
+    return jobs;
   }
 
   /// A claimed job from a row (id, payload, attempts, token, waited in microseconds).
