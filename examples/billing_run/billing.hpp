@@ -28,6 +28,7 @@
 #include <lakh/metrics.hpp>
 #include <lakh/nats/outbox_publisher.hpp>
 #include <lakh/pg/advisory_lock.hpp>
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/copy.hpp>
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/job_queue.hpp>
@@ -398,14 +399,6 @@ inline std::vector<tenant_sum> rate_job(pqxx::transaction_base &t, std::int64_t 
   return sums;
 }
 
-template <class Get> std::string int_array(const std::vector<tenant_sum> &v, Get get) {
-  std::string out = "{";
-  for (const auto &s : v) {
-    out += (out.size() > 1 ? "," : "") + std::to_string(get(s));
-  }
-  return out + "}";
-}
-
 /// Applies one job's sums in the caller's transaction: locks, upsert, invoices + events.
 /// Returns the invoices written.
 inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, const names &n,
@@ -424,21 +417,20 @@ inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, c
     // the tenants. Two workers with overlapping tenants wait for each other: PostgreSQL
     // detects the cycle after deadlock_timeout and aborts one (40P01), which retries.
     w.exec("SELECT count(pg_advisory_xact_lock(" + std::to_string(tenant_lock_ns) +
-           ", t)) FROM unnest('" + int_array(sums, [](auto &s) { return s.tenant; }) +
+           ", t)) FROM unnest('" + lakh::pg::int_array(sums, &tenant_sum::tenant) +
            "'::int[]) AS t");
   }
-  auto invoices =
-      w.exec_params("WITH up AS (INSERT INTO billing.tenant_totals AS t (tenant_id, rows, cents) "
-                    "SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[]) "
-                    "ON CONFLICT (tenant_id) DO UPDATE SET rows = t.rows + excluded.rows, "
-                    "cents = t.cents + excluded.cents RETURNING t.tenant_id, t.rows, t.cents) "
-                    "INSERT INTO billing.invoices (tenant_id, period, rows, cents) "
-                    "SELECT up.tenant_id, $4, up.rows, up.cents FROM up JOIN billing.manifest m "
-                    "USING (tenant_id) WHERE up.rows = m.expected_rows "
-                    "RETURNING tenant_id, rows, cents",
-                    int_array(sums, [](auto &s) { return s.tenant; }),
-                    int_array(sums, [](auto &s) { return s.rows; }),
-                    int_array(sums, [](auto &s) { return s.cents; }), std::string(period));
+  auto invoices = w.exec_params(
+      "WITH up AS (INSERT INTO billing.tenant_totals AS t (tenant_id, rows, cents) "
+      "SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[]) "
+      "ON CONFLICT (tenant_id) DO UPDATE SET rows = t.rows + excluded.rows, "
+      "cents = t.cents + excluded.cents RETURNING t.tenant_id, t.rows, t.cents) "
+      "INSERT INTO billing.invoices (tenant_id, period, rows, cents) "
+      "SELECT up.tenant_id, $4, up.rows, up.cents FROM up JOIN billing.manifest m "
+      "USING (tenant_id) WHERE up.rows = m.expected_rows "
+      "RETURNING tenant_id, rows, cents",
+      lakh::pg::int_array(sums, &tenant_sum::tenant), lakh::pg::int_array(sums, &tenant_sum::rows),
+      lakh::pg::int_array(sums, &tenant_sum::cents), std::string(period));
   for (const auto &inv : invoices) {
     const nlohmann::json event = {{"tenant_id", inv[0].as<std::int64_t>()},
                                   {"period", period},

@@ -7,6 +7,7 @@
 // Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
 
 #include <lakh/pg/advisory_lock.hpp>
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/copy.hpp>
 #include <lakh/pg/idempotency_store.hpp>

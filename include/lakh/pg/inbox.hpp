@@ -15,6 +15,7 @@
 // means a redelivery that the inbox skips. There is no Go or std counterpart; it is the
 // "idempotent consumer" pattern with the dedupe record inside the consumer's transaction.
 
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
@@ -96,16 +97,14 @@ public:
                                                    const std::vector<std::string> &message_ids) {
     constexpr const char *fn = "lakh::pg::inbox::first_deliveries";
     check(consumer, "consumer", fn);
-    std::string array = "{";
     for (const auto &id : message_ids) {
       check(id, "message_id", fn);
       if (id.find('\0') != std::string::npos) {
         throw std::invalid_argument("lakh::pg::inbox::first_deliveries: a message_id holds a "
                                     "NUL byte");
       }
-      detail::append_text_element(array, id);
     }
-    array += '}';
+    const auto array = text_array(message_ids);
     std::vector<bool> first(message_ids.size(), false);
     if (message_ids.empty()) {
       return first;

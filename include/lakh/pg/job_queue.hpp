@@ -34,6 +34,7 @@
 // Done jobs stay in the table (history, unique keys free again); delete_finished() removes
 // them in batches.
 
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
@@ -220,12 +221,10 @@ public:
     if (payloads.empty()) {
       return 0;
     }
-    std::string array = "{";
     for (const auto &payload : payloads) {
       check_payload(payload, "enqueue_bulk");
-      detail::append_text_element(array, payload);
     }
-    array += '}';
+    const auto array = text_array(payloads);
     auto r = w.exec_params("INSERT INTO " + table_ +
                                " (queue, payload, max_attempts) "
                                "SELECT $1, p, $3 FROM unnest($2::text[]) AS p",
@@ -317,8 +316,8 @@ public:
     if (jobs.empty()) {
       return {};
     }
-    const auto ids = detail::bigint_array(jobs, [](const claimed_job &j) { return j.id; });
-    const auto tokens = detail::bigint_array(jobs, [](const claimed_job &j) { return j.token; });
+    const auto ids = int_array(jobs, &claimed_job::id);
+    const auto tokens = int_array(jobs, &claimed_job::token);
     auto r = w.exec_params("UPDATE " + table_ +
                                " j SET lease_until = now() + $3 * interval '1 millisecond' "
                                "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
@@ -375,8 +374,8 @@ public:
     if (jobs.empty()) {
       return {};
     }
-    const auto ids = detail::bigint_array(jobs, [](const claimed_job &j) { return j.id; });
-    const auto tokens = detail::bigint_array(jobs, [](const claimed_job &j) { return j.token; });
+    const auto ids = int_array(jobs, &claimed_job::id);
+    const auto tokens = int_array(jobs, &claimed_job::token);
     auto r = w.exec_params("UPDATE " + table_ +
                                " j SET state = 'done', finished_at = now(), lease_until = NULL "
                                "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
@@ -407,8 +406,8 @@ public:
                                   std::to_string(max_batch));
     }
     check_lease(lease, "complete_and_claim");
-    const auto ids = detail::bigint_array(done, [](const claimed_job &j) { return j.id; });
-    const auto tokens = detail::bigint_array(done, [](const claimed_job &j) { return j.token; });
+    const auto ids = int_array(done, &claimed_job::id);
+    const auto tokens = int_array(done, &claimed_job::token);
     // The two UPDATEs touch disjoint rows (running with a token; pending), so one statement
     // may hold both. Completed rows come back with a NULL token.
     auto r = w.exec_params(

@@ -47,6 +47,7 @@
 #include <lakh/backoff.hpp>
 #include <lakh/metrics.hpp>
 #include <lakh/pg/advisory_lock.hpp>
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
@@ -181,7 +182,7 @@ public:
     auto r = headers.empty() ? tx.exec_params(sql, std::string(topic), std::string(key),
                                               std::string(payload), nullptr)
                              : tx.exec_params(sql, std::string(topic), std::string(key),
-                                              std::string(payload), text_array(headers));
+                                              std::string(payload), header_array(headers));
     return r[0][0].as<std::int64_t>();
   }
 
@@ -200,7 +201,7 @@ public:
     if (events.empty()) {
       return;
     }
-    const auto ids = detail::bigint_array(events, [](const outbox_event &e) { return e.id; });
+    const auto ids = int_array(events, &outbox_event::id);
     tx.exec_params(delete_published_ ? "DELETE FROM " + table_ + " WHERE id = ANY($1::bigint[])"
                                      : "UPDATE " + table_ +
                                            " SET published_at = now() WHERE id = ANY($1::bigint[])",
@@ -319,14 +320,15 @@ private:
     }
   }
 
-  // A text[] literal {"n1","v1","n2","v2"}: every element double-quoted, \ and " escaped.
-  static std::string text_array(std::span<const outbox_header> headers) {
-    std::string out = "{";
+  // A text[] literal {"n1","v1","n2","v2"}.
+  static std::string header_array(std::span<const outbox_header> headers) {
+    std::vector<std::string_view> flat;
+    flat.reserve(headers.size() * 2);
     for (const auto &h : headers) {
-      detail::append_text_element(out, h.name);
-      detail::append_text_element(out, h.value);
+      flat.push_back(h.name);
+      flat.push_back(h.value);
     }
-    return out + "}";
+    return text_array(flat);
   }
 
   static std::vector<outbox_header> parse_headers(const pqxx::field &f) {
@@ -578,8 +580,7 @@ private:
         mark(pipe.to_mark);
         return round;
       }
-      const auto in_flight =
-          detail::bigint_array(current, [](const outbox_event &e) { return e.id; });
+      const auto in_flight = int_array(current, &outbox_event::id);
       // The helper uses the relay's connection while this thread only talks to the broker;
       // future::get() orders the two.
       auto db = std::async(std::launch::async, [this, &pipe, &in_flight] {

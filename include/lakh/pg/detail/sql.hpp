@@ -1,8 +1,9 @@
 #pragma once
 // lakh/pg/detail/sql.hpp: helpers shared by lakh::pg's stores and queues: table-name
 // validation and running a function on a pooled connection (marking it broken when the
-// connection is lost).
+// connection is lost). Array literals are public: lakh/pg/array.hpp.
 
+#include <lakh/pg/array.hpp>
 #include <lakh/pg/pool.hpp>
 
 #include <pqxx/pqxx>
@@ -46,33 +47,6 @@ inline std::string checked_table_name(std::string name, std::string_view who) {
 inline std::string index_base(const std::string &table) {
   const auto dot = table.find('.');
   return table.substr(dot == std::string::npos ? 0 : dot + 1).substr(0, 48);
-}
-
-/// A PostgreSQL array literal of integers, "{1,2,3}", for a `$n::bigint[]` parameter (libpqxx
-/// 6.4 has no array parameters). `get` maps each element to its integer.
-template <class Range, class Get> std::string bigint_array(const Range &items, Get get) {
-  std::string out = "{";
-  bool first = true;
-  for (const auto &item : items) {
-    out += first ? "" : ",";
-    out += std::to_string(get(item));
-    first = false;
-  }
-  return out + "}";
-}
-
-/// Appends `s` as one double-quoted element (\ and " escaped) to a PostgreSQL array literal
-/// being built in `out`, which holds "{" and the elements so far; close it with '}'. For a
-/// `$n::text[]` parameter (libpqxx 6.4 has no array parameters). `s` must hold no NUL byte.
-inline void append_text_element(std::string &out, std::string_view s) {
-  out += out.size() > 1 ? ",\"" : "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-    }
-    out += ch;
-  }
-  out += '"';
 }
 
 } // namespace lakh::pg::detail
