@@ -46,7 +46,7 @@
 //     bytes of the same. Anything else throws std::invalid_argument naming the problem.
 //
 // Outcomes are values (idempotency_result), never exceptions; exceptions mean misuse
-// (std::invalid_argument), a store failure (e.g. lakh::redis::error) or the operation's own.
+// (std::invalid_argument), a store failure (e.g. lakh::redis::redis_error) or the operation's own.
 //
 // Unlike a std::once_flag (one process, one flag, forever), a key here is data: it is shared
 // by processes through the store, bound to a request, and expires.
@@ -297,7 +297,7 @@ public:
   /// is in progress (a stop request ends the wait).
   /// @throws std::invalid_argument if the key or tenant is invalid (before anything runs);
   /// @throws whatever fn throws (the key is released first, so a retry runs again);
-  /// @throws the store's errors (e.g. lakh::redis::error): fn has then not run, or ran and
+  /// @throws the store's errors (e.g. lakh::redis::redis_error): fn has then not run, or ran and
   ///         its result could not be recorded (the record stays in progress until its lease
   ///         expires).
   /// Allocates: may.

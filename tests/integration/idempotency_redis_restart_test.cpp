@@ -24,7 +24,7 @@ bool redis_answers(const lakh::redis::connection_options &o) {
     lakh::redis::connection c(o);
     auto r = c.command({"PING"});
     return r->type == REDIS_REPLY_STATUS;
-  } catch (const lakh::redis::error &) {
+  } catch (const lakh::redis::redis_error &) {
     return false;
   }
 }
@@ -68,7 +68,7 @@ TEST_CASE("idempotency.redis.restart.outage_is_an_error_and_never_runs_twice" *
     try {
       (void)g.run("t", "during", fp, op);
       FAIL("no exception while Redis is down");
-    } catch (const lakh::redis::error &e) {
+    } catch (const lakh::redis::redis_error &e) {
       CHECK(std::string(e.what()).find("127.0.0.1:" + std::to_string(opts.port)) !=
             std::string::npos);
     }
@@ -91,7 +91,7 @@ TEST_CASE("idempotency.redis.restart.outage_is_an_error_and_never_runs_twice" *
       return lakh::stored_response{201, "lost"};
     });
     FAIL("no exception");
-  } catch (const lakh::redis::error &) {
+  } catch (const lakh::redis::redis_error &) {
   }
   CHECK(runs.load() == 3);
   redis("start", opts);

@@ -113,7 +113,7 @@ TEST_CASE("idempotency.redis.server_down_is_a_clear_error_and_nothing_runs") {
       return lakh::stored_response{200, ""};
     });
     FAIL("no exception");
-  } catch (const lakh::redis::error &e) {
+  } catch (const lakh::redis::redis_error &e) {
     std::string what = e.what();
     CHECK(what.find("cannot connect to 127.0.0.1:1") != std::string::npos);
     CHECK(what.find("refused") != std::string::npos);
@@ -145,7 +145,7 @@ TEST_CASE("idempotency.redis.connection_errors_name_the_server") {
   try {
     (void)c.command({"NOSUCHCOMMAND"});
     FAIL("no exception");
-  } catch (const lakh::redis::error &e) {
+  } catch (const lakh::redis::redis_error &e) {
     CHECK(std::string(e.what()).find("NOSUCHCOMMAND on 127.0.0.1:") != std::string::npos);
   }
   CHECK_FALSE(c.broken()); // an error reply does not break the connection

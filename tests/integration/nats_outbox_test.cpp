@@ -277,7 +277,7 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
   CHECK(js.publish_batch(std::vector<lakh::nats::message>{{"lakhcfg" + tag() + ".b", "p", "1"}})
             .all_acknowledged());
   CHECK_THROWS_WITH_AS(js.ensure_stream({stream, {"lakhcfg" + tag() + ".a"}}),
-                       doctest::Contains("exists with memory storage"), lakh::nats::error);
+                       doctest::Contains("exists with memory storage"), lakh::nats::nats_error);
   CHECK_THROWS_AS(js.ensure_stream({"bad.name", {"x"}}), std::invalid_argument);
   CHECK_THROWS_AS(js.ensure_stream({"", {"x"}}), std::invalid_argument);
   CHECK_THROWS_AS(js.ensure_stream({"NOSUBJ", {}}), std::invalid_argument);
@@ -285,7 +285,7 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
                   std::invalid_argument);
   CHECK_THROWS_AS((void)js.publish_batch({}, 0ms), std::invalid_argument);
   CHECK_THROWS_WITH_AS((void)js.get_message(stream, 999), doctest::Contains(js.url().c_str()),
-                       lakh::nats::error);
+                       lakh::nats::nats_error);
   CHECK_THROWS_AS(lakh::nats::outbox_publisher(js, {"", lakh::nats::key_order::strict, 0ms}),
                   std::invalid_argument);
   js.delete_stream(stream);
@@ -293,5 +293,5 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
 
 TEST_CASE("nats.connect_error_names_the_server") {
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1"),
-                       doctest::Contains("nats://127.0.0.1:1"), lakh::nats::error);
+                       doctest::Contains("nats://127.0.0.1:1"), lakh::nats::nats_error);
 }

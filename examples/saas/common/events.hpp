@@ -66,7 +66,7 @@ inline std::string stream_name() {
 /// Creates the stream if missing (idempotent), with the platform's retention: events older
 /// than 7 days or beyond 1 GiB are discarded (consumers ack within seconds; the outbox, not
 /// the stream, is the record). An operator's other settings are kept.
-/// @throws lakh::nats::error, config_error.
+/// @throws lakh::nats::nats_error, config_error.
 inline void ensure_stream(lakh::nats::jetstream &js) {
   lakh::nats::stream_config c{stream_name(), {event_namespace() + ".>"}};
   c.max_age = std::chrono::hours(24 * 7);

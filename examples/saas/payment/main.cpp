@@ -159,7 +159,7 @@ public:
   /// Captures `amount` for the tenant's invoice once, however often and by whomever asked.
   /// Thread-safety: safe. Blocks: on Redis, PostgreSQL and the provider; up to the guard's
   /// wait while another capture of the invoice runs.
-  /// @throws lakh::redis::error, pqxx errors, the provider's errors: nothing was decided (the
+  /// @throws lakh::redis::redis_error, pqxx errors, the provider's errors: nothing was decided (the
   ///         guard released the key): retry.
   capture_result capture(std::int64_t tenant, std::int64_t invoice_id, std::int64_t amount,
                          const std::string &caller_key, const saas::trace_context &trace) {

@@ -8,7 +8,7 @@
 // Differs from raw cnats: ownership is RAII (no natsMsg/jsCtx/natsConnection leaks on any
 // path), results are per message instead of one error callback, messages still unacknowledged
 // at the timeout are taken back (never reported later into another batch), and every error
-// throws lakh::nats::error naming the server URL and cnats's status text. Unlike Go's
+// throws lakh::nats::nats_error naming the server URL and cnats's status text. Unlike Go's
 // nats.go, there is no context.Context: timeouts are explicit.
 
 #include <nats/nats.h>
@@ -34,10 +34,12 @@ namespace lakh::nats {
 
 /// A NATS or JetStream call failed; what() names the call, the server URL and cnats's status
 /// text (and JetStream's error code when there is one).
-class error : public std::runtime_error {
+class nats_error : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
 };
+/// The former name of nats_error, kept for one release.
+using error [[deprecated("renamed lakh::nats::nats_error")]] = nats_error;
 
 /// One message header.
 struct header {
@@ -107,7 +109,7 @@ class jetstream {
 public:
   /// Connects to `url` ("nats://127.0.0.1:4222").
   /// Thread-safety: n/a. Blocks: while connecting (cnats's connect timeout, 2 s).
-  /// @throws lakh::nats::error naming the URL and the cnats status if it fails.
+  /// @throws lakh::nats::nats_error naming the URL and the cnats status if it fails.
   /// Allocates: may.
   explicit jetstream(std::string url, jetstream_options opts = {})
       : url_(std::move(url)), state_(std::make_unique<state>()) {
@@ -140,7 +142,7 @@ public:
   /// setting of the existing stream (limits `cfg` leaves unset, replicas). Thread-safety: safe.
   /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
-  /// lakh::nats::error if the server refuses or the stream exists with the other storage.
+  /// lakh::nats::nats_error if the server refuses or the stream exists with the other storage.
   /// Allocates: may.
   void ensure_stream(const stream_config &cfg) {
     const std::string who = "lakh::nats::jetstream::ensure_stream: ";
@@ -190,9 +192,9 @@ public:
     check(got, "js_GetStreamInfo " + cfg.name, jerr);
     std::unique_ptr<jsStreamInfo, void (*)(jsStreamInfo *)> info(si, jsStreamInfo_Destroy);
     if (info->Config->Storage != sc.Storage) {
-      throw error("lakh::nats: stream " + cfg.name + " (" + url_ + ") exists with " +
-                  (info->Config->Storage == js_FileStorage ? "file" : "memory") +
-                  " storage; storage cannot be changed");
+      throw nats_error("lakh::nats: stream " + cfg.name + " (" + url_ + ") exists with " +
+                       (info->Config->Storage == js_FileStorage ? "file" : "memory") +
+                       " storage; storage cannot be changed");
     }
     // What cfg leaves unset stays as the stream has it.
     const auto &now = *info->Config;
@@ -214,7 +216,7 @@ public:
   }
 
   /// Messages stored in stream `name`. Thread-safety: safe. Blocks: a request.
-  /// @throws lakh::nats::error. Allocates: may.
+  /// @throws lakh::nats::nats_error. Allocates: may.
   std::uint64_t stream_messages(const std::string &name) {
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -226,7 +228,7 @@ public:
   }
 
   /// Message `seq` (1-based) of stream `name`, with its headers (Nats-Msg-Id included).
-  /// Thread-safety: safe. Blocks: a request. @throws lakh::nats::error (also when there is
+  /// Thread-safety: safe. Blocks: a request. @throws lakh::nats::nats_error (also when there is
   /// no such message). Allocates: the message.
   message get_message(const std::string &name, std::uint64_t seq) {
     natsMsg *m = nullptr;
@@ -432,7 +434,7 @@ private:
         text += ": ";
         text += last;
       }
-      throw error(text);
+      throw nats_error(text);
     }
   }
 
@@ -488,16 +490,17 @@ public:
     return n;
   }
   /// Acknowledges the message (no redelivery). Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::error naming the server and the status. Allocates: may.
+  /// @throws lakh::nats::nats_error naming the server and the status. Allocates: may.
   void ack() { check(natsMsg_Ack(msg_, nullptr), "natsMsg_Ack"); }
   /// Asks for a redelivery now. Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::error. Allocates: may.
+  /// @throws lakh::nats::nats_error. Allocates: may.
   void nak() { check(natsMsg_Nak(msg_, nullptr), "natsMsg_Nak"); }
 
 private:
   void check(natsStatus s, const char *what) const {
     if (s != NATS_OK) {
-      throw error(std::string("lakh::nats: ") + what + " (" + url_ + "): " + natsStatus_GetText(s));
+      throw nats_error(std::string("lakh::nats: ") + what + " (" + url_ +
+                       "): " + natsStatus_GetText(s));
     }
   }
   natsMsg *msg_;
@@ -513,7 +516,7 @@ public:
   /// missing; explicit acks, redelivery after `ack_wait`). `js` must outlive it.
   /// Thread-safety: n/a. Blocks: a request.
   /// @throws std::invalid_argument if durable or subject is empty or ack_wait not positive;
-  /// lakh::nats::error naming the server if JetStream refuses. Allocates: may.
+  /// lakh::nats::nats_error naming the server if JetStream refuses. Allocates: may.
   pull_consumer(jetstream &js, const std::string &stream, const std::string &subject,
                 const std::string &durable,
                 std::chrono::milliseconds ack_wait = std::chrono::seconds(30))
@@ -534,10 +537,11 @@ public:
     const natsStatus s = js_PullSubscribe(&sub, js.state_->js, subject.c_str(), durable.c_str(),
                                           nullptr, &so, &jerr);
     if (s != NATS_OK) {
-      throw error("lakh::nats: js_PullSubscribe " + stream + "/" + durable + " (" + url_ +
-                  "): " + natsStatus_GetText(s) +
-                  (jerr != 0 ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")"
-                             : std::string()));
+      throw nats_error("lakh::nats: js_PullSubscribe " + stream + "/" + durable + " (" + url_ +
+                       "): " + natsStatus_GetText(s) +
+                       (jerr != 0
+                            ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")"
+                            : std::string()));
     }
     sub_.reset(sub);
   }
@@ -546,7 +550,7 @@ public:
   /// late deliveries of an earlier call wait in the subscription, one message per call (a
   /// libnats 3.4 workaround, below).
   /// Thread-safety: one thread at a time. Blocks: until a message or `timeout`.
-  /// @throws std::invalid_argument if max < 1; lakh::nats::error for a failure other than a
+  /// @throws std::invalid_argument if max < 1; lakh::nats::nats_error for a failure other than a
   /// timeout. Allocates: the deliveries.
   std::vector<delivery> fetch(int max, std::chrono::milliseconds timeout) {
     if (max < 1) {
@@ -582,7 +586,7 @@ public:
     if (s == NATS_TIMEOUT) {
       return out;
     }
-    throw error("lakh::nats: natsSubscription_Fetch (" + url_ + "): " + natsStatus_GetText(s));
+    throw nats_error("lakh::nats: natsSubscription_Fetch (" + url_ + "): " + natsStatus_GetText(s));
   }
 
 private:

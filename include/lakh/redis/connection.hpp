@@ -4,7 +4,7 @@
 //   - lakh::redis::reply_ptr / context_ptr: std::unique_ptr with freeReplyObject / redisFree;
 //   - lakh::redis::connection: connect(url) to "redis://host:port[/db]" with connect and
 //     command timeouts, command(args...) sending binary-safe arguments (redisCommandArgv),
-//     errors as lakh::redis::error naming host:port and hiredis's errstr;
+//     errors as lakh::redis::redis_error naming host:port and hiredis's errstr;
 //   - lakh::redis::connection_pool: a small pool of connections (one per concurrent user),
 //     where a broken connection is dropped instead of reused.
 //
@@ -32,10 +32,12 @@ namespace lakh::redis {
 
 /// A Redis failure: cannot connect, I/O error or timeout on a connection, or an error reply
 /// ("-ERR ...") where none was expected. what() names the server (host:port) and the reason.
-class error : public std::runtime_error {
+class redis_error : public std::runtime_error {
 public:
   using std::runtime_error::runtime_error;
 };
+/// The former name of redis_error, kept for one release.
+using error [[deprecated("renamed lakh::redis::redis_error")]] = redis_error;
 
 /// Frees a redisReply. Thread-safety: n/a. Blocks: never. Allocates: never.
 struct reply_deleter {
@@ -129,20 +131,20 @@ class connection {
 public:
   /// Connect as `opts` says and SELECT its db (when not 0).
   /// Thread-safety: n/a. Blocks: up to connect_timeout (plus one command for SELECT).
-  /// @throws lakh::redis::error "lakh::redis: cannot connect to host:port: <errstr>".
+  /// @throws lakh::redis::redis_error "lakh::redis: cannot connect to host:port: <errstr>".
   /// Allocates: may.
   explicit connection(connection_options opts) : opts_(std::move(opts)) {
     auto tv = detail::to_timeval(opts_.connect_timeout);
     ctx_.reset(redisConnectWithTimeout(opts_.host.c_str(), opts_.port, tv));
     if (ctx_ == nullptr) {
-      throw error("lakh::redis: cannot connect to " + target() + ": out of memory");
+      throw redis_error("lakh::redis: cannot connect to " + target() + ": out of memory");
     }
     if (ctx_->err != 0) {
-      throw error("lakh::redis: cannot connect to " + target() + ": " + ctx_->errstr);
+      throw redis_error("lakh::redis: cannot connect to " + target() + ": " + ctx_->errstr);
     }
     auto ctv = detail::to_timeval(opts_.command_timeout);
     if (redisSetTimeout(ctx_.get(), ctv) != REDIS_OK) {
-      throw error("lakh::redis: cannot set timeouts on " + target() + ": " + ctx_->errstr);
+      throw redis_error("lakh::redis: cannot set timeouts on " + target() + ": " + ctx_->errstr);
     }
     if (opts_.db != 0) {
       (void)command({"SELECT", std::to_string(opts_.db)});
@@ -150,20 +152,20 @@ public:
   }
 
   /// Connect to "redis://host:port[/db]" with default timeouts.
-  /// @throws std::invalid_argument for a malformed URL; lakh::redis::error as above.
+  /// @throws std::invalid_argument for a malformed URL; lakh::redis::redis_error as above.
   static connection connect(std::string_view url) { return connection(parse_url(url)); }
 
   /// Send one command (each argument binary-safe) and return its reply. An error reply
   /// ("-ERR ...") throws.
   /// Thread-safety: none. Blocks: up to command_timeout.
-  /// @throws lakh::redis::error "lakh::redis: <CMD> on host:port: <reason>" for an I/O
+  /// @throws lakh::redis::redis_error "lakh::redis: <CMD> on host:port: <reason>" for an I/O
   ///         error or timeout (the connection is then broken() for good), an error reply,
   ///         or a connection that is broken already.
   /// Allocates: may.
   reply_ptr command(const std::vector<std::string> &args) {
     if (broken()) {
-      throw error("lakh::redis: connection to " + target() +
-                  " is broken (an earlier command failed); open a new one");
+      throw redis_error("lakh::redis: connection to " + target() +
+                        " is broken (an earlier command failed); open a new one");
     }
     std::vector<const char *> argv;
     std::vector<std::size_t> argvlen;
@@ -178,11 +180,12 @@ public:
     std::string name = args.empty() ? std::string("command") : args[0];
     if (r == nullptr) {
       broken_ = true;
-      throw error("lakh::redis: " + name + " on " + target() + ": " +
-                  (ctx_->err != 0 ? std::string(ctx_->errstr) : std::string("no reply")));
+      throw redis_error("lakh::redis: " + name + " on " + target() + ": " +
+                        (ctx_->err != 0 ? std::string(ctx_->errstr) : std::string("no reply")));
     }
     if (r->type == REDIS_REPLY_ERROR) {
-      throw error("lakh::redis: " + name + " on " + target() + ": " + std::string(r->str, r->len));
+      throw redis_error("lakh::redis: " + name + " on " + target() + ": " +
+                        std::string(r->str, r->len));
     }
     return r;
   }
@@ -241,7 +244,7 @@ public:
 
   /// Lease an idle connection or open a new one.
   /// Thread-safety: safe. Blocks: while a new connection is opened.
-  /// @throws lakh::redis::error if a new connection cannot be opened. Allocates: may.
+  /// @throws lakh::redis::redis_error if a new connection cannot be opened. Allocates: may.
   lease acquire() { return acquire(nullptr); }
 
   /// Run one command on a pooled connection. If it fails with an I/O error on a connection
@@ -250,14 +253,14 @@ public:
   /// connection; so only send commands that are safe to repeat (GET, SET NX, fenced
   /// scripts). A failure on a fresh connection is not retried.
   /// Thread-safety: safe. Blocks: up to two connects and two command timeouts.
-  /// @throws lakh::redis::error as connection::command. Allocates: may.
+  /// @throws lakh::redis::redis_error as connection::command. Allocates: may.
   reply_ptr command(const std::vector<std::string> &args) {
     bool reused = false;
     {
       auto l = acquire(&reused);
       try {
         return l->command(args);
-      } catch (const error &) {
+      } catch (const redis_error &) {
         if (!reused || !l->broken()) {
           throw;
         }

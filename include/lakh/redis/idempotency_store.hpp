@@ -16,7 +16,7 @@
 //     caller's.
 // Waiters poll with the guard's backoff (full jitter); nothing blocks inside Redis.
 //
-// While Redis is down every call throws lakh::redis::error naming host:port and hiredis's
+// While Redis is down every call throws lakh::redis::redis_error naming host:port and hiredis's
 // reason; begin() fails BEFORE the operation runs, so an outage never causes an execution
 // that the store does not know about. The window that remains is inherent to any store
 // outside the operation's own database: if Redis fails after the operation ran but before
@@ -66,7 +66,7 @@ public:
   /// Take (tenant, key) with SET NX PX, or report what holds it (GET). Low-level:
   /// idempotency_guard calls it; tests call it to simulate a crashed run.
   /// Thread-safety: safe. Blocks: for up to a few round trips.
-  /// @throws lakh::redis::error if the server cannot be reached or fails. Allocates: may.
+  /// @throws lakh::redis::redis_error if the server cannot be reached or fails. Allocates: may.
   [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
                                    const idempotency_options &opts) {
     auto k = record_key(tenant, key);
@@ -83,8 +83,8 @@ public:
       }
       std::string_view v(got->str, got->len);
       if (v.size() < 19 || (v[0] != 'R' && v[0] != 'D') || v[1] != '|' || v[18] != '|') {
-        throw error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
-                    " holds a value this store did not write");
+        throw redis_error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
+                          " holds a value this store did not write");
       }
       if (v.substr(2, 16) != fph) {
         return {begin_state::mismatch, {}, {}};
@@ -101,7 +101,7 @@ public:
   /// completion: executed, or lease_lost if the token no longer owns the record. If fn
   /// throws, release the key (best effort) and rethrow.
   /// Thread-safety: safe. Blocks: while fn runs, and for one round trip.
-  /// @throws whatever fn throws; lakh::redis::error if the completion cannot be written
+  /// @throws whatever fn throws; lakh::redis::redis_error if the completion cannot be written
   ///         (fn HAS run; the record stays in progress until its lease ends).
   /// Allocates: may.
   template <class Fn>
@@ -121,7 +121,7 @@ public:
   /// Replace the in-progress record `token` with the completed `resp` (PX opts.ttl),
   /// atomically and only if `token` still owns it. Returns whether it did.
   /// Thread-safety: safe. Blocks: for one round trip.
-  /// @throws lakh::redis::error if the server cannot be reached or fails. Allocates: may.
+  /// @throws lakh::redis::redis_error if the server cannot be reached or fails. Allocates: may.
   bool complete(std::string_view tenant, std::string_view key, const std::string &token,
                 const stored_response &resp, const idempotency_options &opts) {
     static const std::string script =
@@ -167,16 +167,16 @@ private:
     // "D|" fp16 "|" status "|" body
     auto bar = v.find('|', 19);
     if (bar == std::string_view::npos || bar == 19 || bar - 19 > 11) {
-      throw error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
-                  " holds a malformed completed record");
+      throw redis_error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
+                        " holds a malformed completed record");
     }
     auto st = v.substr(19, bar - 19);
     bool neg = st[0] == '-';
     long long n = 0;
     for (char c : st.substr(neg ? 1 : 0)) {
       if (c < '0' || c > '9') {
-        throw error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
-                    " holds a malformed status");
+        throw redis_error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
+                          " holds a malformed status");
       }
       n = n * 10 + (c - '0');
     }
