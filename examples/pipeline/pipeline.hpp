@@ -17,6 +17,7 @@
 #include <lakh/fake/usage.hpp>
 #include <lakh/lock_order.hpp>
 #include <lakh/metrics.hpp>
+#include <lakh/progress.hpp>
 #include <lakh/task_group.hpp>
 #include <lakh/worker_pool.hpp>
 

@@ -11,6 +11,8 @@
 #include <lakh/lock_order.hpp>
 #include <lakh/metrics.hpp>
 #include <lakh/parallel_for_each.hpp>
+#include <lakh/progress.hpp>
+#include <lakh/prometheus.hpp>
 #include <lakh/semaphore.hpp>
 #include <lakh/status.hpp>
 #include <lakh/task_group.hpp>

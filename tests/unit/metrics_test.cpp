@@ -1,6 +1,8 @@
 // lakh/metrics.hpp: histogram quantiles against a sorted reference, exact concurrent counts,
 // Prometheus text line by line, the progress line's text and its thread.
 #include <lakh/metrics.hpp>
+#include <lakh/progress.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <doctest/doctest.h>
 

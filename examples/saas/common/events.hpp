@@ -14,6 +14,7 @@
 
 #include <lakh/backoff.hpp>
 #include <lakh/metrics.hpp>
+#include <lakh/prometheus.hpp>
 #include <lakh/nats/jetstream.hpp>
 #include <lakh/nats/outbox_publisher.hpp>
 #include <lakh/pg/inbox.hpp>

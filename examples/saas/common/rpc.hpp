@@ -18,6 +18,7 @@
 
 #include <lakh/idempotency.hpp>
 #include <lakh/metrics.hpp>
+#include <lakh/prometheus.hpp>
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/pg/retry.hpp>
 

@@ -27,6 +27,7 @@
 #include <child_process.hpp>
 
 #include <lakh/metrics.hpp>
+#include <lakh/prometheus.hpp>
 #include <lakh/pg/idempotency_store.hpp>
 
 #include <grpcpp/grpcpp.h>

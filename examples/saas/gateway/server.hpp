@@ -14,6 +14,7 @@
 
 #include <lakh/idempotency.hpp>
 #include <lakh/metrics.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <httplib.h>
 

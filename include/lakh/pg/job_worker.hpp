@@ -50,6 +50,7 @@
 // lakh_job_worker_run_seconds (the handler).
 
 #include <lakh/metrics.hpp>
+#include <lakh/prometheus.hpp>
 #include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
