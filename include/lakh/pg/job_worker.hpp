@@ -50,10 +50,10 @@
 // lakh_job_worker_run_seconds (the handler).
 
 #include <lakh/metrics.hpp>
-#include <lakh/prometheus.hpp>
 #include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <pqxx/pqxx>
 
@@ -399,42 +399,24 @@ private:
     }
     // A transactional handler: its writes, the fenced completion and the next claim are one
     // attempt, run again as a whole by options.retry on a retryable failure.
+    std::vector<claimed_job> next;
     const auto attempt = [&](pqxx::transaction_base &w) {
-      {
-        const run_timer t{run_};
-        if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
-          (*tx)(jobs.front(), w, st);
-        } else {
-          std::get<job_batch_handler>(handler_)(jobs, w, st);
-        }
-      }
-      auto next = finish(w, jobs, st);
-      if (!next) {
+      run_tx_handler(jobs, w, st);
+      auto handed = finish(w, jobs, st);
+      if (!handed) {
         throw fence_refused{};
       }
-      return std::move(*next);
+      next = std::move(*handed);
     };
     try {
-      std::vector<claimed_job> next;
-      if (opts_.retry != nullptr) {
-        next = opts_.retry->run(*pool_, attempt, st);
-      } else {
-        auto c = pool_->acquire_default(st);
-        if (!c) {
-          release(jobs); // stopping (or the pool closed): give the jobs back untouched
-          return {};
-        }
-        pqxx::work w(*c);
-        next = attempt(w);
-        w.commit();
+      if (!commit_attempt(attempt, st)) {
+        release(jobs); // stopping (or the pool closed): give the jobs back untouched
+        return {};
       }
       succeeded(jobs, next);
       return next;
     } catch (const fence_refused &) {
       fenced(jobs);
-      return {};
-    } catch (const acquire_error &) { // the retrier found no connection (stopping, closed)
-      release(jobs);
       return {};
     } catch (const std::exception &e) {
       if (classify(e) == retry_cause::in_doubt) {
@@ -460,32 +442,17 @@ private:
     const auto attempt = [&](pqxx::transaction_base &w) {
       jobs = queue_->claim_done(w, opts_.queue, opts_.batch);
       if (!jobs.empty()) {
-        const run_timer t{run_};
-        if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
-          (*tx)(jobs.front(), w, st);
-        } else {
-          std::get<job_batch_handler>(handler_)(jobs, w, st);
-        }
+        run_tx_handler(jobs, w, st);
       }
     };
     std::string error;
     try {
-      if (opts_.retry != nullptr) {
-        opts_.retry->run(*pool_, attempt, st);
-      } else {
-        auto c = pool_->acquire_default(st);
-        if (!c) {
-          return false; // stopping, or the pool closed
-        }
-        pqxx::work w(*c);
-        attempt(w);
-        w.commit();
+      if (!commit_attempt(attempt, st)) {
+        return false; // stopping, or the pool closed
       }
       claimed(jobs);
       succeeded(jobs, {});
       return !jobs.empty();
-    } catch (const acquire_error &) {
-      return false;
     } catch (const std::exception &e) {
       if (jobs.empty() || classify(e) == retry_cause::in_doubt) {
         throw; // no job in hand (the claim failed), or the commit may have happened
@@ -505,6 +472,39 @@ private:
     pqxx::work w(*c);
     (void)fail(w, jobs, error, st);
     return true;
+  }
+
+  /// The transactional handler (one job or the batch) over `jobs` in `w`, timed.
+  void run_tx_handler(const std::vector<claimed_job> &jobs, pqxx::transaction_base &w,
+                      std::stop_token st) {
+    const run_timer t{run_};
+    if (auto *tx = std::get_if<job_handler_tx>(&handler_)) {
+      (*tx)(jobs.front(), w, st);
+    } else {
+      std::get<job_batch_handler>(handler_)(jobs, w, st);
+    }
+  }
+
+  /// attempt(w) in a transaction that commits: rerun by options.retry when set, else once on
+  /// a pooled connection. False when no connection came (stopping, or the pool closed: an
+  /// acquire_error). @throws what the last attempt threw.
+  template <class Fn> bool commit_attempt(const Fn &attempt, std::stop_token st) {
+    try {
+      if (opts_.retry != nullptr) {
+        opts_.retry->run(*pool_, attempt, st);
+        return true;
+      }
+      auto c = pool_->acquire_default(st);
+      if (!c) {
+        return false;
+      }
+      pqxx::work w(*c);
+      attempt(w);
+      w.commit();
+      return true;
+    } catch (const acquire_error &) {
+      return false;
+    }
   }
 
   /// Records the handler's run time (when there is a histogram) as it goes out of scope.
