@@ -5,7 +5,7 @@
 #include <lakh/lock_order.hpp>
 #include <lakh/pg/advisory_lock.hpp>
 
-#include "pg_support.hpp"
+#include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
 

@@ -4,7 +4,7 @@
 #include <lakh/channel.hpp>
 #include <lakh/pg/copy.hpp>
 
-#include "pg_support.hpp"
+#include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
 

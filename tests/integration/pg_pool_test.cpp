@@ -1,7 +1,7 @@
 // Integration tests of lakh::pg::pool against a real PostgreSQL (DATABASE_URL).
 #include <lakh/pg/pool.hpp>
 
-#include "pg_support.hpp"
+#include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
 

@@ -4,7 +4,7 @@
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>
 
-#include "pg_support.hpp"
+#include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 #pragma once
-// Support for lakh::pg's integration tests: unique names, one-shot statements, and a
+// Test support for lakh::pg's integration tests: unique names, one-shot statements, and a
 // throwaway database per test where pg_stat_database counters must not see other tests.
 
 #include <support/env.hpp>

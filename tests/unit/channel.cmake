@@ -1,1 +1,0 @@
-lakh_add_test(test_channel SOURCES unit/channel_test.cpp)

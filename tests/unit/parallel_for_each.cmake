@@ -1,1 +1,0 @@
-lakh_add_test(test_parallel_for_each SOURCES unit/parallel_for_each_test.cpp)

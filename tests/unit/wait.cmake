@@ -1,1 +1,0 @@
-lakh_add_test(test_wait SOURCES unit/wait_test.cpp)
