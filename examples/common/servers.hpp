@@ -9,11 +9,9 @@
 // target that links lakh_examples_common.
 #include <child_process.hpp>
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
-#include <cerrno>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,25 +30,16 @@ inline constexpr const char *services_script = LAKH_SERVICES_SCRIPT;
 /// @throws std::runtime_error naming the command and how it ended.
 inline void services(std::string_view action, std::string_view server, const std::string &script) {
   const std::string what = script + " " + std::string(action) + " " + std::string(server);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  pid_t pid = -1;
+  int status = 0;
   try {
-    pid = spawn({script, std::string(action), std::string(server)}, &fa);
+    child_process run({script, std::string(action), std::string(server)},
+                      child_stdio::discard_stdout);
+    status = run.wait();
   } catch (const std::exception &e) {
-    posix_spawn_file_actions_destroy(&fa);
     throw std::runtime_error("`" + what + "` did not start: " + e.what());
   }
-  posix_spawn_file_actions_destroy(&fa);
-  int st = 0;
-  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    throw std::runtime_error("`" + what + "` failed (" +
-                             (WIFEXITED(st) ? "exit status " + std::to_string(WEXITSTATUS(st))
-                                            : "signal " + std::to_string(WTERMSIG(st))) +
-                             ")");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw std::runtime_error("`" + what + "` failed (" + exit_description(status) + ")");
   }
 }
 

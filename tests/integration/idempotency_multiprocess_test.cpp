@@ -15,12 +15,8 @@
 
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
-#include <cstdio>
-#include <cstring>
 #include <map>
 #include <set>
 #include <sstream>
@@ -31,27 +27,6 @@ namespace {
 
 constexpr int processes = 3;
 constexpr int threads_per_process = 22; // 66 callers per key
-
-// The children of one round. If the round fails half-way (a REQUIRE throws), the ones not
-// yet finished are killed and reaped, so none outlives the test case holding connections.
-struct round_children {
-  std::vector<lakh::test::child_process> procs;
-
-  round_children() = default;
-  round_children(const round_children &) = delete;
-  round_children &operator=(const round_children &) = delete;
-  ~round_children() {
-    for (auto &c : procs) {
-      if (c.pid > 0) {
-        ::kill(c.pid, SIGKILL);
-        std::fclose(c.from_child);
-        ::close(c.to_child);
-        int status = 0;
-        (void)::waitpid(c.pid, &status, 0);
-      }
-    }
-  }
-};
 
 // One caller's report: "<outcome> <begin ns> <end ns> <status> <body>" from a child.
 struct call {
@@ -76,25 +51,25 @@ call parse_call(int process, const std::string &line) {
 // Runs one round: every child calls the guard with `key`; returns every caller's report.
 std::vector<call> run_round(const std::string &kind, const std::string &url, const std::string &ns,
                             const std::string &key) {
-  round_children children;
+  // If the round fails half-way (a REQUIRE throws), the children not yet finished are killed
+  // and reaped (~child_process), so none outlives the test case holding connections.
+  std::vector<lakh::test::child_process> children;
   for (int p = 0; p < processes; ++p) {
-    children.procs.push_back(lakh::test::spawn_child(
+    children.push_back(lakh::test::spawn_child(
         {LAKH_IDEMPOTENCY_CHILD, kind, url, ns, key, std::to_string(threads_per_process)}));
   }
   // "ready": the child has its connections open and its threads started.
-  for (auto &c : children.procs) {
-    REQUIRE(lakh::test::read_line(c.from_child) == "ready");
+  for (auto &c : children) {
+    REQUIRE(c.read_line() == "ready");
   }
-  for (auto &c : children.procs) { // go: as close together as the parent can make it
-    REQUIRE(::write(c.to_child, "g", 1) == 1);
+  for (auto &c : children) { // go: as close together as the parent can make it
+    REQUIRE(::write(c.to_child(), "g", 1) == 1);
   }
   std::vector<call> calls;
   for (int p = 0; p < processes; ++p) {
-    auto &c = children.procs[static_cast<std::size_t>(p)];
-    for (auto &l : lakh::test::finish_child(c)) {
+    for (auto &l : lakh::test::finish_child(children[static_cast<std::size_t>(p)])) {
       calls.push_back(parse_call(p, l));
     }
-    c.pid = -1; // reaped
   }
   return calls;
 }
