@@ -20,26 +20,20 @@ void set_checker(const benchmark::State &state) {
 
 void BM_ranked_mutex_nested(benchmark::State &state) {
   set_checker(state);
-  std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
-  const std::int64_t work = state.range(0);
-  for (auto _ : state) {
+  lakh_bench::run_locked(state, counters, [](auto &&work) {
     const lakh::lock_guard ga(a_mu);
     const lakh::lock_guard gb(b_mu);
-    lakh_bench::small_work(counters, local, work);
-  }
-  state.SetItemsProcessed(state.iterations());
+    work();
+  });
   state.counters["reports"] = static_cast<double>(lakh::lock_order::report_count());
 }
 
 void BM_ranked_mutex_lock_all(benchmark::State &state) {
   set_checker(state);
-  std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
-  const std::int64_t work = state.range(0);
-  for (auto _ : state) {
+  lakh_bench::run_locked(state, counters, [](auto &&work) {
     const auto g = lakh::lock_all(b_mu, a_mu);
-    lakh_bench::small_work(counters, local, work);
-  }
-  state.SetItemsProcessed(state.iterations());
+    work();
+  });
   state.counters["reports"] = static_cast<double>(lakh::lock_order::report_count());
 }
 

@@ -11,24 +11,18 @@ std::mutex b_mu;
 lakh_bench::guarded_counters counters;
 
 void BM_std_mutex_nested(benchmark::State &state) {
-  std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
-  const std::int64_t work = state.range(0);
-  for (auto _ : state) {
+  lakh_bench::run_locked(state, counters, [](auto &&work) {
     const std::lock_guard ga(a_mu);
     const std::lock_guard gb(b_mu);
-    lakh_bench::small_work(counters, local, work);
-  }
-  state.SetItemsProcessed(state.iterations());
+    work();
+  });
 }
 
 void BM_std_scoped_lock(benchmark::State &state) {
-  std::uint64_t local = static_cast<std::uint64_t>(state.thread_index()) + 1;
-  const std::int64_t work = state.range(0);
-  for (auto _ : state) {
+  lakh_bench::run_locked(state, counters, [](auto &&work) {
     const std::scoped_lock g(a_mu, b_mu);
-    lakh_bench::small_work(counters, local, work);
-  }
-  state.SetItemsProcessed(state.iterations());
+    work();
+  });
 }
 
 } // namespace

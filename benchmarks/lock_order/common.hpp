@@ -4,6 +4,8 @@
 // arithmetic steps on data guarded by both, and unlocks. Run with 1, 2 and 4 threads and
 // work 1 (an almost empty critical section: the worst case for any per-lock overhead) and
 // 32 (a short but real one). The lock type and the checker mode vary per peer.
+#include "../common.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -24,6 +26,18 @@ inline void small_work(guarded_counters &c, std::uint64_t &local, std::int64_t s
   c.a += local >> 60;
   c.b += c.a ^ (local >> 7);
   benchmark::DoNotOptimize(c);
+}
+
+/// A peer's loop: `locked(work)` takes the peer's locks, calls work() (small_work on
+/// `counters`, state.range(0) steps) and releases them, once per iteration.
+template <class Locked>
+void run_locked(benchmark::State &state, guarded_counters &counters, Locked locked) {
+  std::uint64_t local = thread_seed(state);
+  const std::int64_t steps = state.range(0);
+  for (auto _ : state) {
+    locked([&] { small_work(counters, local, steps); });
+  }
+  state.SetItemsProcessed(state.iterations());
 }
 
 /// The critical-section sizes every peer runs.

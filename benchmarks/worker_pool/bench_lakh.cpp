@@ -5,26 +5,23 @@
 
 #include <benchmark/benchmark.h>
 
-#include <future>
-#include <vector>
-
 namespace {
 
 // range(0): queue capacity; 0 means the default (256 slots per worker).
 std::size_t capacity_arg(const benchmark::State &state) {
   const auto cap = static_cast<std::size_t>(state.range(0));
-  return cap == 0 ? lakh::worker_pool::default_queue_capacity(bench::bench_threads()) : cap;
+  return cap == 0 ? lakh::worker_pool::default_queue_capacity(lakh_bench::hardware_threads()) : cap;
 }
 
 void BM_lakh_pool_post_stream_1M(benchmark::State &state) {
-  lakh::worker_pool pool(bench::bench_threads(), capacity_arg(state));
+  lakh::worker_pool pool(lakh_bench::hardware_threads(), capacity_arg(state));
   for (auto _ : state) {
-    for (std::int64_t i = 0; i < bench::stream_tasks; ++i) {
-      pool.post(bench::tiny_task);
+    for (std::int64_t i = 0; i < lakh_bench::stream_tasks; ++i) {
+      pool.post(lakh_bench::tiny_task);
     }
     pool.wait_idle();
   }
-  state.SetItemsProcessed(state.iterations() * bench::stream_tasks);
+  state.SetItemsProcessed(state.iterations() * lakh_bench::stream_tasks);
   state.counters["capacity"] = static_cast<double>(pool.capacity());
 }
 BENCHMARK(BM_lakh_pool_post_stream_1M)
@@ -35,34 +32,22 @@ BENCHMARK(BM_lakh_pool_post_stream_1M)
     ->UseRealTime();
 
 void BM_lakh_pool_post_batch(benchmark::State &state) {
-  lakh::worker_pool pool(bench::bench_threads(), 65536);
+  lakh::worker_pool pool(lakh_bench::hardware_threads(), 65536);
   std::int64_t const n = state.range(0);
   for (auto _ : state) {
     for (std::int64_t i = 0; i < n; ++i) {
-      pool.post(bench::tiny_task);
+      pool.post(lakh_bench::tiny_task);
     }
     pool.wait_idle();
   }
   state.SetItemsProcessed(state.iterations() * n);
 }
-BENCHMARK(BM_lakh_pool_post_batch)->Apply(bench::batch_sizes);
+BENCHMARK(BM_lakh_pool_post_batch)->Apply(lakh_bench::batch_sizes);
 
 void BM_lakh_pool_submit_future_batch(benchmark::State &state) {
-  lakh::worker_pool pool(bench::bench_threads(), 65536);
-  std::int64_t const n = state.range(0);
-  std::vector<std::future<void>> futures;
-  futures.reserve(static_cast<std::size_t>(n));
-  for (auto _ : state) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      futures.push_back(pool.submit(bench::tiny_task));
-    }
-    for (auto &f : futures) {
-      f.get();
-    }
-    futures.clear();
-  }
-  state.SetItemsProcessed(state.iterations() * n);
+  lakh::worker_pool pool(lakh_bench::hardware_threads(), 65536);
+  lakh_bench::future_batches(state, [&pool] { return pool.submit(lakh_bench::tiny_task); });
 }
-BENCHMARK(BM_lakh_pool_submit_future_batch)->Apply(bench::batch_sizes);
+BENCHMARK(BM_lakh_pool_submit_future_batch)->Apply(lakh_bench::batch_sizes);
 
 } // namespace

@@ -9,34 +9,34 @@
 namespace {
 
 void BM_tbb_task_group_stream_1M(benchmark::State &state) {
-  tbb::task_arena arena(static_cast<int>(bench::bench_threads()));
+  tbb::task_arena arena(static_cast<int>(lakh_bench::hardware_threads()));
   for (auto _ : state) {
     arena.execute([] {
       tbb::task_group group;
-      for (std::int64_t i = 0; i < bench::stream_tasks; ++i) {
-        group.run(bench::tiny_task);
+      for (std::int64_t i = 0; i < lakh_bench::stream_tasks; ++i) {
+        group.run(lakh_bench::tiny_task);
       }
       group.wait();
     });
   }
-  state.SetItemsProcessed(state.iterations() * bench::stream_tasks);
+  state.SetItemsProcessed(state.iterations() * lakh_bench::stream_tasks);
 }
 BENCHMARK(BM_tbb_task_group_stream_1M)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_tbb_task_group_batch(benchmark::State &state) {
-  tbb::task_arena arena(static_cast<int>(bench::bench_threads()));
+  tbb::task_arena arena(static_cast<int>(lakh_bench::hardware_threads()));
   std::int64_t const n = state.range(0);
   for (auto _ : state) {
     arena.execute([n] {
       tbb::task_group group;
       for (std::int64_t i = 0; i < n; ++i) {
-        group.run(bench::tiny_task);
+        group.run(lakh_bench::tiny_task);
       }
       group.wait();
     });
   }
   state.SetItemsProcessed(state.iterations() * n);
 }
-BENCHMARK(BM_tbb_task_group_batch)->Apply(bench::batch_sizes);
+BENCHMARK(BM_tbb_task_group_batch)->Apply(lakh_bench::batch_sizes);
 
 } // namespace

@@ -6,23 +6,18 @@
 //   *_batch/N   : post N tiny tasks, wait for them, repeat (a fork-join round of N).
 // The task bumps a relaxed atomic counter: "empty-ish", so the figures measure the cost of
 // handing a task to a worker and back, not the task. Every peer uses the same number of
-// worker threads, `bench_threads()` (the machine's hardware concurrency).
+// worker threads, `hardware_threads()` (the machine's hardware concurrency).
+#include "../common.hpp"
 
 #include <benchmark/benchmark.h>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <thread>
 
-namespace bench {
+namespace lakh_bench {
 
 inline constexpr std::int64_t stream_tasks = 1'000'000;
-
-inline std::size_t bench_threads() {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<std::size_t>(n);
-}
 
 /// The tiny task: one relaxed increment of a counter the producer can check.
 inline std::atomic<std::int64_t> &counter() {
@@ -39,4 +34,4 @@ inline void batch_sizes(benchmark::internal::Benchmark *b) {
   b->Arg(64)->Arg(1024)->Arg(16384)->UseRealTime();
 }
 
-} // namespace bench
+} // namespace lakh_bench
