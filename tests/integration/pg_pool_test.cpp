@@ -1,6 +1,7 @@
 // Integration tests of lakh::pg::pool against a real PostgreSQL (DATABASE_URL).
 #include <lakh/pg/pool.hpp>
 
+#include <support/lsan_libpqxx.hpp>
 #include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
@@ -11,15 +12,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-// libpqxx 6.4.5 itself leaks one PGresult (2264 bytes) when the server ends a connection in
-// the middle of a statement, which these tests do on purpose (pg_terminate_backend).
-// Reproduced without lakh: pqxx::work t{c}; t.exec("SELECT
-// pg_terminate_backend(pg_backend_pid())").
-extern "C" const char *__lsan_default_suppressions(); // NOLINT
-extern "C" const char *__lsan_default_suppressions() {
-  return "leak:libpqxx-6.4.so\n";
-}
 
 using namespace std::chrono_literals;
 namespace pg = lakh::pg;

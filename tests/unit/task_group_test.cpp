@@ -1,6 +1,8 @@
 // Tests for lakh::task_group: first error wins and stops the rest, the limit, joining.
 #include <lakh/task_group.hpp>
 
+#include <support/sync.hpp>
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -20,25 +22,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A one-shot gate: tasks wait on it, the test opens it.
-class gate {
-public:
-  void open() { promise_.set_value(); }
-  void wait() const { opened_.wait(); }
-
-private:
-  std::promise<void> promise_;
-  std::shared_future<void> opened_ = promise_.get_future().share();
-};
-
-/// Spins (sleeping) until `pred` holds; fails the test after 10 s instead of hanging.
-template <class Pred> void wait_until_true(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!pred()) {
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::sleep_for(100us);
-  }
-}
+using lakh::test::gate;
+using lakh::test::wait_until_true;
 
 /// Blocks until stop is requested on `st`, without polling.
 void park_until_stopped(const std::stop_token &st) {

@@ -2,6 +2,8 @@
 #include <lakh/detail/unique_function.hpp>
 #include <lakh/worker_pool.hpp>
 
+#include <support/sync.hpp>
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -20,25 +22,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A one-shot gate: tasks wait on it, the test opens it.
-class gate {
-public:
-  void open() { promise_.set_value(); }
-  void wait() const { opened_.wait(); }
-
-private:
-  std::promise<void> promise_;
-  std::shared_future<void> opened_ = promise_.get_future().share();
-};
-
-/// Spins (yielding) until `pred` holds; fails the test after 10 s instead of hanging.
-template <class Pred> void wait_until_true(Pred pred) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (!pred()) {
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
-    std::this_thread::sleep_for(100us);
-  }
-}
+using lakh::test::gate;
+using lakh::test::wait_until_true;
 
 /// Counts live instances, to prove that queued tasks' captures are destroyed.
 struct tracked {
