@@ -313,18 +313,8 @@ public:
                                       const std::vector<claimed_job> &jobs,
                                       std::chrono::milliseconds lease) {
     check_lease(lease, "heartbeat");
-    if (jobs.empty()) {
-      return {};
-    }
-    const auto ids = int_array(jobs, &claimed_job::id);
-    const auto tokens = int_array(jobs, &claimed_job::token);
-    auto r = w.exec_params("UPDATE " + table_ +
-                               " j SET lease_until = now() + $3 * interval '1 millisecond' "
-                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
-                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
-                               "RETURNING j.id",
-                           ids, tokens, static_cast<long long>(lease.count()));
-    return ids_of(r);
+    return fenced_update_batch(w, jobs, "lease_until = now() + $3 * interval '1 millisecond'",
+                               static_cast<long long>(lease.count()));
   }
 
   /// Extends the job's lease to now() + lease, if the job is still running with its token.
@@ -371,18 +361,7 @@ public:
   /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
   std::vector<std::int64_t> complete_batch(pqxx::transaction_base &w,
                                            const std::vector<claimed_job> &jobs) {
-    if (jobs.empty()) {
-      return {};
-    }
-    const auto ids = int_array(jobs, &claimed_job::id);
-    const auto tokens = int_array(jobs, &claimed_job::token);
-    auto r = w.exec_params("UPDATE " + table_ +
-                               " j SET state = 'done', finished_at = now(), lease_until = NULL "
-                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
-                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
-                               "RETURNING j.id",
-                           ids, tokens);
-    return ids_of(r);
+    return fenced_update_batch(w, jobs, "state = 'done', finished_at = now(), lease_until = NULL");
   }
 
   /// What complete_and_claim() did.
@@ -771,6 +750,25 @@ private:
           return r.affected_rows() == 1;
         },
         st);
+  }
+
+  /// In `w`, applies `set` (SQL; $3... are `args`) to every job of `jobs` still running with
+  /// its token, in one statement; returns the ids updated.
+  template <class... Args>
+  std::vector<std::int64_t> fenced_update_batch(pqxx::transaction_base &w,
+                                                const std::vector<claimed_job> &jobs,
+                                                const std::string &set, Args &&...args) {
+    if (jobs.empty()) {
+      return {};
+    }
+    const auto ids = int_array(jobs, &claimed_job::id);
+    const auto tokens = int_array(jobs, &claimed_job::token);
+    auto r = w.exec_params("UPDATE " + table_ + " j SET " + set +
+                               " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
+                               "RETURNING j.id",
+                           ids, tokens, std::forward<Args>(args)...);
+    return ids_of(r);
   }
 
   pool *pool_;
