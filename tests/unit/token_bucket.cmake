@@ -1,0 +1,1 @@
+lakh_add_test(test_token_bucket SOURCES unit/token_bucket_test.cpp)
