@@ -7,6 +7,9 @@
 // to one request, and it expires. The PostgreSQL and Redis stores are
 // lakh/pg/idempotency_store.hpp and lakh/redis/idempotency_store.hpp.
 // Guide, with the nine rules every store follows: docs/idempotency.md.
+//
+// One header over ~500 lines because the guard, the store concept, the types they exchange
+// and the reference store (memory) are one contract; each other store has its own header.
 
 #include <lakh/backoff.hpp>
 #include <lakh/status.hpp>

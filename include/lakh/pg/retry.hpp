@@ -1,25 +1,13 @@
 #pragma once
 // lakh/pg/retry.hpp: run a transaction, and run it again when PostgreSQL says a retry can
-// succeed.
-//
-// Modelled on pqxx::perform, which retries broken_connection and every
-// transaction_rollback a fixed number of times with no pause. lakh::pg::retrier adds:
-//   - a precise classifier, lakh::pg::classify(): retry 40P01 deadlock_detected, 40001
-//     serialization_failure, 55P03 lock_not_available and lost connections; NEVER retry
-//     in_doubt_error or statement_completion_unknown (the commit may have happened), nor
-//     anything else (unique violations, syntax errors, 57014 query_canceled, 40002, ...);
-//   - capped exponential backoff with full jitter between attempts (lakh::backoff);
-//   - an attempt limit per call and an optional retry budget (lakh::retry_budget) shared
-//     across calls, so that a storm of failures cannot multiply the load on the server;
-//   - a fresh connection after a lost one (the lease is marked broken and the pool
-//     replaces it, or the connection factory is called again);
-//   - counters per cause that anyone may read while it runs;
-//   - a std::stop_token that cuts a backoff sleep (or a wait for a connection) short.
-//
-// The classifier is one function that works with libpqxx 6.4 and 7.x. It decides by exception
-// TYPE first, because in 6.4 deadlock_detected and serialization_failure derive from
-// transaction_rollback, not from sql_error, and carry no sqlstate(); then by sqlstate() for
-// the codes libpqxx maps to no type of its own (55P03 in both versions).
+// succeed: lakh::pg::classify() and lakh::pg::retrier. Modelled on pqxx::perform (which
+// retries broken_connection and every transaction_rollback a fixed number of times, with no
+// pause), plus: a precise classifier (retry 40P01, 40001, 55P03 and lost connections; NEVER
+// in_doubt_error or statement_completion_unknown, whose commit may have happened; decided by
+// exception type first, since libpqxx 6.4's rollback errors carry no sqlstate()), full-jitter
+// backoff (lakh::backoff), an attempt limit and a shared lakh::retry_budget, a fresh
+// connection after a lost one, counters per cause, and a stop_token that cuts a backoff
+// short. Guide: docs/pg.md (API: lakh/pg/retry.hpp and lakh/backoff.hpp).
 
 #include <lakh/backoff.hpp>
 #include <lakh/pg/connection.hpp>
