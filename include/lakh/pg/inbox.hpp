@@ -38,7 +38,6 @@ class inbox {
 public:
   static constexpr std::size_t max_id = 255;
 
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit inbox(pool &p, inbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::inbox")) {}
@@ -130,7 +129,7 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:

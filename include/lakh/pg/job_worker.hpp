@@ -127,7 +127,7 @@ public:
   ~job_worker() { stop(); }
 
   /// Starts the threads; `st` (optional) stops the worker as stop() does.
-  /// Thread-safety: safe. Blocks: never. Allocates: the threads.
+  /// Allocates: the threads.
   /// @throws std::logic_error if already started.
   void start(std::stop_token st = {}) {
     std::lock_guard l(m_);
@@ -163,14 +163,13 @@ public:
     }
   }
 
-  /// Jobs the workers completed. Thread-safety: safe. Blocks: never.
+  /// Jobs the workers completed.
   [[nodiscard]] std::uint64_t done() const noexcept { return done_n_.load(); }
   /// Handler failures recorded with job_queue::fail and retried later (not counting the
   /// in-place retries of options.retry, nor jobs that went dead).
-  /// Thread-safety: safe. Blocks: never.
   [[nodiscard]] std::uint64_t failed() const noexcept { return failed_n_.load(); }
   /// Completions refused by the fence (a lease expired and the job was rescued meanwhile):
-  /// their effects were rolled back. Thread-safety: safe. Blocks: never.
+  /// their effects were rolled back.
   [[nodiscard]] std::uint64_t fenced() const noexcept { return fenced_n_.load(); }
   /// Times an idle worker was woken by a NOTIFY (not by its poll timeout).
   [[nodiscard]] std::uint64_t notify_wakeups() const noexcept { return wakeups_n_.load(); }

@@ -46,8 +46,7 @@ enum class retry_cause : unsigned char {
 /// Number of retry_cause enumerators.
 inline constexpr std::size_t retry_cause_count = 7;
 
-/// The enumerator's name, e.g. "deadlock". Thread-safety: pure. Blocks: never.
-/// Allocates: never.
+/// The enumerator's name, e.g. "deadlock".
 constexpr std::string_view to_string(retry_cause c) noexcept {
   switch (c) {
   case retry_cause::not_retryable:
@@ -69,8 +68,7 @@ constexpr std::string_view to_string(retry_cause c) noexcept {
 }
 
 /// Whether a failure with cause `c` is worth another attempt (deadlock, serialization,
-/// lock_not_available, connection_lost). Thread-safety: pure. Blocks: never.
-/// Allocates: never.
+/// lock_not_available, connection_lost).
 constexpr bool is_retryable(retry_cause c) noexcept {
   return c == retry_cause::deadlock || c == retry_cause::serialization ||
          c == retry_cause::lock_not_available || c == retry_cause::connection_lost;
@@ -84,7 +82,7 @@ constexpr bool is_retryable(retry_cause c) noexcept {
 /// deadlock/serialization errors, then broken_connection (which includes
 /// lakh::pg::connect_error and, in 6.4, too_many_connections), and finally the SQLSTATE of
 /// a pqxx::sql_error.
-/// Thread-safety: pure. Blocks: never. Allocates: may (copies the SQLSTATE).
+/// Allocates: may (copies the SQLSTATE).
 [[nodiscard]] inline retry_cause classify(const std::exception &e) noexcept {
   if (dynamic_cast<const pqxx::in_doubt_error *>(&e) != nullptr ||
       dynamic_cast<const pqxx::statement_completion_unknown *>(&e) != nullptr) {
@@ -162,8 +160,9 @@ struct retry_stats {
   }
 };
 
-/// Runs transaction functions with retry. Share one retrier between threads; its counters
-/// are atomics (relaxed: each is exact, a snapshot of several is approximate).
+/// Runs transaction functions with retry. Share one retrier between threads: every member is
+/// thread-safe, and members other than run() never block or allocate. Its counters are
+/// atomics (relaxed: each is exact, a snapshot of several is approximate).
 ///
 /// The function is called with a fresh transaction for each attempt and must not commit:
 /// run() commits after it returns. It may run several times, so it must not have side
@@ -172,7 +171,6 @@ struct retry_stats {
 class retrier {
 public:
   /// A retrier with `opts`.
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   /// @throws std::invalid_argument if opts.max_attempts is 0 or above 1000.
   explicit retrier(retry_options opts = {}) : opts_(std::move(opts)) {
     if (opts_.max_attempts == 0 || opts_.max_attempts > 1000) {
@@ -245,7 +243,6 @@ public:
   }
 
   /// The counters now.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] retry_stats stats() const noexcept {
     retry_stats s;
     s.calls = calls_.load(std::memory_order_relaxed);
@@ -262,7 +259,7 @@ public:
     return s;
   }
 
-  /// The settings. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The settings.
   [[nodiscard]] const retry_options &options() const noexcept { return opts_; }
 
 private:
