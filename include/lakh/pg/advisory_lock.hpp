@@ -49,7 +49,11 @@ public:
                          (static_cast<std::uint64_t>(static_cast<std::uint32_t>(ns)) << 32U) |
                          static_cast<std::uint32_t>(id))) {}
 
-  /// FNV-1a 64 of `name`'s bytes (see the header comment).
+  /// FNV-1a 64 of `name`'s bytes (offset basis 14695981039346656037, prime 1099511628211),
+  /// reinterpreted as a two's complement int64. Stable across processes, platforms and lakh
+  /// versions (part of the API); NOT PostgreSQL's hashtext(), which is internal and has
+  /// changed between server versions. Distinct names may collide: a collision only
+  /// serializes two unrelated holders.
   /// Allocates: never (except for the exception).
   /// @throws std::invalid_argument if name is empty or longer than max_advisory_name_size.
   [[nodiscard]] static advisory_key hashed(std::string_view name) {

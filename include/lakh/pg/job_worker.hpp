@@ -100,7 +100,7 @@ struct job_worker_options {
   lakh::registry *metrics = nullptr; ///< where the metrics go (none when null)
 };
 
-/// Runs a handler over the jobs of one queue with N threads. See the header comment.
+/// Runs a handler over the jobs of one queue with N threads (docs/job_queue.md, "The runner").
 ///
 /// Thread-safety: start(), stop() and the accessors may be called from any thread; the
 /// handler runs on the worker threads, concurrently with itself. Fairness: jobs in (run_at,
