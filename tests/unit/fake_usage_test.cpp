@@ -13,8 +13,8 @@ namespace fake = lakh::fake;
 
 namespace {
 
-// A splitmix64 stream advanced one draw at a time, written from docs/fake.md's description, to check
-// the O(1) row_at against the sequential definition.
+// A splitmix64 stream advanced one draw at a time, written from docs/fake.md's description, to
+// check the O(1) row_at against the sequential definition.
 struct sequential_splitmix {
   std::uint64_t state;
   std::uint64_t next() {
