@@ -1,23 +1,15 @@
 #pragma once
 // lakh/backoff.hpp: how long to wait before retrying, and how many retries a process may
-// spend at all.
-//
-//   - lakh::backoff: capped exponential backoff with FULL jitter (AWS Architecture Blog,
-//     "Exponential Backoff and Jitter"): the delay before retry k (k = 0, 1, ...) is drawn
-//     uniformly from [0, min(cap, base * 2^k)]. Full jitter spreads a crowd of clients that
-//     failed together (a deadlock victim and its peers, everyone after a failover) instead
-//     of moving the crowd in lockstep as plain exponential backoff does.
-//   - lakh::retry_budget: a token bucket shared by many callers. Each retry withdraws one
-//     token; tokens come back at a fixed rate (and optionally per success). When a storm of
-//     failures drains it, callers stop retrying and fail fast, so retries cannot multiply
-//     the load on a struggling server (the "retry budget" of Finagle and gRPC's retry
-//     throttling).
-//   - lakh::sleep_for(d, stop_token): a sleep that a std::stop_token cuts short.
-//
-// None of this knows about databases; lakh::pg::retry (lakh/pg/retry.hpp) composes them.
-// std and Go have no equivalent (Go code usually hand-rolls it or uses cenkalti/backoff).
+// spend at all: lakh::backoff (capped exponential backoff with FULL jitter, as in the AWS
+// Architecture Blog's "Exponential Backoff and Jitter", so a crowd of clients that failed
+// together spreads out instead of retrying in lockstep), lakh::retry_budget (retries drawn
+// from a shared lakh::token_bucket, Finagle's retry budget and gRPC's retry throttling) and
+// lakh::sleep_for(d, stop_token). No database in sight: lakh::pg::retry composes them.
+// std and Go have no equivalent. Guide: docs/pg.md (API: lakh/pg/retry.hpp and
+// lakh/backoff.hpp).
 
 #include <lakh/status.hpp>
+#include <lakh/token_bucket.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -56,16 +48,15 @@ inline std::minstd_rand &jitter_rng() {
 /// ceiling(k) = min(cap, base * 2^k).
 ///
 /// A backoff is a small immutable value (two durations); copy it freely. It holds no state
-/// between retries: the caller passes the retry number. Memory ordering: none needed, the
-/// object is never modified after construction.
+/// between retries: the caller passes the retry number. Every member is thread-safe and
+/// never blocks or allocates. Memory ordering: none needed, the object is never modified
+/// after construction.
 class backoff {
 public:
   using duration = std::chrono::nanoseconds;
 
   /// A backoff starting at `base` and never exceeding `cap`.
-  /// Thread-safety: n/a (constructor). Blocks: never.
   /// @throws std::invalid_argument if base <= 0 or cap < base.
-  /// Allocates: never (except for the exception message).
   backoff(duration base, duration cap) : base_(base), cap_(cap) {
     if (base <= duration::zero()) {
       throw std::invalid_argument("lakh::backoff: base (" + std::to_string(base.count()) +
@@ -79,15 +70,12 @@ public:
   }
 
   /// The first retry's ceiling.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] constexpr duration base() const noexcept { return base_; }
 
   /// The largest delay ever returned.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] constexpr duration cap() const noexcept { return cap_; }
 
   /// The upper bound of retry `retry`'s delay: min(cap, base * 2^retry), without overflow.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] constexpr duration ceiling(unsigned retry) const noexcept {
     auto c = base_;
     for (unsigned i = 0; i < retry && c < cap_; ++i) {
@@ -97,14 +85,13 @@ public:
   }
 
   /// A delay drawn uniformly from [0, ceiling(retry)] with generator `rng`.
-  /// Thread-safety: safe if `rng` is not shared. Blocks: never. Allocates: never.
+  /// Thread-safety: safe if `rng` is not shared.
   template <class URBG> [[nodiscard]] duration delay(unsigned retry, URBG &rng) const {
     std::uniform_int_distribution<duration::rep> pick(0, ceiling(retry).count());
     return duration{pick(rng)};
   }
 
   /// A delay drawn uniformly from [0, ceiling(retry)] with a per-thread generator.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] duration delay(unsigned retry) const { return delay(retry, detail::jitter_rng()); }
 
 private:
@@ -114,8 +101,7 @@ private:
 
 /// Sleep for `d` unless stop is requested first: status::ok after the full delay,
 /// status::cancelled as soon as `st` is stopped (also if it already was).
-/// Thread-safety: safe. Blocks: until `d` elapses or stop is requested.
-/// Allocates: never.
+/// Thread-safe. Blocks: until `d` elapses or stop is requested. Allocates: never.
 inline status sleep_for(std::chrono::nanoseconds d, std::stop_token st = {}) {
   if (st.stop_requested()) {
     return status::cancelled;
@@ -134,92 +120,76 @@ inline status sleep_for(std::chrono::nanoseconds d, std::stop_token st = {}) {
   return st.stop_requested() ? status::cancelled : status::ok;
 }
 
-/// A token bucket that bounds how many retries a group of callers may make: `capacity`
-/// tokens to start with and at most, `refill_per_second` tokens added back continuously,
-/// and `deposit_per_success` added by each deposit() (e.g. 0.1: one retry per ten
-/// successes, gRPC's token ratio). Share one budget (by reference or shared_ptr) across
-/// every call that talks to the same server.
+/// How many retries a group of callers may make: a lakh::token_bucket of `capacity` tokens
+/// refilled at `refill_per_second`, one token per retry, and `deposit_per_success` tokens
+/// added back by each deposit() (e.g. 0.1: one retry per ten successes, gRPC's token ratio).
+/// When a storm of failures drains it, callers stop retrying and fail fast, so retries cannot
+/// multiply the load on a struggling server. Share one budget (by reference or shared_ptr)
+/// across every call that talks to the same server.
 ///
-/// Memory ordering: every member takes an internal mutex, so a withdraw happens-before any
-/// withdraw or deposit that observes its effect. Fairness: none needed (never blocks).
+/// Every member is thread-safe and never blocks (a short internal critical section) or
+/// allocates. Memory ordering: every member takes an internal mutex, so a withdraw
+/// happens-before any withdraw or deposit that observes its effect. Fairness: none needed.
 class retry_budget {
 public:
-  using clock = std::chrono::steady_clock;
+  using clock = token_bucket::clock;
 
   /// A full bucket of `capacity` tokens.
-  /// Thread-safety: n/a (constructor). Blocks: never. Allocates: never.
   /// @throws std::invalid_argument if capacity < 1, refill_per_second < 0 or
   ///         deposit_per_success < 0 (or any of them is not finite).
   explicit retry_budget(double capacity, double refill_per_second = 0.0,
                         double deposit_per_success = 0.0)
-      : capacity_(capacity), refill_(refill_per_second), deposit_(deposit_per_success),
-        tokens_(capacity), last_(clock::now()) {
+      : deposit_(checked_deposit(capacity, refill_per_second, deposit_per_success)),
+        bucket_(capacity, refill_per_second) {}
+
+  /// Take one token if there is one: true means "you may retry", false means "budget
+  /// exhausted, give up now".
+  [[nodiscard]] bool try_withdraw() noexcept {
+    const std::lock_guard lock(m_);
+    return bucket_.try_take(clock::now());
+  }
+
+  /// Record a success: adds deposit_per_success tokens (up to capacity).
+  void deposit() noexcept {
+    if (deposit_ == 0.0) {
+      return;
+    }
+    const std::lock_guard lock(m_);
+    bucket_.put(deposit_, clock::now());
+  }
+
+  /// The tokens available now (approximate: others may withdraw concurrently).
+  [[nodiscard]] double available() noexcept {
+    const std::lock_guard lock(m_);
+    return bucket_.available(clock::now());
+  }
+
+  /// The bucket's size.
+  [[nodiscard]] double capacity() const noexcept { return bucket_.capacity(); }
+
+private:
+  /// Validates the three settings (retry_budget's own rules and messages); returns the
+  /// deposit.
+  static double checked_deposit(double capacity, double refill, double deposit) {
     auto finite = [](double v) { return v == v && v < std::numeric_limits<double>::infinity(); };
     if (!finite(capacity) || capacity < 1.0) {
       throw std::invalid_argument("lakh::retry_budget: capacity (" + std::to_string(capacity) +
                                   ") must be at least 1");
     }
-    if (!finite(refill_per_second) || refill_per_second < 0.0) {
+    if (!finite(refill) || refill < 0.0) {
       throw std::invalid_argument("lakh::retry_budget: refill_per_second (" +
-                                  std::to_string(refill_per_second) + ") must be >= 0");
+                                  std::to_string(refill) + ") must be >= 0");
     }
-    if (!finite(deposit_per_success) || deposit_per_success < 0.0) {
+    if (!finite(deposit) || deposit < 0.0) {
       throw std::invalid_argument("lakh::retry_budget: deposit_per_success (" +
-                                  std::to_string(deposit_per_success) + ") must be >= 0");
+                                  std::to_string(deposit) + ") must be >= 0");
     }
+    return deposit;
   }
 
-  /// Take one token if there is one: true means "you may retry", false means "budget
-  /// exhausted, give up now".
-  /// Thread-safety: safe. Blocks: never (a short internal critical section). Allocates: never.
-  [[nodiscard]] bool try_withdraw() noexcept {
-    std::lock_guard lock(m_);
-    refill_locked();
-    if (tokens_ < 1.0) {
-      return false;
-    }
-    tokens_ -= 1.0;
-    return true;
-  }
-
-  /// Record a success: adds deposit_per_success tokens (up to capacity).
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
-  void deposit() noexcept {
-    if (deposit_ == 0.0) {
-      return;
-    }
-    std::lock_guard lock(m_);
-    refill_locked();
-    tokens_ = std::min(capacity_, tokens_ + deposit_);
-  }
-
-  /// The tokens available now (approximate: others may withdraw concurrently).
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
-  [[nodiscard]] double available() noexcept {
-    std::lock_guard lock(m_);
-    refill_locked();
-    return tokens_;
-  }
-
-  /// The bucket's size. Thread-safety: safe. Blocks: never. Allocates: never.
-  [[nodiscard]] double capacity() const noexcept { return capacity_; }
-
-private:
-  void refill_locked() noexcept {
-    auto now = clock::now();
-    if (refill_ > 0.0) {
-      std::chrono::duration<double> dt = now - last_;
-      tokens_ = std::min(capacity_, tokens_ + dt.count() * refill_);
-    }
-    last_ = now;
-  }
-
-  const double capacity_;
-  const double refill_;
   const double deposit_;
   std::mutex m_;
-  double tokens_;
-  clock::time_point last_;
+  token_bucket bucket_; // guarded by m_ (its capacity is immutable)
 };
 
 } // namespace lakh

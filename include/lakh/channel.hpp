@@ -13,7 +13,10 @@
 // Unlike moodycamel::ConcurrentQueue or boost::lockfree::queue it is bounded with blocking
 // back-pressure, closable, cancellable and selectable; it is a mutex and condition
 // variables around a ring buffer, so per-item it is slower than those lock-free queues and
-// batching is how it goes fast (see docs/channel.md and docs/benchmarks.md).
+// batching is how it goes fast. Guide: docs/channel.md.
+//
+// One header over ~500 lines because it is one concept: select() waits on the channels'
+// own internals (their mutexes and waiter lists), so it lives beside them.
 
 #include <lakh/detail/wait.hpp>
 #include <lakh/status.hpp>

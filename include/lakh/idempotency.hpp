@@ -1,67 +1,29 @@
 #pragma once
-// lakh/idempotency.hpp: run an operation at most once per idempotency key, and replay its
-// result to every retry of the same request.
+// lakh/idempotency.hpp: run an operation at most once per idempotency key (Stripe's
+// Idempotency-Key) and replay its stored response to every retry: idempotency_guard<Store>,
+// the idempotency_store concept every store satisfies, the in-process
+// memory_idempotency_store, fingerprint() and the key rules. Unlike std::once_flag (one
+// process, one flag, forever), a key is data: shared by processes through the store, bound
+// to one request, and it expires. The PostgreSQL and Redis stores are
+// lakh/pg/idempotency_store.hpp and lakh/redis/idempotency_store.hpp.
+// Guide, with the nine rules every store follows: docs/idempotency.md.
 //
-// A client that retries a POST after a timeout cannot know whether the first attempt
-// happened. With an Idempotency-Key header (Stripe; IETF draft-ietf-httpapi-idempotency-key-
-// header) the server runs the first request and answers every later request with that key
-// from a stored copy of the first response. lakh::idempotency_guard<Store> implements the
-// protocol once; a store keeps the records: lakh::memory_idempotency_store (here: sharded
-// in-process maps, for tests and single-process services), lakh::pg::idempotency_store
-// (lakh/pg/idempotency_store.hpp: the result is committed in the SAME transaction as the
-// business writes) and lakh::redis::idempotency_store (lakh/redis/idempotency_store.hpp:
-// SET NX PX + a fenced Lua completion). All three have the same semantics:
-//
-//  1. Scope. A key belongs to a tenant: tenant A's key "k" and tenant B's key "k" are
-//     different records, and B can never read A's stored response.
-//  2. Binding. A record remembers the request fingerprint (lakh::fingerprint(method, path,
-//     body): FNV-1a 64). The same key with another fingerprint is
-//     idempotency_outcome::mismatch (HTTP 422), whether the first request finished or not.
-//  3. First request runs. The caller that creates the record runs the operation
-//     (idempotency_outcome::executed) and its response is stored.
-//  4. Later duplicates replay. A request that finds a completed record gets the stored
-//     status and body (idempotency_outcome::replayed) and the operation does NOT run.
-//  5. Concurrent duplicates wait, boundedly. A request that finds the record in progress
-//     polls (lakh::backoff, full jitter) for up to options.wait for the result; then it
-//     reports idempotency_outcome::in_progress (HTTP 409; Stripe answers 409 at once).
-//  6. Leases. An in-progress record carries a lock expiry (options.lease). A process that
-//     crashes mid-run leaves the record in progress; once the lease has expired the next
-//     request with the key takes it over and runs the operation. A lease must outlast the
-//     slowest operation: the memory and Redis stores fence a completion with the owner's
-//     token, so an owner whose lease was taken over gets idempotency_outcome::lease_lost
-//     and cannot overwrite the new owner's record (the PostgreSQL store checks the token
-//     under a row lock before the operation runs, so there it cannot happen mid-run).
-//  7. Failures. A response the operation RETURNS is stored, whatever its status code
-//     (a 4xx/5xx the operation chose to return is replayed, as Stripe replays 500s). An
-//     operation that THROWS has produced no response: the guard releases the key (deletes
-//     the in-progress record) and rethrows, so the client may retry at once. Why: a throw
-//     means "no decision was made" (a lost database connection, a bug); storing it would
-//     pin a transient failure to the key for 24 h, and with the PostgreSQL store the
-//     business writes rolled back anyway, so a retry is exactly right. Operations that
-//     must not be repeated after a partial external side effect should catch and RETURN a
-//     response describing it.
-//  8. Expiry. A completed record expires options.ttl (default 24 h) after it completed;
-//     after that the key is new again.
-//  9. Keys. 1..255 bytes of printable ASCII without space (0x21..0x7E); tenants 0..255
-//     bytes of the same. Anything else throws std::invalid_argument naming the problem.
-//
-// Outcomes are values (idempotency_result), never exceptions; exceptions mean misuse
-// (std::invalid_argument), a store failure (e.g. lakh::redis::redis_error) or the operation's own.
-//
-// Unlike a std::once_flag (one process, one flag, forever), a key here is data: it is shared
-// by processes through the store, bound to a request, and expires.
+// One header over ~500 lines because the guard, the store concept, the types they exchange
+// and the reference store (memory) are one contract; each other store has its own header.
 
 #include <lakh/backoff.hpp>
 #include <lakh/status.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -72,6 +34,8 @@
 #include <vector>
 
 namespace lakh {
+
+// The free functions here are pure: thread-safe, never block, allocate only for exceptions.
 
 /// What happened to one guarded request.
 enum class idempotency_outcome {
@@ -84,8 +48,7 @@ enum class idempotency_outcome {
                ///< is shorter than the operation)
 };
 
-/// The enumerator's name, e.g. "replayed". Thread-safety: pure. Blocks: never.
-/// Allocates: never.
+/// The enumerator's name, e.g. "replayed".
 constexpr std::string_view to_string(idempotency_outcome o) noexcept {
   switch (o) {
   case idempotency_outcome::executed:
@@ -168,10 +131,8 @@ inline std::string to_hex16(std::uint64_t v) {
 } // namespace detail
 
 /// Check an idempotency key: 1..255 bytes, each in 0x21..0x7E.
-/// Thread-safety: pure. Blocks: never.
 /// @throws std::invalid_argument naming the problem ("... key is empty", "... key is 300
 ///         bytes (at most 255)", "... key has a forbidden byte 0x20 at position 3 ...").
-/// Allocates: only for the exception.
 inline void validate_idempotency_key(std::string_view key,
                                      std::string_view fn = "lakh::idempotency") {
   if (key.empty()) {
@@ -187,8 +148,7 @@ inline void validate_idempotency_key(std::string_view key,
 }
 
 /// Check a tenant: 0..255 bytes, each in 0x21..0x7E (empty = the single default tenant).
-/// Thread-safety: pure. Blocks: never.
-/// @throws std::invalid_argument naming the problem. Allocates: only for the exception.
+/// @throws std::invalid_argument naming the problem.
 inline void validate_idempotency_tenant(std::string_view tenant,
                                         std::string_view fn = "lakh::idempotency") {
   if (tenant.size() > max_idempotency_tenant_size) {
@@ -205,7 +165,6 @@ inline void validate_idempotency_tenant(std::string_view tenant,
 /// persist it. Not a cryptographic hash: a client could craft a collision between two of
 /// ITS OWN requests under ITS OWN key, which only harms itself (it would get a replay).
 /// Canonicalise the body (e.g. sorted JSON) before hashing if clients may reorder fields.
-/// Thread-safety: pure. Blocks: never. Allocates: never.
 constexpr std::uint64_t fingerprint(std::string_view method, std::string_view path,
                                     std::string_view body) noexcept {
   std::uint64_t h = 14695981039346656037ULL; // FNV-1a 64 offset basis
@@ -249,27 +208,93 @@ struct execute_result {
   stored_response response;
 };
 
-/// Runs operations under idempotency keys kept in a Store (see the header comment for the
-/// rules). The guard holds a reference to the store and its options; it keeps no state of
-/// its own, so one guard may serve every thread, and several guards (in several processes)
-/// may share one store's records.
+namespace detail {
+
+/// An operation of any signature that returns a stored_response: what the concept hands
+/// execute() to check its shape (each store decides what its operation receives).
+struct any_idempotent_operation {
+  template <class... Args> stored_response operator()(Args &&...) const { return {}; }
+};
+
+/// A store's execute() when the operation takes no argument and completion is a separate
+/// fenced step, `bool complete(tenant, key, token, response, opts)` (the memory and Redis
+/// stores): runs fn; if it throws, releases the key and rethrows; else completes: executed,
+/// or lease_lost when the token no longer owns the record.
+template <class Store, class Fn>
+execute_result execute_then_complete(Store &store, std::string_view tenant, std::string_view key,
+                                     const std::string &token, const idempotency_options &opts,
+                                     Fn &&fn) {
+  stored_response resp;
+  try {
+    resp = std::invoke(std::forward<Fn>(fn));
+  } catch (...) {
+    (void)store.release(tenant, key, token);
+    throw;
+  }
+  const bool ok = store.complete(tenant, key, token, resp, opts);
+  return {ok ? idempotency_outcome::executed : idempotency_outcome::lease_lost, std::move(resp)};
+}
+
+/// A fencing token no other process will draw: 32 hex digits, 64 random bits (seeded per
+/// thread from std::random_device) then a process-wide counter.
+inline std::string random_token() {
+  thread_local std::mt19937_64 rng{[] {
+    std::random_device rd;
+    return (static_cast<std::uint64_t>(rd()) << 32U) ^ rd();
+  }()};
+  static std::atomic<std::uint64_t> counter{0};
+  return to_hex16(rng()) + to_hex16(counter.fetch_add(1, std::memory_order_relaxed));
+}
+
+} // namespace detail
+
+/// What idempotency_guard needs of a store of idempotency records (memory_idempotency_store,
+/// lakh::pg::idempotency_store, lakh::redis::idempotency_store, or your own). The syntax is
+/// checked here; the semantics, which every store's tests check through one shared suite,
+/// are:
 ///
-/// A Store provides (see memory_idempotency_store for the reference):
-///   begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
-///                      const idempotency_options &);
-///   execute_result execute(std::string_view tenant, std::string_view key,
-///                          const std::string &token, const idempotency_options &, Fn &&fn);
-///     runs fn (with whatever the store hands it: nothing, or a pqxx::work&) and records
-///     its response fenced by `token`; if fn throws it releases the key and rethrows.
+///  - begin(tenant, key, fp, opts): take the record of (tenant, key) or report what holds it.
+///    acquired (with a fencing token) when the record was absent or expired (a running
+///    record past opts.lease, a completed one past opts.ttl): the caller now owns a new
+///    in-progress record; completed (with the response) for a live completed record of
+///    fingerprint fp; running for a live in-progress one of fp; mismatch for a live record
+///    of another fingerprint.
+///  - execute(tenant, key, token, opts, fn): for the owner of `token`, run fn (with what the
+///    store hands it: nothing for memory and Redis, the pqxx::work for PostgreSQL) and record
+///    its response, fenced by the token, to expire opts.ttl after completion. Returns
+///    executed with the response; lease_lost when the token lost the record while fn ran
+///    (the response is not recorded); or in_progress, fn not run, when the token lost it
+///    before fn started. If fn throws, release the key, then rethrow.
+///  - release(tenant, key, token) noexcept: delete the in-progress record if `token` still
+///    owns it; returns whether it did (false also when the store cannot be reached: the
+///    lease then ends instead).
+///
+/// Every member may be called concurrently, from any process sharing the store; the
+/// completion of a record happens-before any begin() that observes it.
+template <class S>
+concept idempotency_store = requires(S &s, std::string_view tenant, std::string_view key,
+                                     std::uint64_t fp, const std::string &token,
+                                     const idempotency_options &opts,
+                                     detail::any_idempotent_operation &fn) {
+  { s.begin(tenant, key, fp, opts) } -> std::same_as<begin_result>;
+  { s.execute(tenant, key, token, opts, fn) } -> std::same_as<execute_result>;
+  { s.release(tenant, key, token) }
+  noexcept->std::same_as<bool>;
+};
+
+/// Runs operations under idempotency keys kept in a Store, by the rules of
+/// docs/idempotency.md. The guard holds a reference to the store and its options; it keeps
+/// no state of its own, so one guard may serve every thread, and several guards (in several
+/// processes) may share one store's records. Every member is thread-safe and never blocks or
+/// allocates, except run().
 ///
 /// Memory ordering: the completion of a record (store-internal lock, Redis, or PostgreSQL
 /// commit) happens-before any begin() that observes it, so a replaying caller sees the
 /// stored response the executing caller produced. Fairness: none among waiters; each polls
 /// with jittered backoff, and any one of them may take over an expired lease.
-template <class Store> class idempotency_guard {
+template <idempotency_store Store> class idempotency_guard {
 public:
   /// A guard over `store` (which must outlive it) with `opts`.
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   /// @throws std::invalid_argument if ttl or lease is not positive, or wait is negative.
   explicit idempotency_guard(Store &store, idempotency_options opts = {})
       : store_(&store), opts_(opts) {
@@ -293,14 +318,13 @@ public:
   /// nothing; PostgreSQL: the pqxx::work of the business writes).
   /// Returns executed / replayed with the response, mismatch, in_progress (after waiting up
   /// to options.wait, or at once when stop is requested), or lease_lost.
-  /// Thread-safety: safe. Blocks: while fn runs, and up to options.wait on a duplicate that
-  /// is in progress (a stop request ends the wait).
+  /// Blocks: while fn runs, and up to options.wait on a duplicate that is in progress (a
+  /// stop request ends the wait). Allocates: may.
   /// @throws std::invalid_argument if the key or tenant is invalid (before anything runs);
   /// @throws whatever fn throws (the key is released first, so a retry runs again);
   /// @throws the store's errors (e.g. lakh::redis::redis_error): fn has then not run, or ran and
   ///         its result could not be recorded (the record stays in progress until its lease
   ///         expires).
-  /// Allocates: may.
   template <class Fn>
   idempotency_result run(std::string_view tenant, std::string_view key, std::uint64_t fp, Fn &&fn,
                          std::stop_token st = {}) {
@@ -338,10 +362,10 @@ public:
     }
   }
 
-  /// The settings. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The settings.
   [[nodiscard]] const idempotency_options &options() const noexcept { return opts_; }
 
-  /// The store. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The store.
   [[nodiscard]] Store &store() const noexcept { return *store_; }
 
 private:
@@ -362,6 +386,8 @@ struct memory_store_options {
 /// Expired records are dropped when their key is touched and by purge_expired(); call that
 /// periodically in a long-running service, or memory grows with the distinct keys of one TTL.
 ///
+/// Every member is thread-safe, blocks only on the key's shard mutex (each shard in turn for
+/// purge_expired() and size()), and may allocate, unless its comment says otherwise.
 /// Memory ordering: every member locks the key's shard mutex, so complete() happens-before
 /// any begin() that sees the completed record. Fairness: std::mutex (none).
 class memory_idempotency_store {
@@ -369,7 +395,6 @@ class memory_idempotency_store {
 
 public:
   /// An empty store.
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if opts.shards is 0 or above 65536.
   explicit memory_idempotency_store(memory_store_options opts = {})
       : shards_(checked_shards(opts.shards)) {}
@@ -377,7 +402,6 @@ public:
   /// Take (tenant, key) for a request with fingerprint `fp`, or report what holds it. A
   /// record whose lease or TTL has expired is replaced. Low-level: idempotency_guard calls
   /// it; tests call it to simulate a run that crashed.
-  /// Thread-safety: safe. Blocks: on the shard mutex only. Allocates: may.
   [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
                                    const idempotency_options &opts) {
     auto id = record_id(tenant, key);
@@ -410,59 +434,36 @@ public:
 
   /// Run `fn()` for the owner of `token`, then store its response if the token still owns
   /// the record (executed), else report lease_lost. If fn throws, release the key, rethrow.
-  /// Thread-safety: safe. Blocks: while fn runs. @throws whatever fn throws. Allocates: may.
+  /// Blocks: while fn runs. @throws whatever fn throws.
   template <class Fn>
   execute_result execute(std::string_view tenant, std::string_view key, const std::string &token,
                          const idempotency_options &opts, Fn &&fn) {
-    stored_response resp;
-    try {
-      resp = std::invoke(std::forward<Fn>(fn));
-    } catch (...) {
-      release(tenant, key, token);
-      throw;
-    }
-    bool ok = complete(tenant, key, token, resp, opts);
-    return {ok ? idempotency_outcome::executed : idempotency_outcome::lease_lost, std::move(resp)};
+    return detail::execute_then_complete(*this, tenant, key, token, opts, std::forward<Fn>(fn));
   }
 
   /// Mark the record owned by `token` completed with `resp` (expiring opts.ttl from now).
   /// Returns false, changing nothing, if `token` no longer owns an in-progress record.
-  /// Thread-safety: safe. Blocks: on the shard mutex only. Allocates: may.
   bool complete(std::string_view tenant, std::string_view key, const std::string &token,
                 const stored_response &resp, const idempotency_options &opts) {
-    auto id = record_id(tenant, key);
-    auto &sh = shard_for(id);
-    std::lock_guard lock(sh.m);
-    auto it = sh.records.find(id);
-    if (it == sh.records.end() || it->second.done || it->second.token != token) {
-      return false;
-    }
-    it->second.done = true;
-    it->second.response = resp;
-    it->second.expires_at = clock::now() + opts.ttl;
-    return true;
+    return with_owned(tenant, key, token, [&](shard &, auto it) {
+      it->second.done = true;
+      it->second.response = resp;
+      it->second.expires_at = clock::now() + opts.ttl;
+    });
   }
 
   /// Delete the in-progress record owned by `token` (the operation threw). Returns whether
-  /// it did. Thread-safety: safe. Blocks: on the shard mutex only. Allocates: may.
+  /// it did.
   bool release(std::string_view tenant, std::string_view key, const std::string &token) noexcept {
     try {
-      auto id = record_id(tenant, key);
-      auto &sh = shard_for(id);
-      std::lock_guard lock(sh.m);
-      auto it = sh.records.find(id);
-      if (it == sh.records.end() || it->second.done || it->second.token != token) {
-        return false;
-      }
-      sh.records.erase(it);
-      return true;
+      return with_owned(tenant, key, token, [](shard &sh, auto it) { sh.records.erase(it); });
     } catch (...) {
       return false; // allocation failure: the lease will expire instead
     }
   }
 
   /// Drop every record whose TTL or lease has expired; returns how many.
-  /// Thread-safety: safe. Blocks: on each shard mutex in turn. Allocates: never.
+  /// Allocates: never.
   std::size_t purge_expired() {
     std::size_t n = 0;
     auto now = clock::now();
@@ -476,7 +477,7 @@ public:
   }
 
   /// Records held now, expired or not (approximate while others run).
-  /// Thread-safety: safe. Blocks: on each shard mutex in turn. Allocates: never.
+  /// Allocates: never.
   [[nodiscard]] std::size_t size() const {
     std::size_t n = 0;
     for (auto &sh : shards_) {
@@ -513,6 +514,21 @@ private:
     return shards_[std::hash<std::string>{}(id) % shards_.size()];
   }
 
+  /// Under the key's shard mutex, calls f(shard, iterator) when `token` owns the in-progress
+  /// record of (tenant, key); returns whether it did.
+  template <class F>
+  bool with_owned(std::string_view tenant, std::string_view key, const std::string &token, F &&f) {
+    auto id = record_id(tenant, key);
+    auto &sh = shard_for(id);
+    const std::lock_guard lock(sh.m);
+    auto it = sh.records.find(id);
+    if (it == sh.records.end() || it->second.done || it->second.token != token) {
+      return false;
+    }
+    f(sh, it);
+    return true;
+  }
+
   static std::size_t checked_shards(std::size_t n) {
     if (n == 0 || n > 65536) {
       throw std::invalid_argument("lakh::memory_idempotency_store: shards (" + std::to_string(n) +
@@ -524,5 +540,7 @@ private:
   std::vector<shard> shards_;
   std::atomic<std::uint64_t> next_token_{1};
 };
+
+static_assert(idempotency_store<memory_idempotency_store>);
 
 } // namespace lakh

@@ -8,14 +8,17 @@
 #include <lakh/channel.hpp>
 #include <lakh/error.hpp>
 #include <lakh/idempotency.hpp>
+#include <lakh/lock_all.hpp>
 #include <lakh/lock_order.hpp>
 #include <lakh/metrics.hpp>
 #include <lakh/parallel_for_each.hpp>
 #include <lakh/progress.hpp>
 #include <lakh/prometheus.hpp>
+#include <lakh/ranked_mutex.hpp>
 #include <lakh/semaphore.hpp>
 #include <lakh/status.hpp>
 #include <lakh/task_group.hpp>
 #include <lakh/thread_annotations.hpp>
+#include <lakh/token_bucket.hpp>
 #include <lakh/version.hpp>
 #include <lakh/worker_pool.hpp>

@@ -26,7 +26,8 @@
 //     may lead or lag them by the records in flight. Buckets are read one by one while
 //     records go on, so a pass is not one instant either: a record landing in a bucket
 //     already read is simply not seen by it.
-// Fairness does not arise: nothing waits.
+// Fairness does not arise: nothing waits. Every member of these types is thread-safe and
+// never blocks or allocates unless its comment says otherwise.
 
 #include <algorithm>
 #include <array>
@@ -49,15 +50,10 @@ namespace lakh {
 class counter {
 public:
   /// Adds n (wraps modulo 2^64).
-  /// Thread-safety: safe from any number of threads.
   /// Blocks: never (wait-free).
-  /// Allocates: never.
   void add(std::uint64_t n = 1) noexcept { value_.fetch_add(n, std::memory_order_relaxed); }
 
   /// The count so far: at least every add() that happened-before this call.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::uint64_t value() const noexcept {
     return value_.load(std::memory_order_relaxed);
   }
@@ -74,18 +70,14 @@ private:
 class gauge {
 public:
   /// Sets the value (and raises the high-water mark to it if higher).
-  /// Thread-safety: safe.
   /// Blocks: never (a CAS on the mark retried only while other threads raise it).
-  /// Allocates: never.
   void set(std::int64_t v) noexcept {
     value_.store(v, std::memory_order_relaxed);
     raise_max(v);
   }
 
   /// Adds d, which may be negative (wraps modulo 2^64 rather than overflowing).
-  /// Thread-safety: safe.
   /// Blocks: never (as set()).
-  /// Allocates: never.
   void add(std::int64_t d) noexcept {
     const std::int64_t old = value_.fetch_add(d, std::memory_order_relaxed);
     raise_max(
@@ -93,23 +85,16 @@ public:
   }
 
   /// The current value.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::int64_t value() const noexcept {
     return value_.load(std::memory_order_relaxed);
   }
 
   /// The highest value set or reached since construction or reset() (at least 0).
-  /// Thread-safety: safe; may lag a concurrent set()/add() by that one update.
-  /// Blocks: never.
-  /// Allocates: never.
+  /// may lag a concurrent set()/add() by that one update.
   [[nodiscard]] std::int64_t max() const noexcept { return max_.load(std::memory_order_relaxed); }
 
   /// Sets the value and the high-water mark to 0.
-  /// Thread-safety: safe; an update racing with it may land before or after it.
-  /// Blocks: never.
-  /// Allocates: never.
+  /// an update racing with it may land before or after it.
   void reset() noexcept {
     value_.store(0, std::memory_order_relaxed);
     max_.store(0, std::memory_order_relaxed);
@@ -145,17 +130,12 @@ class registry;
 class latency_histogram {
 public:
   /// Records one duration; a negative duration counts as 0.
-  /// Thread-safety: safe from any number of threads.
   /// Blocks: never (see the class comment for the min/max CAS).
-  /// Allocates: never.
   void record(std::chrono::nanoseconds d) noexcept {
     record_ns(d.count() > 0 ? static_cast<std::uint64_t>(d.count()) : 0);
   }
 
   /// Records one duration given in nanoseconds.
-  /// Thread-safety: safe from any number of threads.
-  /// Blocks: never.
-  /// Allocates: never.
   void record_ns(std::uint64_t ns) noexcept {
     buckets_[index_of(ns)].fetch_add(1, std::memory_order_relaxed);
     sum_.fetch_add(ns, std::memory_order_relaxed);
@@ -165,10 +145,8 @@ public:
 
   /// Adds other's samples to this histogram, as if they had been recorded here (bucket
   /// counts and sums add; min and max combine). h.merge(h) doubles every count.
-  /// Thread-safety: safe; records into either histogram racing with the merge may or may
+  /// records into either histogram racing with the merge may or may
   /// not be included, and the merged sum may then miss one whose bucket was merged.
-  /// Blocks: never.
-  /// Allocates: never.
   void merge(const latency_histogram &other) noexcept {
     for (std::size_t i = 0; i < bucket_count; ++i) {
       if (const auto n = other.buckets_[i].load(std::memory_order_relaxed); n != 0) {
@@ -181,10 +159,9 @@ public:
   }
 
   /// Number of samples: the sum of the bucket counts.
-  /// Thread-safety: safe; records racing with it may or may not be counted.
-  /// Blocks: never (one pass over the 5376 buckets, about 2 us; record() stays cheaper for
-  /// not keeping a separate count).
-  /// Allocates: never.
+  /// records racing with it may or may not be counted.
+  /// Blocks: never (one pass over the 5376 buckets; record() stays cheaper for not keeping a
+  /// separate count).
   [[nodiscard]] std::uint64_t count() const noexcept {
     std::uint64_t n = 0;
     for (const auto &b : buckets_) {
@@ -195,9 +172,6 @@ public:
 
   /// Sum of all samples (exact, not bucketed), in nanoseconds; wraps after 292 years of
   /// recorded time.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::chrono::nanoseconds sum() const noexcept {
     return std::chrono::nanoseconds(
         static_cast<std::int64_t>(sum_.load(std::memory_order_relaxed)));
@@ -205,8 +179,8 @@ public:
 
   /// The q-quantile (0.5 median, 0.99, ...) within 0.4% relative error; 0 ns when empty.
   /// quantile(0) is min() and quantile(1) is max(), exactly.
-  /// Thread-safety: safe; records racing with it may or may not be counted.
-  /// Blocks: never (two passes over the 5376 buckets, a few microseconds).
+  /// records racing with it may or may not be counted.
+  /// Blocks: never (two passes over the 5376 buckets).
   /// @throws std::invalid_argument if q is not within [0, 1] (NaN included).
   /// Allocates: only for the exception's message.
   [[nodiscard]] std::chrono::nanoseconds quantile(double q) const {
@@ -220,9 +194,6 @@ public:
   }
 
   /// Smallest sample; 0 ns when empty.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::chrono::nanoseconds min() const noexcept {
     const std::uint64_t lo = min_.load(std::memory_order_relaxed);
     return lo == no_min ? std::chrono::nanoseconds(0)
@@ -230,18 +201,13 @@ public:
   }
 
   /// Largest sample; 0 ns when empty.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::chrono::nanoseconds max() const noexcept {
     return std::chrono::nanoseconds(
         static_cast<std::int64_t>(max_.load(std::memory_order_relaxed)));
   }
 
   /// Mean in nanoseconds (exact sum / count()); 0 when empty.
-  /// Thread-safety: safe.
   /// Blocks: never (a pass over the buckets, as count()).
-  /// Allocates: never.
   [[nodiscard]] double mean_ns() const noexcept {
     const std::uint64_t n = count();
     return n == 0
@@ -252,8 +218,6 @@ public:
   /// Forgets every sample.
   /// Thread-safety: safe, but a record() racing with it may be kept in part (e.g. in its
   /// bucket but not in sum()); reset while no one records for exact figures.
-  /// Blocks: never.
-  /// Allocates: never.
   void reset() noexcept {
     for (auto &b : buckets_) {
       b.store(0, std::memory_order_relaxed);
@@ -356,47 +320,32 @@ class throughput_meter {
 public:
   /// Starts the clock (std::chrono::steady_clock).
   /// Thread-safety: constructs a new object.
-  /// Blocks: never.
-  /// Allocates: never.
   throughput_meter() noexcept : start_ns_(now_ns()) {}
 
   /// Counts n items.
-  /// Thread-safety: safe from any number of threads.
   /// Blocks: never (wait-free).
-  /// Allocates: never.
   void add(std::uint64_t n = 1) noexcept { total_.fetch_add(n, std::memory_order_relaxed); }
 
   /// Items counted since the start.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::uint64_t total() const noexcept {
     return total_.load(std::memory_order_relaxed);
   }
 
   /// Time since construction or the last restart().
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] std::chrono::nanoseconds elapsed() const noexcept {
     return std::chrono::nanoseconds(now_ns() - start_ns_.load(std::memory_order_relaxed));
   }
 
   /// total() / elapsed() in items per second (0 before any time has passed): the average
   /// rate over the whole interval, not a recent one.
-  /// Thread-safety: safe.
-  /// Blocks: never.
-  /// Allocates: never.
   [[nodiscard]] double per_second() const noexcept {
     const double s = std::chrono::duration<double>(elapsed()).count();
     return s > 0 ? static_cast<double>(total()) / s : 0.0;
   }
 
   /// Zeroes the count and restarts the clock.
-  /// Thread-safety: safe; an add() racing with it may land before or after it, and a
+  /// an add() racing with it may land before or after it, and a
   /// reader racing with it may see the new count with the old start or the reverse.
-  /// Blocks: never.
-  /// Allocates: never.
   void restart() noexcept {
     total_.store(0, std::memory_order_relaxed);
     start_ns_.store(now_ns(), std::memory_order_relaxed);

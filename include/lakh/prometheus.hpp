@@ -34,7 +34,7 @@ using labels = std::vector<std::pair<std::string, std::string>>;
 /// header (the first registration's help), in registration order. The registry's mutex
 /// orders registrations and writes; the metrics themselves are updated without it, so a
 /// write_prometheus() racing with updates reads each value at its own moment (see the
-/// header comment).
+/// memory-ordering comment at the top of lakh/metrics.hpp).
 class registry {
 public:
   registry() = default;

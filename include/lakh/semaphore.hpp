@@ -9,22 +9,7 @@
 // has been, so a large request at the head is never starved by a stream of small ones (while
 // it waits, small requests queue behind it even if they would fit). Unlike Go's, the
 // capacity can be changed at run time (`resize`), and asking for more than the capacity is
-// an immediate error instead of a wait that can never end.
-//
-// Memory ordering: a release(n) happens-before every acquisition that the released units let
-// complete (acquire and release synchronize through one mutex), so whatever a holder wrote
-// before releasing is visible to the next holder of those units.
-// Fairness: strictly first come, first served among blocked callers; try_acquire never
-// jumps the queue (it fails while anyone waits). A waiter that gives up (deadline or stop)
-// leaves the queue at once, and if it was the head the waiters behind it that now fit are
-// granted, so a cancelled big request never blocks the small ones behind it.
-// resize() may shrink the capacity below a queued request: that waiter's acquire throws
-// std::invalid_argument (the error it would have got on arrival) instead of waiting for a
-// capacity that may never come back; Go, which cannot resize, would block it forever.
-// Cost: one mutex per call (no atomic fast path: FIFO hand-off needs the queue); each
-// waiter has its own condition variable and is woken only when its own units are granted
-// (no thundering herd). Nothing allocates: a waiter lives on its caller's stack, and the
-// stop_token is watched by a std::stop_callback, not by condition_variable_any.
+// an immediate error instead of a wait that can never end. Guide: docs/semaphore.md.
 
 #include <lakh/detail/wait.hpp>
 #include <lakh/error.hpp>
@@ -44,20 +29,19 @@ namespace lakh {
 class semaphore;
 
 /// Units held from a lakh::semaphore, released when the permit is destroyed (RAII). Movable,
-/// not copyable; an empty permit (owns() == false) holds nothing.
+/// not copyable; an empty permit (owns() == false) holds nothing. Not thread-safe (one
+/// owner); members never block or allocate unless noted.
 class [[nodiscard]] permit {
 public:
-  /// An empty permit. Thread-safety: n/a. Blocks: never. Allocates: never.
+  /// An empty permit.
   permit() noexcept = default;
 
   /// Takes over other's units; other becomes empty.
-  /// Thread-safety: not thread-safe (one owner). Blocks: never. Allocates: never.
   permit(permit &&other) noexcept
       : sem_(std::exchange(other.sem_, nullptr)), n_(std::exchange(other.n_, 0)) {}
 
   /// Releases the units this permit holds, then takes over other's; other becomes empty.
-  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
-  /// Allocates: never.
+  /// Blocks: briefly (the semaphore's mutex).
   permit &operator=(permit &&other) noexcept {
     if (this != &other) {
       release();
@@ -71,26 +55,22 @@ public:
   permit &operator=(const permit &) = delete;
 
   /// Releases the units still held (see release()).
-  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
-  /// Allocates: never.
+  /// Blocks: briefly (the semaphore's mutex).
   ~permit() { release(); }
 
   /// Releases the units now; the permit becomes empty. Does nothing on an empty permit.
   /// Releasing the same units by hand as well (semaphore::release) is misuse: the permit's
   /// own release then finds them gone and calls std::terminate (it is noexcept).
-  /// Thread-safety: not thread-safe (one owner). Blocks: briefly (the semaphore's mutex).
-  /// Allocates: never.
+  /// Blocks: briefly (the semaphore's mutex).
   void release() noexcept;
 
-  /// Whether the permit holds units. Thread-safety: not thread-safe. Blocks: never.
-  /// Allocates: never.
+  /// Whether the permit holds units.
   [[nodiscard]] bool owns() const noexcept { return sem_ != nullptr; }
 
-  /// owns(). Thread-safety: not thread-safe. Blocks: never. Allocates: never.
+  /// owns().
   explicit operator bool() const noexcept { return owns(); }
 
-  /// Units held (0 when empty). Thread-safety: not thread-safe. Blocks: never.
-  /// Allocates: never.
+  /// Units held (0 when empty).
   [[nodiscard]] std::ptrdiff_t count() const noexcept { return n_; }
 
 private:
@@ -101,18 +81,28 @@ private:
   std::ptrdiff_t n_ = 0;
 };
 
-/// Weighted counting semaphore, strictly FIFO (details in the header comment).
+/// Weighted counting semaphore, strictly FIFO. Every member but the destructor may be called
+/// concurrently; none allocates (except an exception's message), and those that do not wait
+/// hold the internal mutex only briefly.
 ///
-/// Memory ordering: a release(n) happens-before every acquisition those units let complete.
-/// Fairness: blocked callers are granted strictly in arrival order; a caller that cannot be
-/// granted yet blocks everyone behind it (so it is never starved), and try_acquire fails
-/// while anyone is queued. Every member may be called concurrently.
+/// Memory ordering: a release(n) happens-before every acquisition that the released units let
+/// complete (acquire and release synchronize through one mutex), so whatever a holder wrote
+/// before releasing is visible to the next holder of those units.
+/// Fairness: strictly first come, first served among blocked callers; try_acquire never
+/// jumps the queue (it fails while anyone waits). A waiter that gives up (deadline or stop)
+/// leaves the queue at once, and if it was the head the waiters behind it that now fit are
+/// granted, so a cancelled big request never blocks the small ones behind it.
+/// resize() may shrink the capacity below a queued request: that waiter's acquire throws
+/// std::invalid_argument (the error it would have got on arrival) instead of waiting for a
+/// capacity that may never come back; Go, which cannot resize, would block it forever.
+/// Cost: one mutex per call (no atomic fast path: FIFO hand-off needs the queue); each
+/// waiter has its own condition variable and is woken only when its own units are granted
+/// (no thundering herd). Nothing allocates: a waiter lives on its caller's stack, and the
+/// stop_token is watched by a std::stop_callback, not by condition_variable_any.
 class semaphore {
 public:
   /// A semaphore with `capacity` units, none in use.
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::invalid_argument if capacity < 1.
-  /// Allocates: never (only the message of an exception it throws).
   explicit semaphore(std::ptrdiff_t capacity) : capacity_(capacity) {
     if (capacity < 1) {
       throw std::invalid_argument("lakh::semaphore: capacity (" + std::to_string(capacity) +
@@ -125,32 +115,28 @@ public:
 
   /// Destroying a semaphore while calls are blocked in it or permits refer to it is
   /// undefined behaviour, as for std::mutex.
-  /// Thread-safety: no other call may run concurrently. Blocks: never. Allocates: never.
+  /// Thread-safety: no other call may run concurrently.
   ~semaphore() = default;
 
   /// Takes n units, waiting in FIFO order until they are free.
-  /// Thread-safety: safe. Blocks: until the units are granted.
+  /// Blocks: until the units are granted.
   /// @throws std::invalid_argument if n < 1 or n > capacity(), also when a resize() while
   /// waiting makes the capacity smaller than n.
-  /// Allocates: never (only the message of an exception it throws).
   void acquire(std::ptrdiff_t n = 1) {
     (void)acquire_impl("acquire", n, std::nullopt, std::stop_token{});
   }
 
   /// Takes n units, or gives up when stop is requested on `st`.
-  /// Thread-safety: safe. Blocks: until granted or stop requested.
+  /// Blocks: until granted or stop requested.
   /// @return status::ok (the units are held) or status::cancelled (nothing is held).
   /// @throws std::invalid_argument as acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] status acquire(std::ptrdiff_t n, std::stop_token st) {
     return acquire_impl("acquire", n, std::nullopt, st);
   }
 
   /// Takes n units if they are free and nobody waits; never blocks, never jumps the queue.
-  /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
   /// @return true if the units are now held.
   /// @throws std::invalid_argument as acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
   [[nodiscard]] bool try_acquire(std::ptrdiff_t n = 1) {
     std::lock_guard lk(mu_);
     check_n("try_acquire", n);
@@ -164,10 +150,9 @@ public:
   /// Takes n units, waiting at most `timeout`, or until stop is requested on `st`. A timeout
   /// of zero or less only succeeds if the units are free now (and nobody waits); one longer
   /// than about a century means no deadline (it cannot overflow).
-  /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
+  /// Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
   /// @throws std::invalid_argument as acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
   template <class Rep, class Period>
   [[nodiscard]] status try_acquire_for(std::ptrdiff_t n, std::chrono::duration<Rep, Period> timeout,
                                        std::stop_token st = {}) {
@@ -176,10 +161,9 @@ public:
 
   /// Takes n units, waiting until `deadline` at most (any clock: the time left is measured
   /// once and waited on the steady clock), or until stop is requested on `st`.
-  /// Thread-safety: safe. Blocks: until granted, the deadline, or stop requested.
+  /// Blocks: until granted, the deadline, or stop requested.
   /// @return status::ok, status::timeout or status::cancelled (nothing held unless ok).
   /// @throws std::invalid_argument as acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
   template <class Clock, class Duration>
   [[nodiscard]] status try_acquire_until(std::ptrdiff_t n,
                                          std::chrono::time_point<Clock, Duration> deadline,
@@ -189,10 +173,8 @@ public:
 
   /// Gives back n units and grants waiters from the head of the queue while they fit.
   /// Thread-safety: safe; any thread may release (not only the acquirer).
-  /// Blocks: never (briefly on the internal mutex).
   /// @throws std::invalid_argument if n < 1.
   /// @throws lakh::usage_error if n is more than in_use().
-  /// Allocates: never (only the message of an exception it throws).
   void release(std::ptrdiff_t n = 1) {
     std::lock_guard lk(mu_);
     if (n < 1) {
@@ -208,31 +190,27 @@ public:
   }
 
   /// acquire(n) as a RAII permit.
-  /// Thread-safety, blocking, exceptions: as acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
+  /// Blocking and exceptions: as acquire(n).
   [[nodiscard]] permit acquire_permit(std::ptrdiff_t n = 1) {
     acquire(n);
     return permit(this, n);
   }
 
   /// acquire(n, st) as a permit; empty (owns() == false) when cancelled.
-  /// Thread-safety, blocking, exceptions: as acquire(n, st).
-  /// Allocates: never (only the message of an exception it throws).
+  /// Blocking and exceptions: as acquire(n, st).
   [[nodiscard]] permit acquire_permit(std::ptrdiff_t n, std::stop_token st) {
     return acquire(n, std::move(st)) == status::ok ? permit(this, n) : permit();
   }
 
   /// try_acquire(n) as a permit; empty when the units were not free.
-  /// Thread-safety, blocking, exceptions: as try_acquire(n).
-  /// Allocates: never (only the message of an exception it throws).
+  /// Blocking and exceptions: as try_acquire(n).
   [[nodiscard]] permit try_acquire_permit(std::ptrdiff_t n = 1) {
     return try_acquire(n) ? permit(this, n) : permit();
   }
 
   /// try_acquire_for(n, timeout, st) as a permit; empty on timeout or cancellation (call
   /// try_acquire_for itself to tell them apart).
-  /// Thread-safety, blocking, exceptions: as try_acquire_for.
-  /// Allocates: never (only the message of an exception it throws).
+  /// Blocking and exceptions: as try_acquire_for.
   template <class Rep, class Period>
   [[nodiscard]] permit try_acquire_permit_for(std::ptrdiff_t n,
                                               std::chrono::duration<Rep, Period> timeout,
@@ -241,8 +219,7 @@ public:
   }
 
   /// try_acquire_until(n, deadline, st) as a permit; empty on timeout or cancellation.
-  /// Thread-safety, blocking, exceptions: as try_acquire_until.
-  /// Allocates: never (only the message of an exception it throws).
+  /// Blocking and exceptions: as try_acquire_until.
   template <class Clock, class Duration>
   [[nodiscard]] permit try_acquire_permit_until(std::ptrdiff_t n,
                                                 std::chrono::time_point<Clock, Duration> deadline,
@@ -254,9 +231,7 @@ public:
   /// allowed: units in use stay in use and new acquisitions wait until enough are released.
   /// Waiters asking for more than the new capacity could never be served: they are woken
   /// and their acquire throws std::invalid_argument (as it would have on arrival).
-  /// Thread-safety: safe. Blocks: never (briefly on the internal mutex).
   /// @throws std::invalid_argument if new_capacity < 1.
-  /// Allocates: never (only the message of an exception it throws).
   void resize(std::ptrdiff_t new_capacity) {
     std::lock_guard lk(mu_);
     if (new_capacity < 1) {
@@ -276,21 +251,19 @@ public:
     grant_locked();
   }
 
-  /// The total number of units. Thread-safety: safe. Blocks: briefly. Allocates: never.
+  /// The total number of units.
   [[nodiscard]] std::ptrdiff_t capacity() const {
     std::lock_guard lk(mu_);
     return capacity_;
   }
 
   /// Units held now (approximate as soon as it returns).
-  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::ptrdiff_t in_use() const {
     std::lock_guard lk(mu_);
     return in_use_;
   }
 
   /// capacity() - in_use(), at least 0 (approximate as soon as it returns).
-  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::ptrdiff_t available() const {
     std::lock_guard lk(mu_);
     return capacity_ > in_use_ ? capacity_ - in_use_ : 0;
@@ -298,7 +271,6 @@ public:
 
   /// Callers queued in acquire now, i.e. not yet granted, timed out or cancelled
   /// (approximate as soon as it returns).
-  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::size_t waiting() const {
     std::lock_guard lk(mu_);
     return waiting_;

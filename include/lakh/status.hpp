@@ -20,7 +20,7 @@ enum class status {
   cancelled, ///< the std::stop_token was stopped first
 };
 
-/// The enumerator's name, e.g. "timeout". Thread-safety: pure. Blocks: never. Allocates: never.
+/// The enumerator's name, e.g. "timeout".
 constexpr std::string_view to_string(status s) noexcept {
   switch (s) {
   case status::ok:

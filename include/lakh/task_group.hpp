@@ -11,7 +11,7 @@
 // Tasks run on threads the group owns (std::jthread, never detached), reused by later
 // spawns and joined by `wait()` and the destructor. A goroutine is cheap and a thread is
 // not: use a task_group for a bounded set of concurrent jobs, and lakh::worker_pool for
-// many small ones.
+// many small ones. Guide: docs/task_group.md.
 
 #include <lakh/detail/task_invoke.hpp>
 #include <lakh/detail/unique_function.hpp>
@@ -34,7 +34,9 @@
 namespace lakh {
 
 /// Runs tasks concurrently, each on a thread of its own; the first exception requests stop
-/// on all others and is rethrown by `wait()`.
+/// on all others and is rethrown by `wait()`. Every member but the constructor and destructor
+/// is thread-safe; members never block (beyond the group's lock, held briefly) or allocate
+/// unless noted.
 ///
 /// Memory ordering: everything a thread did before `spawn`/`try_spawn` happens-before the
 /// task's body starts; each task's completion (its return or throw, and the destruction of
@@ -53,11 +55,10 @@ public:
   static constexpr std::ptrdiff_t unlimited = -1;
 
   /// A group with no limit, stopped only by a failure or `request_stop()`.
-  /// Thread-safety: n/a. Blocks: never. Allocates: the stop state (as std::stop_source).
+  /// Allocates: the stop state (as std::stop_source).
   task_group() : task_group(std::stop_token{}) {}
 
   /// A group whose token is also stopped when `parent` is (Go's WithContext(parent)).
-  /// Thread-safety: n/a. Blocks: never.
   /// Allocates: the stop state (as std::stop_source).
   explicit task_group(std::stop_token parent)
       : parent_link_(std::move(parent), forward_stop{&stop_source_}) {}
@@ -82,7 +83,6 @@ public:
 
   /// Sets how many tasks may run at once: `n > 0`, or a negative value (`unlimited`) for no
   /// limit (as Go's SetLimit). Must be called while no task is active.
-  /// Thread-safety: safe. Blocks: never.
   /// @throws std::invalid_argument if n is 0 (every spawn would block forever).
   /// @throws lakh::usage_error if tasks are active (Go panics).
   /// Allocates: never.
@@ -99,7 +99,7 @@ public:
     limit_ = n < 0 ? 0 : static_cast<std::size_t>(n);
   }
 
-  /// The limit, or `unlimited`. Thread-safety: safe. Blocks: briefly. Allocates: never.
+  /// The limit, or `unlimited`.
   [[nodiscard]] std::ptrdiff_t limit() const {
     std::scoped_lock lk(mu_);
     return limit_ == 0 ? unlimited : static_cast<std::ptrdiff_t>(limit_);
@@ -108,8 +108,8 @@ public:
   /// Runs `fn()`, or `fn(get_stop_token())` when it takes a token, on a thread of the group.
   /// After a failure or `request_stop()` the task still runs (as in Go), with its token
   /// already stopped; a task that honours the token returns at once.
-  /// Thread-safety: safe (tasks may spawn into their own group). Blocks: while the group is
-  /// at its limit, until a task finishes.
+  /// Tasks may spawn into their own group. Blocks: while the group is at its limit, until a
+  /// task finishes.
   /// @throws std::system_error if a new thread cannot be started (the task is discarded).
   /// @throws whatever copying fn throws; std::bad_alloc.
   /// Allocates: a thread when no idle one is left; the task when it captures > 48 bytes.
@@ -126,7 +126,7 @@ public:
 
   /// As `spawn(fn)`, but gives up waiting for a slot when stop is requested on `st` (the
   /// caller's token, not the group's).
-  /// Thread-safety: safe. Blocks: while at the limit, until a slot frees or stop on `st`.
+  /// Blocks: while at the limit, until a slot frees or stop on `st`.
   /// @return ok (the task was started) or cancelled (it was not, and is discarded).
   /// @throws std::system_error if a new thread cannot be started.
   /// @throws whatever copying fn throws; std::bad_alloc.
@@ -144,7 +144,7 @@ public:
   }
 
   /// Starts `fn` only if the group is below its limit now (Go's TryGo).
-  /// Thread-safety: safe. Blocks: never (beyond the group's lock and starting a thread).
+  /// Blocks: never (beyond the group's lock and starting a thread).
   /// @return true if started; false at the limit (fn is discarded).
   /// @throws std::system_error if a new thread cannot be started.
   /// @throws whatever copying fn throws; std::bad_alloc.
@@ -165,7 +165,7 @@ public:
   /// tasks), joins the group's threads, then rethrows the first exception any task threw, if
   /// one did. The error is sticky: every later `wait()` rethrows it too, and the token stays
   /// stopped. After a `wait()` without error the group may be reused.
-  /// Thread-safety: safe. Blocks: until all tasks return.
+  /// Blocks: until all tasks return.
   /// @throws lakh::usage_error if called from one of the group's own tasks.
   /// @throws the first exception a task threw.
   /// Allocates: never.
@@ -184,24 +184,21 @@ public:
   }
 
   /// Requests stop on the group's token, as a failing task does, without an exception.
-  /// Thread-safety: safe. Blocks: while the token's stop callbacks run.
+  /// Blocks: while the token's stop callbacks run.
   /// @return true if this call made the request (std::stop_source::request_stop).
   /// Allocates: never.
   bool request_stop() noexcept { return stop_source_.request_stop(); }
 
   /// The group's token, passed to tasks that take one (Go's derived Context).
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] std::stop_token get_stop_token() const noexcept { return stop_source_.get_token(); }
 
   /// Tasks spawned and not yet returned; approximate.
-  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::size_t active() const {
     std::scoped_lock lk(mu_);
     return active_;
   }
 
   /// Exceptions thrown after the first, which `wait()` does not rethrow.
-  /// Thread-safety: safe. Blocks: briefly. Allocates: never.
   [[nodiscard]] std::size_t dropped_exceptions() const {
     std::scoped_lock lk(mu_);
     return dropped_;

@@ -9,14 +9,8 @@
 // types (lakh::ranked_mutex, lakh::ranked_shared_mutex, lakh::lock_guard) are annotated, so
 // the analysis understands them; libstdc++'s std::mutex and std::scoped_lock are NOT annotated
 // (libc++'s are), so under Clang + libstdc++ use lakh::lock_guard for scoped locking that the
-// analysis can follow. GCC ignores all of this: every macro expands to nothing.
-//
-// Example:
-//   struct account {
-//     lakh::ranked_mutex mu{10, "account"};
-//     long balance LAKH_GUARDED_BY(mu) = 0;
-//     void deposit(long n) LAKH_EXCLUDES(mu) { lakh::lock_guard g(mu); balance += n; }
-//   };
+// analysis can follow. GCC ignores all of this: every macro expands to nothing. Guide, with
+// an example: docs/lock_order.md ("Clang thread-safety annotations").
 
 #if defined(__clang__)
 #  define LAKH_DETAIL_THREAD_ANNOTATION(x) __attribute__((x))

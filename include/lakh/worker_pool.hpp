@@ -12,7 +12,10 @@
 // lakh/parallel_for_each.hpp, so that this header does not pull in the channel.
 //
 // Go has no pool type; the Go idiom is N goroutines ranging over a channel, which is what
-// lakh::parallel_for_each does on this pool's threads.
+// lakh::parallel_for_each does on this pool's threads. Guide: docs/worker_pool.md.
+//
+// One header over ~500 lines because it is one concept: the pool and the futures its
+// submit forms return share the queue and its shutdown.
 
 #include <lakh/detail/task_invoke.hpp>
 #include <lakh/detail/unique_function.hpp>
@@ -48,7 +51,9 @@ template <class R> struct [[nodiscard]] submit_result {
   explicit operator bool() const noexcept { return status == lakh::status::ok; }
 };
 
-/// A fixed pool of worker threads with a bounded FIFO submission queue.
+/// A fixed pool of worker threads with a bounded FIFO submission queue. Every member but the
+/// destructor is thread-safe; members never block (beyond the queue's lock, held briefly) or
+/// allocate unless noted.
 ///
 /// Memory ordering: everything a thread did before a successful submit/post happens-before
 /// the task's body starts; the task's completion (return or exception) happens-before the
@@ -76,29 +81,24 @@ class worker_pool {
 
 public:
   /// `std::thread::hardware_concurrency()`, or 1 when it is unknown.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   static std::size_t default_thread_count() noexcept {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : static_cast<std::size_t>(n);
   }
 
   /// The queue capacity used when none is given: 256 slots per worker thread (a slot is 64
-  /// bytes, so 16 KiB per worker plus whatever queued tasks capture beyond 48 bytes). Enough
-  /// to keep tiny tasks flowing: on the 2-core benchmark machine a 1M-task stream ran twice
-  /// as fast with 256 slots per worker as with 64, and larger queues gained little more.
-  /// Thread-safety: pure. Blocks: never. Allocates: never.
+  /// bytes, so 16 KiB per worker plus whatever queued tasks capture beyond 48 bytes): enough
+  /// to keep tiny tasks flowing (docs/worker_pool.md, "Sizing", has the measurement).
   static constexpr std::size_t default_queue_capacity(std::size_t threads) noexcept {
     return threads > std::numeric_limits<std::size_t>::max() / 256 ? threads : threads * 256;
   }
 
   /// A pool of `default_thread_count()` workers and `default_queue_capacity()` slots.
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::system_error if a thread cannot be started.
   /// Allocates: the queue and the threads.
   worker_pool() : worker_pool(default_thread_count()) {}
 
   /// A pool of `threads` workers and `default_queue_capacity(threads)` slots.
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::invalid_argument if threads is 0.
   /// @throws std::system_error if a thread cannot be started.
   /// Allocates: the queue and the threads.
@@ -107,7 +107,6 @@ public:
 
   /// A pool of `threads` workers whose queue holds at most `queue_capacity` tasks that have
   /// not started yet (running tasks do not occupy a slot).
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::invalid_argument if threads or queue_capacity is 0.
   /// @throws std::system_error if a thread cannot be started (the ones already started are
   /// joined first).
@@ -142,7 +141,7 @@ public:
 
   /// Queues `fn(args...)` (or `fn(stop_token, args...)`) on decayed copies and returns the
   /// future of its result; the task's exception is stored in the future.
-  /// Thread-safety: safe. Blocks: while the queue is full.
+  /// Blocks: while the queue is full.
   /// @throws lakh::usage_error if the pool is (or gets, while waiting) shut down or stopped.
   /// @throws whatever copying fn or args throws; std::bad_alloc.
   /// Allocates: the future's shared state; the task when it captures more than 48 bytes.
@@ -161,7 +160,7 @@ public:
   }
 
   /// Queues `fn()` (or `fn(pool_stop_token)`) unless `st` is stopped first.
-  /// Thread-safety: safe. Blocks: while the queue is full, until a slot frees, the pool
+  /// Blocks: while the queue is full, until a slot frees, the pool
   /// closes, or stop is requested on `st`.
   /// @return {ok, future}, or {closed} / {cancelled} and an invalid future.
   /// @throws whatever copying fn throws; std::bad_alloc.
@@ -173,7 +172,6 @@ public:
   }
 
   /// Queues `fn()` (or `fn(pool_stop_token)`) only if a slot is free now.
-  /// Thread-safety: safe. Blocks: never (beyond the queue's lock).
   /// @return {ok, future}, or {full} / {closed} and an invalid future.
   /// @throws whatever copying fn throws; std::bad_alloc.
   /// Allocates: the future's shared state (even when full); the task when it captures more
@@ -187,7 +185,7 @@ public:
   }
 
   /// Queues `fn` unless `timeout` passes (or `st` is stopped) while the queue is full.
-  /// Thread-safety: safe. Blocks: until a slot frees, the pool closes, the timeout, or stop.
+  /// Blocks: until a slot frees, the pool closes, the timeout, or stop.
   /// @return {ok, future}, or {timeout} / {cancelled} / {closed} and an invalid future.
   /// @throws whatever copying fn throws; std::bad_alloc.
   /// Allocates: the future's shared state; the task when it captures more than 48 bytes.
@@ -198,7 +196,7 @@ public:
   }
 
   /// Queues `fn` unless `deadline` passes (or `st` is stopped) while the queue is full.
-  /// Thread-safety: safe. Blocks: until a slot frees, the pool closes, the deadline, or stop.
+  /// Blocks: until a slot frees, the pool closes, the deadline, or stop.
   /// @return {ok, future}, or {timeout} / {cancelled} / {closed} and an invalid future.
   /// @throws whatever copying fn throws; std::bad_alloc.
   /// Allocates: the future's shared state; the task when it captures more than 48 bytes.
@@ -213,7 +211,7 @@ public:
 
   /// Queues `fn()` (or `fn(pool_stop_token)`) without a future. Its result is discarded; its
   /// exception is kept for `wait_idle()`/`shutdown()` (see the class comment).
-  /// Thread-safety: safe. Blocks: while the queue is full.
+  /// Blocks: while the queue is full.
   /// @throws lakh::usage_error if the pool is (or gets, while waiting) shut down or stopped.
   /// @throws whatever copying fn throws; std::bad_alloc if fn captures more than 48 bytes.
   /// Allocates: only when fn captures more than 48 bytes.
@@ -230,7 +228,7 @@ public:
   }
 
   /// Queues `fn` without a future unless `st` is stopped first.
-  /// Thread-safety: safe. Blocks: until a slot frees, the pool closes, or stop on `st`.
+  /// Blocks: until a slot frees, the pool closes, or stop on `st`.
   /// @return ok, closed or cancelled.
   /// @throws whatever copying fn throws; std::bad_alloc if fn captures more than 48 bytes.
   /// Allocates: only when fn captures more than 48 bytes.
@@ -244,7 +242,6 @@ public:
   }
 
   /// Queues `fn` without a future only if a slot is free now.
-  /// Thread-safety: safe. Blocks: never (beyond the queue's lock).
   /// @return ok, full or closed.
   /// @throws whatever copying fn throws; std::bad_alloc if fn captures more than 48 bytes.
   /// Allocates: only when fn captures more than 48 bytes.
@@ -260,11 +257,10 @@ public:
   /// Waits until the queue is empty and no task runs, then rethrows (and forgets) the first
   /// exception a posted task threw since the last rethrow. With concurrent submitters "idle"
   /// is a moment, not a state.
-  /// Thread-safety: safe. Blocks: until idle.
+  /// Blocks: until idle.
   /// @throws lakh::usage_error if called from one of this pool's tasks (it would wait for
   /// itself).
   /// @throws the kept exception of a posted task.
-  /// Allocates: never.
   void wait_idle() {
     check_not_own_worker("wait_idle");
     std::unique_lock lk(mu_);
@@ -275,11 +271,10 @@ public:
   }
 
   /// As `wait_idle()`, but gives up when stop is requested on `st`.
-  /// Thread-safety: safe. Blocks: until idle or stop.
+  /// Blocks: until idle or stop.
   /// @return ok (then a kept exception is rethrown, as by wait_idle()), or cancelled.
   /// @throws lakh::usage_error if called from one of this pool's tasks.
   /// @throws the kept exception of a posted task.
-  /// Allocates: never.
   [[nodiscard]] status wait_idle(std::stop_token st) {
     check_not_own_worker("wait_idle");
     std::unique_lock lk(mu_);
@@ -296,10 +291,9 @@ public:
   /// Closes the pool to new work, runs everything already queued, joins the workers, then
   /// rethrows (and forgets) a posted task's kept exception. Idempotent: later calls (and
   /// concurrent ones, which wait for the first) only rethrow what was kept since.
-  /// Thread-safety: safe. Blocks: until the queue is drained and the workers have exited.
+  /// Blocks: until the queue is drained and the workers have exited.
   /// @throws lakh::usage_error if called from one of this pool's tasks.
   /// @throws the kept exception of a posted task.
-  /// Allocates: never.
   void shutdown() {
     check_not_own_worker("shutdown");
     close_and_join(false);
@@ -312,7 +306,7 @@ public:
   /// discarded post never runs), requests stop on the pool's stop token (seen by running
   /// tasks that take one), and joins the workers. Does not rethrow a kept exception
   /// (`wait_idle()` still can). Safe to call after or during `shutdown()`, which it hurries.
-  /// Thread-safety: safe. Blocks: until the running tasks return and the workers exit.
+  /// Blocks: until the running tasks return and the workers exit.
   /// @return how many queued tasks this call discarded (submitted - started, for the pool's
   /// whole life, when nothing else discarded any).
   /// @throws lakh::usage_error if called from one of this pool's tasks.
@@ -324,41 +318,37 @@ public:
 
   // --- observers ----------------------------------------------------------------------------
 
-  /// The number of worker threads. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The number of worker threads.
   [[nodiscard]] std::size_t size() const noexcept { return threads_.size(); }
 
-  /// The queue's capacity. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The queue's capacity.
   [[nodiscard]] std::size_t capacity() const noexcept { return ring_.size(); }
 
   /// Queued tasks that have not started; approximate (stale as soon as it returns).
-  /// Thread-safety: safe. Blocks: briefly on the queue's lock. Allocates: never.
   [[nodiscard]] std::size_t pending() const {
     std::scoped_lock lk(mu_);
     return count_;
   }
 
-  /// Tasks running now; approximate. Thread-safety: safe. Blocks: briefly. Allocates: never.
+  /// Tasks running now; approximate. Blocks: briefly.
   [[nodiscard]] std::size_t running() const {
     std::scoped_lock lk(mu_);
     return running_;
   }
 
   /// True once `shutdown()`, `stop()` or the destructor has closed the pool.
-  /// Thread-safety: safe. Blocks: briefly on the queue's lock. Allocates: never.
   [[nodiscard]] bool is_closed() const {
     std::scoped_lock lk(mu_);
     return closed_;
   }
 
   /// Exceptions of posted tasks that were dropped because an earlier one was still kept.
-  /// Thread-safety: safe. Blocks: briefly on the queue's lock. Allocates: never.
   [[nodiscard]] std::size_t dropped_exceptions() const {
     std::scoped_lock lk(mu_);
     return dropped_;
   }
 
   /// The token passed to tasks that take one; stop is requested on it by `stop()`.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] std::stop_token get_stop_token() const noexcept { return stop_source_.get_token(); }
 
 private:

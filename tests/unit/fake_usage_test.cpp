@@ -1,6 +1,5 @@
-// The generator and the rating against spec v1's published values
-// (../shared/spec/usage-rows.md). Values are computed by lakh::fake and compared here; none
-// is copied into the code under test.
+// The generator and the rating against the reference values of docs/fake.md. Values are
+// computed by lakh::fake and compared here; none is copied into the code under test.
 #include <lakh/fake/usage.hpp>
 
 #include <doctest/doctest.h>
@@ -14,8 +13,8 @@ namespace fake = lakh::fake;
 
 namespace {
 
-// A splitmix64 stream advanced one draw at a time, written from the spec's prose, to check
-// the O(1) row_at against the sequential definition.
+// A splitmix64 stream advanced one draw at a time, written from docs/fake.md's description, to
+// check the O(1) row_at against the sequential definition.
 struct sequential_splitmix {
   std::uint64_t state;
   std::uint64_t next() {

@@ -8,9 +8,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -175,4 +178,74 @@ TEST_CASE("idempotency.memory.many_keys_many_threads" * doctest::timeout(60)) {
     }
     CHECK(s.size() == keys);
   }
+}
+
+namespace {
+
+// Stores that break one clause of the concept each.
+struct no_release {
+  lakh::begin_result begin(std::string_view, std::string_view, std::uint64_t,
+                           const lakh::idempotency_options &);
+  template <class Fn>
+  lakh::execute_result execute(std::string_view, std::string_view, const std::string &,
+                               const lakh::idempotency_options &, Fn &&);
+};
+struct throwing_release : no_release {
+  bool release(std::string_view, std::string_view, const std::string &); // not noexcept
+};
+struct wrong_begin : throwing_release {
+  bool release(std::string_view, std::string_view, const std::string &) noexcept;
+  lakh::begin_state begin(std::string_view, std::string_view, std::uint64_t,
+                          const lakh::idempotency_options &);
+};
+
+template <class S>
+concept guardable = requires {
+  typename lakh::idempotency_guard<S>;
+};
+
+// A store of one's own: the memory store behind a wrapper that logs the calls the guard makes.
+class logging_store {
+public:
+  lakh::begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
+                           const lakh::idempotency_options &o) {
+    calls.emplace_back("begin");
+    return inner_.begin(tenant, key, fp, o);
+  }
+  template <class Fn>
+  lakh::execute_result execute(std::string_view tenant, std::string_view key,
+                               const std::string &token, const lakh::idempotency_options &o,
+                               Fn &&fn) {
+    calls.emplace_back("execute");
+    return inner_.execute(tenant, key, token, o, std::forward<Fn>(fn));
+  }
+  bool release(std::string_view tenant, std::string_view key, const std::string &token) noexcept {
+    return inner_.release(tenant, key, token);
+  }
+  std::vector<std::string> calls;
+
+private:
+  lakh::memory_idempotency_store inner_;
+};
+
+} // namespace
+
+static_assert(lakh::idempotency_store<lakh::memory_idempotency_store>);
+static_assert(lakh::idempotency_store<logging_store>);
+static_assert(!lakh::idempotency_store<int>);
+static_assert(!lakh::idempotency_store<no_release>);
+static_assert(!lakh::idempotency_store<throwing_release>);
+static_assert(!lakh::idempotency_store<wrong_begin>);
+static_assert(guardable<lakh::memory_idempotency_store>);
+static_assert(!guardable<no_release>);
+
+TEST_CASE("idempotency.concept.a_store_of_ones_own_runs_under_the_guard") {
+  logging_store s;
+  lakh::idempotency_guard g(s);
+  auto first = g.run("t", "k", 1, [] { return lakh::stored_response{201, "made"}; });
+  CHECK(first.outcome == lakh::idempotency_outcome::executed);
+  auto again = g.run("t", "k", 1, [] { return lakh::stored_response{500, "ran twice"}; });
+  CHECK(again.outcome == lakh::idempotency_outcome::replayed);
+  CHECK(again.response == lakh::stored_response{201, "made"});
+  CHECK(s.calls == std::vector<std::string>{"begin", "execute", "begin"});
 }

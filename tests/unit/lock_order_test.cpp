@@ -1,6 +1,7 @@
-// Tests for lakh/lock_order.hpp: ranked mutexes, lock_all's global order, the lock-order
-// checker (cycles, rank inversions, recursive acquisition, modes), assert_held, the
-// foreign-lockable extension point, and (under Clang -Wthread-safety) the annotations.
+// Tests for lakh/lock_order.hpp and the headers it includes (lakh/ranked_mutex.hpp,
+// lakh/lock_all.hpp): ranked mutexes, lock_all's global order, the lock-order checker
+// (cycles, rank inversions, recursive acquisition, modes), assert_held, the foreign-lockable
+// extension point, and (under Clang -Wthread-safety) the annotations.
 //
 // Every test sets the checker's mode explicitly (it is off by default under TSan and in
 // release builds) and starts from an empty graph.
@@ -20,16 +21,19 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <random>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace lo = lakh::lock_order;
@@ -861,4 +865,54 @@ TEST_CASE("lock_order.extension.ordered_adapter_wraps_any_lockable" * doctest::t
     FAIL("try_lock of a free lock failed");
   }
   CHECK_FALSE(lo::is_held(&timed));
+}
+
+// The one template gives the shared-lock members only to shared mutex types.
+static_assert(std::is_same_v<lakh::ranked_mutex, lakh::basic_ranked_mutex<std::mutex>>);
+static_assert(
+    std::is_same_v<lakh::ranked_shared_mutex, lakh::basic_ranked_mutex<std::shared_mutex>>);
+template <class M>
+concept has_shared_members = requires(M &m) {
+  m.lock_shared();
+  m.unlock_shared();
+  { m.try_lock_shared() } -> std::same_as<bool>;
+  { m.is_shared_held_by_this_thread() } -> std::same_as<bool>;
+  m.with_shared_lock([] {});
+};
+static_assert(has_shared_members<lakh::ranked_shared_mutex>);
+static_assert(has_shared_members<lakh::basic_ranked_mutex<std::shared_timed_mutex>>);
+static_assert(!has_shared_members<lakh::ranked_mutex>);
+static_assert(!has_shared_members<lakh::basic_ranked_mutex<std::timed_mutex>>);
+static_assert(lo::ordered_lockable<lakh::ranked_mutex>);
+static_assert(lo::ordered_lockable<lakh::ranked_shared_mutex>);
+
+TEST_CASE("lock_order.basic_ranked_mutex.any_mutex_type_joins_the_checker" * doctest::timeout(30)) {
+  const checker_scope checker(lo::mode::report);
+  lakh::basic_ranked_mutex<std::timed_mutex> timed(2, "timed");
+  lakh::basic_ranked_mutex<std::shared_timed_mutex> table(3, "table");
+  {
+    const auto g = lakh::lock_all(table, timed);
+    CHECK(g.acquisition_order() == std::array<std::size_t, 2>{1, 0});
+    CHECK(timed.is_held_by_this_thread());
+    CHECK(table.is_held_by_this_thread());
+  }
+  CHECK(table.with_shared_lock([&] { return table.is_shared_held_by_this_thread(); }));
+  CHECK_FALSE(table.is_shared_held_by_this_thread());
+  CHECK(lo::report_count() == 0);
+  std::thread([&] {
+    inverted_on_purpose([&] {
+      const lakh::lock_guard g1(table);
+      const lakh::lock_guard g2(timed); // rank 2 under rank 3
+    });
+  }).join();
+  REQUIRE(lo::report_count() == 1);
+  CHECK(checker.all().find("\"table\" (rank 3) -> \"timed\" (rank 2) -> \"table\"") !=
+        std::string::npos);
+  CHECK_THROWS_WITH_AS(timed.assert_held(),
+                       doctest::Contains("lakh::basic_ranked_mutex::assert_held: \"timed\""),
+                       lakh::usage_error);
+  lakh::ranked_shared_mutex s(1, "s");
+  CHECK_THROWS_WITH_AS(s.assert_held(),
+                       doctest::Contains("lakh::ranked_shared_mutex::assert_held: \"s\""),
+                       lakh::usage_error);
 }

@@ -1,13 +1,13 @@
 #pragma once
 // examples/saas/gateway/limits.hpp: the gateway's admission limits.
-//   - token_bucket: `rate` per second, up to `burst` at once;
-//   - keyed_buckets: one bucket per key (a tenant, a client address), the map bounded by
-//     dropping buckets that are full again (their key has been idle);
+//   - keyed_buckets: one lakh::token_bucket per key (a tenant, a client address): `rate` per
+//     second, up to `burst` at once; the map bounded by dropping buckets that are full again
+//     (their key has been idle);
 //   - tenant_limits: per tenant, a rate (token bucket) and requests in flight
 //     (lakh::semaphore, non-blocking: past either, 429).
 #include <lakh/semaphore.hpp>
+#include <lakh/token_bucket.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -21,40 +21,6 @@
 namespace gateway {
 
 using steady = std::chrono::steady_clock;
-
-/// A token bucket. Not thread-safe: its owner locks.
-class token_bucket {
-public:
-  token_bucket(double rate, double burst) : rate_(rate), burst_(burst), tokens_(burst) {}
-
-  /// Takes a token if there is one.
-  bool take(steady::time_point now) {
-    refill(now);
-    if (tokens_ < 1) {
-      return false;
-    }
-    tokens_ -= 1;
-    return true;
-  }
-  /// Whether a token is there (none is taken).
-  bool available(steady::time_point now) {
-    refill(now);
-    return tokens_ >= 1;
-  }
-  /// Whether the bucket is full (its key has been idle long enough to forget).
-  bool full(steady::time_point now) const {
-    return tokens_ + rate_ * std::chrono::duration<double>(now - last_).count() >= burst_;
-  }
-
-private:
-  void refill(steady::time_point now) {
-    tokens_ =
-        std::min(burst_, tokens_ + rate_ * std::chrono::duration<double>(now - last_).count());
-    last_ = now;
-  }
-  double rate_, burst_, tokens_;
-  steady::time_point last_ = steady::now();
-};
 
 /// One token bucket per key, thread-safe. At most `max_keys` buckets: past it, full buckets
 /// are dropped (an idle key starts over with a full bucket, which is what it had anyway).
@@ -70,8 +36,8 @@ public:
     if (buckets_.size() >= max_keys_) {
       std::erase_if(buckets_, [now](auto &kv) { return kv.second.full(now); });
     }
-    auto it = buckets_.try_emplace(key, rate_, burst_).first;
-    return it->second.take(now);
+    auto it = buckets_.try_emplace(key, burst_, rate_, now).first;
+    return it->second.try_take(now);
   }
 
   /// Whether `key` has a token now (none is taken).
@@ -79,14 +45,14 @@ public:
     const auto now = steady::now();
     std::lock_guard lk(mu_);
     auto it = buckets_.find(key);
-    return it == buckets_.end() || it->second.available(now);
+    return it == buckets_.end() || it->second.available(now) >= 1.0;
   }
 
 private:
   double rate_, burst_;
   std::size_t max_keys_;
   std::mutex mu_;
-  std::unordered_map<Key, token_bucket> buckets_;
+  std::unordered_map<Key, lakh::token_bucket> buckets_;
 };
 
 /// Per-tenant limits: a rate and a number of requests in flight.

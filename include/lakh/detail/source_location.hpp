@@ -25,10 +25,10 @@ using source_location = std::source_location;
 #else
 
 /// The position of a call in the source (stand-in for std::source_location, same members).
+/// An immutable value: members are pure (thread-safe, never block, never allocate).
 class source_location {
 public:
   /// The position of the caller when used as a defaulted argument.
-  /// Thread-safety: pure. Blocks: never. Allocates: never.
   static constexpr source_location
   current(const char *file = __builtin_FILE(), const char *function = __builtin_FUNCTION(),
           std::uint_least32_t line = __builtin_LINE(),
@@ -43,15 +43,13 @@ public:
 
   constexpr source_location() noexcept = default;
 
-  /// The file name, or "" when unknown. Thread-safety: pure. Blocks: never. Allocates: never.
+  /// The file name, or "" when unknown.
   constexpr const char *file_name() const noexcept { return file_; }
-  /// The enclosing function's name, or "" when unknown. Thread-safety: pure. Blocks: never.
-  /// Allocates: never.
+  /// The enclosing function's name, or "" when unknown.
   constexpr const char *function_name() const noexcept { return function_; }
-  /// The line number, or 0 when unknown. Thread-safety: pure. Blocks: never. Allocates: never.
+  /// The line number, or 0 when unknown.
   constexpr std::uint_least32_t line() const noexcept { return line_; }
-  /// The column number, or 0 when unknown. Thread-safety: pure. Blocks: never.
-  /// Allocates: never.
+  /// The column number, or 0 when unknown.
   constexpr std::uint_least32_t column() const noexcept { return column_; }
 
 private:

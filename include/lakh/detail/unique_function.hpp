@@ -21,19 +21,19 @@ namespace lakh::detail {
 
 template <class Signature> class unique_function;
 
-/// A move-only `R(Args...)` callable; see the header comment.
+/// A move-only `R(Args...)` callable; see the header comment. A value with one owner: no
+/// member needs thread-safety, and none blocks or allocates unless noted.
 template <class R, class... Args> class unique_function<R(Args...)> {
 public:
   /// Bytes of inline storage: callables up to this size (and nothrow-movable) never allocate.
   static constexpr std::size_t inline_size = 48;
 
-  /// An empty function. Thread-safety: none needed. Blocks: never. Allocates: never.
+  /// An empty function.
   unique_function() noexcept = default;
-  /// An empty function. Thread-safety: none needed. Blocks: never. Allocates: never.
+  /// An empty function.
   unique_function(std::nullptr_t) noexcept {} // NOLINT(google-explicit-constructor)
 
   /// Wraps `f` (decay-copied or moved in).
-  /// Thread-safety: none needed. Blocks: never.
   /// @throws std::bad_alloc if `f` does not fit inline and allocation fails; whatever
   /// moving `f` throws.
   /// Allocates: only when `f` is larger than `inline_size` or may throw on move.
@@ -53,7 +53,6 @@ public:
   }
 
   /// Takes `other`'s callable; `other` becomes empty.
-  /// Thread-safety: none needed. Blocks: never. Allocates: never.
   unique_function(unique_function &&other) noexcept : vt_(other.vt_) {
     if (vt_ != nullptr) {
       vt_->relocate(other.buf_, buf_);
@@ -62,7 +61,6 @@ public:
   }
 
   /// Destroys the held callable (if any) and takes `other`'s.
-  /// Thread-safety: none needed. Blocks: never. Allocates: never.
   unique_function &operator=(unique_function &&other) noexcept {
     if (this != &other) {
       reset();
@@ -76,7 +74,6 @@ public:
   }
 
   /// Destroys the held callable; *this becomes empty.
-  /// Thread-safety: none needed. Blocks: never. Allocates: never.
   unique_function &operator=(std::nullptr_t) noexcept {
     reset();
     return *this;
@@ -87,7 +84,7 @@ public:
 
   ~unique_function() { reset(); }
 
-  /// True when a callable is held. Thread-safety: none needed. Blocks: never.
+  /// True when a callable is held.
   explicit operator bool() const noexcept { return vt_ != nullptr; }
 
   /// Calls the held callable (undefined when empty).

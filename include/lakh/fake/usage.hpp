@@ -1,18 +1,14 @@
 #pragma once
-// lakh/fake/usage.hpp: the usage-row generator and billing arithmetic of spec v1
-// (../shared/spec/usage-rows.md), in one place for every path that must agree to the cent:
-// the in-memory pipeline, COPY into PostgreSQL, the billing run and the services.
+// lakh/fake/usage.hpp: lakh::fake, a deterministic month of SaaS usage rows and their
+// billing arithmetic, in one place for every path that must agree to the cent (the
+// in-memory pipeline, COPY into PostgreSQL, the billing run, the services): rows as a pure
+// function of (seed, index) from splitmix64, so any shard or resumed run reproduces the
+// sequential one; the rating; per-tenant totals that merge exactly, and their checksum.
+// stream_usage feeds a lakh::channel with batches. Guide, with the arithmetic and reference
+// values: docs/fake.md.
 //
-// Rows are a pure function of (seed, index): row i takes splitmix64 draws 3i, 3i+1, 3i+2,
-// and draw d of a splitmix64 stream started at `seed` is mix(seed + (d + 1) * gamma), so
-// `row_at(seed, i)` costs three mixes whatever i is. A generator can start anywhere (shards,
-// resume after a crash) and every shard of a run yields exactly the rows of the sequential
-// run. `usage_totals` aggregates rows per tenant and computes total_cents and the checksum;
-// totals of disjoint shards merge exactly (sums of unsigned integers, wrapping as the spec
-// says), in any order.
-//
-// `stream_usage` feeds a lakh::channel with batches, for pipelines of the Go kind:
-// generator -> bounded channel of row batches -> workers.
+// Everything here is pure (thread-safe, never blocks, never allocates) unless its comment
+// says otherwise.
 
 #include <lakh/channel.hpp>
 #include <lakh/status.hpp>
@@ -30,7 +26,7 @@
 
 namespace lakh::fake {
 
-/// What a usage row measures. The values are the spec's metric numbers.
+/// What a usage row measures (the numbers are part of the row format: docs/fake.md).
 enum class metric : std::uint8_t {
   api_calls = 0,
   storage_gb_hours = 1,
@@ -41,9 +37,8 @@ enum class metric : std::uint8_t {
 /// Number of metrics; `metric` values are 0..metric_count-1.
 inline constexpr std::size_t metric_count = 4;
 
-/// The metric's name as the spec and the database schema spell it ("api_calls", ...).
-/// Thread-safety: safe. Blocks: never. @throws std::invalid_argument if m is not a metric.
-/// Allocates: never.
+/// The metric's name as the database schemas spell it ("api_calls", ...).
+/// @throws std::invalid_argument if m is not a metric.
 [[nodiscard]] constexpr std::string_view to_string(metric m) {
   switch (m) {
   case metric::api_calls:
@@ -62,14 +57,14 @@ inline constexpr std::size_t metric_count = 4;
 /// Number of tenants the generator draws from (tenant_id is 0..tenant_count-1).
 inline constexpr std::uint32_t tenant_count = 10000;
 
-/// The spec's default seed.
+/// The default seed, used by every example.
 inline constexpr std::uint64_t default_seed = 42;
 
 /// First timestamp of the generated month (2026-01-01T00:00:00Z) and its length in seconds.
 inline constexpr std::int64_t period_start_unix = 1767225600;
 inline constexpr std::int64_t period_seconds = 2678400;
 
-/// One usage row (32 bytes). Field meanings and ranges are the spec's.
+/// One usage row (32 bytes); fields and ranges: docs/fake.md.
 struct usage_row {
   std::uint64_t id;        ///< index + 1
   std::uint32_t tenant_id; ///< 0..9999
@@ -97,14 +92,13 @@ inline constexpr std::array<std::uint64_t, metric_count> unit_price_cents = {1, 
 } // namespace detail
 
 /// Draw number `d` (0-based) of the splitmix64 stream that starts at `seed`.
-/// Thread-safety: safe (pure). Blocks: never. Allocates: never.
 [[nodiscard]] constexpr std::uint64_t splitmix64_draw(std::uint64_t seed,
                                                       std::uint64_t d) noexcept {
   return detail::splitmix_mix(seed + (d + 1) * detail::splitmix_gamma);
 }
 
-/// Row `index` (0-based; its id is index + 1) of the stream with `seed`, in O(1).
-/// Thread-safety: safe (pure). Blocks: never. Allocates: never.
+/// Row `index` (0-based; its id is index + 1) of the stream with `seed`, in O(1): draws
+/// 3 * index, 3 * index + 1 and 3 * index + 2.
 [[nodiscard]] constexpr usage_row row_at(std::uint64_t seed, std::uint64_t index) noexcept {
   const std::uint64_t base = seed + 3 * index * detail::splitmix_gamma;
   const std::uint64_t a = detail::splitmix_mix(base + 1 * detail::splitmix_gamma);
@@ -122,14 +116,12 @@ inline constexpr std::array<std::uint64_t, metric_count> unit_price_cents = {1, 
 }
 
 /// Unit price of a metric in cents ({1, 3, 2, 50}).
-/// Thread-safety: safe. Blocks: never. Allocates: never.
 [[nodiscard]] constexpr std::uint64_t unit_price_cents(metric m) noexcept {
   return detail::unit_price_cents[static_cast<std::size_t>(m) % metric_count];
 }
 
-/// The spec's rating: quantity * price up to 1000 units, 10% off (integer division, per row)
-/// for the units above 1000.
-/// Thread-safety: safe. Blocks: never. Allocates: never.
+/// The rating: quantity * price up to 1000 units, 10% off (integer division, per row) for
+/// the units above 1000.
 [[nodiscard]] constexpr std::uint64_t charge_cents(metric m, std::uint64_t quantity) noexcept {
   // Written without a branch (the generator's quantities fall on either side at random):
   // over == 0 gives quantity * price.
@@ -139,13 +131,11 @@ inline constexpr std::array<std::uint64_t, metric_count> unit_price_cents = {1, 
 }
 
 /// charge_cents(row.kind, row.quantity).
-/// Thread-safety: safe. Blocks: never. Allocates: never.
 [[nodiscard]] constexpr std::uint64_t charge_cents(const usage_row &row) noexcept {
   return charge_cents(row.kind, row.quantity);
 }
 
 /// Fill `out` with rows first_index, first_index + 1, ... of the stream with `seed`.
-/// Thread-safety: safe (writes only `out`). Blocks: never. Allocates: never.
 constexpr void fill_rows(std::uint64_t seed, std::uint64_t first_index,
                          std::span<usage_row> out) noexcept {
   for (std::size_t k = 0; k < out.size(); ++k) {
@@ -153,32 +143,27 @@ constexpr void fill_rows(std::uint64_t seed, std::uint64_t first_index,
   }
 }
 
-/// A sequential reader of the stream with `seed`, starting at any index.
+/// A sequential reader of the stream with `seed`, starting at any index. Not thread-safe:
+/// one generator per thread.
 class usage_generator {
 public:
   /// Start at row `first_index` (0 for the beginning; any other value to resume or shard).
-  /// Thread-safety: construct anywhere. Blocks: never. Allocates: never.
   explicit constexpr usage_generator(std::uint64_t seed = default_seed,
                                      std::uint64_t first_index = 0) noexcept
       : seed_(seed), next_(first_index) {}
 
   /// The next row; advances by one.
-  /// Thread-safety: not thread-safe (one generator per thread). Blocks: never.
-  /// Allocates: never.
   constexpr usage_row next() noexcept { return row_at(seed_, next_++); }
 
   /// Fill `out` with the next out.size() rows; advances by out.size().
-  /// Thread-safety: not thread-safe. Blocks: never. Allocates: never.
   constexpr void fill(std::span<usage_row> out) noexcept {
     fill_rows(seed_, next_, out);
     next_ += out.size();
   }
 
-  /// Index of the row next() returns. Thread-safety: not thread-safe. Blocks: never.
-  /// Allocates: never.
+  /// Index of the row next() returns.
   [[nodiscard]] constexpr std::uint64_t position() const noexcept { return next_; }
 
-  /// The seed. Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] constexpr std::uint64_t seed() const noexcept { return seed_; }
 
 private:
@@ -194,17 +179,17 @@ struct tenant_total {
   friend constexpr bool operator==(const tenant_total &, const tenant_total &) = default;
 };
 
-/// Per-tenant aggregates of any set of rows, with the spec's total and checksum. One per
-/// worker on a hot path (no sharing, no locks), merged at the end. 160 KiB (a dense array
-/// over the 10,000 tenants).
+/// Per-tenant aggregates of any set of rows, with the total and the checksum. One per
+/// worker on a hot path, merged at the end: not thread-safe (const members may be called
+/// concurrently). 160 KiB (a dense array over the 10,000 tenants), allocated once by the
+/// constructor; no other member allocates except to build an exception.
 class usage_totals {
 public:
-  /// Empty totals. Thread-safety: -. Blocks: never. Allocates: 160 KiB.
+  /// Empty totals.
   usage_totals() : tenants_(tenant_count) {}
 
-  /// Count one row. Thread-safety: not thread-safe (one object per thread). Blocks: never.
-  /// @throws std::out_of_range if row.tenant_id >= tenant_count (a row not from this spec).
-  /// Allocates: never.
+  /// Count one row.
+  /// @throws std::out_of_range if row.tenant_id >= tenant_count (a row not from lakh::fake).
   void add(const usage_row &row) {
     if (row.tenant_id >= tenant_count) [[unlikely]] {
       throw std::out_of_range("lakh::fake::usage_totals::add: tenant_id (" +
@@ -223,9 +208,8 @@ public:
     }
   }
 
-  /// Add another object's counts (totals of disjoint row sets merge exactly).
-  /// Thread-safety: not thread-safe on *this; `other` must not change meanwhile.
-  /// Blocks: never. Allocates: never.
+  /// Add another object's counts (totals of disjoint row sets merge exactly). `other` must
+  /// not change meanwhile.
   void merge(const usage_totals &other) noexcept {
     for (std::size_t t = 0; t < tenants_.size(); ++t) {
       tenants_[t].rows += other.tenants_[t].rows;
@@ -233,8 +217,8 @@ public:
     }
   }
 
-  /// Totals of one tenant. Thread-safety: as a const read. Blocks: never.
-  /// @throws std::out_of_range if tenant_id >= tenant_count. Allocates: never.
+  /// Totals of one tenant.
+  /// @throws std::out_of_range if tenant_id >= tenant_count.
   [[nodiscard]] tenant_total tenant(std::uint32_t tenant_id) const {
     if (tenant_id >= tenant_count) {
       throw std::out_of_range("lakh::fake::usage_totals::tenant: tenant_id (" +
@@ -244,7 +228,7 @@ public:
     return tenants_[tenant_id];
   }
 
-  /// Rows counted. Thread-safety: as a const read. Blocks: never. Allocates: never.
+  /// Rows counted.
   [[nodiscard]] std::uint64_t rows() const noexcept {
     std::uint64_t n = 0;
     for (const auto &t : tenants_) {
@@ -253,8 +237,7 @@ public:
     return n;
   }
 
-  /// Tenants with at least one row. Thread-safety: as a const read. Blocks: never.
-  /// Allocates: never.
+  /// Tenants with at least one row.
   [[nodiscard]] std::uint64_t tenants() const noexcept {
     std::uint64_t n = 0;
     for (const auto &t : tenants_) {
@@ -263,8 +246,7 @@ public:
     return n;
   }
 
-  /// Sum of charge_cents over all rows. Thread-safety: as a const read. Blocks: never.
-  /// Allocates: never.
+  /// Sum of charge_cents over all rows.
   [[nodiscard]] std::uint64_t total_cents() const noexcept {
     std::uint64_t n = 0;
     for (const auto &t : tenants_) {
@@ -273,8 +255,7 @@ public:
     return n;
   }
 
-  /// The spec's checksum: sum over tenants of (tenant_id + 1) * tenant cents, mod 2^64.
-  /// Thread-safety: as a const read. Blocks: never. Allocates: never.
+  /// The checksum: sum over tenants of (tenant_id + 1) * tenant cents, mod 2^64.
   [[nodiscard]] std::uint64_t checksum() const noexcept {
     std::uint64_t sum = 0;
     for (std::size_t t = 0; t < tenants_.size(); ++t) {
@@ -291,7 +272,7 @@ private:
 
 /// Totals of rows [first_index, first_index + count) of the stream with `seed`, computed
 /// sequentially: the reference every parallel or database path is checked against.
-/// Thread-safety: safe. Blocks: never (CPU-bound: ~10 ns per row). Allocates: 160 KiB.
+/// Allocates: 160 KiB (one usage_totals).
 [[nodiscard]] inline usage_totals reference_totals(std::uint64_t seed, std::uint64_t count,
                                                    std::uint64_t first_index = 0) {
   usage_totals totals;
@@ -314,7 +295,7 @@ struct usage_batch {
 /// Returns status::ok when every row was sent, status::closed if `out` was closed
 /// (by a consumer giving up) or status::cancelled if `st` was stopped; in both cases the
 /// rows from the first unsent batch on were not sent.
-/// Thread-safety: safe; several generators may feed one channel with disjoint ranges.
+/// Several generators may feed one channel with disjoint ranges.
 /// Blocks: while `out` is full, until stop is requested or `out` is closed.
 /// @throws std::invalid_argument if batch_size is 0. Allocates: one vector per batch.
 inline status stream_usage(channel<usage_batch> &out, std::uint64_t seed, std::uint64_t first_index,

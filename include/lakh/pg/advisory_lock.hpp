@@ -1,36 +1,16 @@
 #pragma once
-// lakh/pg/advisory_lock.hpp: PostgreSQL advisory locks as C++ lockables, in lakh's lock order.
+// lakh/pg/advisory_lock.hpp: PostgreSQL advisory locks as C++ lockables in lakh's lock order:
+// advisory_key (a 64-bit key or a pair of 32-bit keys, two separate key spaces, and stable
+// FNV-1a keys from names), xact_advisory_lock (released by the server at COMMIT/ROLLBACK),
+// session_advisory_lock (held by the connection until unlocked) and lock_all_advisory for
+// several keys in ONE order. Both lockables carry a lakh::lock_order::key and call the
+// checker's hooks, so lakh::lock_all(mutex, pg_lock) orders a ranked mutex and an advisory
+// lock together and the checker sees both. A lockable belongs to the thread that owns its
+// connection (libpqxx connections are single-threaded). Guide: docs/pg.md (API:
+// lakh/pg/advisory_lock.hpp).
 //
-// PostgreSQL advisory locks are named by a 64-bit key or by a pair of 32-bit keys (two
-// SEPARATE key spaces). They come in two scopes:
-//   - transaction scope (pg_advisory_xact_lock): released by the server at COMMIT/ROLLBACK,
-//     there is no early unlock. lakh::pg::xact_advisory_lock, lock_all_advisory(tx, ...);
-//   - session scope (pg_advisory_lock / pg_advisory_unlock): held by the connection until
-//     unlocked or the connection ends, across transactions. lakh::pg::session_advisory_lock
-//     (unlocks in its destructor), lock_all_advisory(conn, ...) -> RAII guard.
-//
-// Several keys are always taken in ONE order (lakh::pg::advisory_key's ordering: 64-bit keys
-// by value, then pairs by (namespace, id)), so two transactions locking overlapping sets can
-// never deadlock on them, in any process.
-//
-// Lock ordering: both lockables expose lock()/try_lock()/unlock() and a
-// lakh::lock_order::key (a lock class {rank, name} you choose, plus the advisory key as
-// the instance), and call lakh's checker hooks. So `lakh::lock_all(mutex, pg_lock)` sorts a
-// ranked mutex and an advisory lock into the one global order, and the checker reports a
-// potential deadlock (cycle or rank inversion) that mixes them. Take database locks BEFORE
-// in-process mutexes (lower rank) unless you have a reason not to: blocking on the network
-// while holding a mutex stalls every thread that wants it.
-//
-// Keys from strings: advisory_key::hashed(name) is FNV-1a 64 of the name's bytes
-// (offset basis 14695981039346656037, prime 1099511628211), reinterpreted as a two's
-// complement int64; hashed(ns, name) is the pair (ns, low 32 bits of h ^ (h >> 32)). The hash
-// is stable across processes, platforms and lakh versions (it is part of the API). It is NOT
-// PostgreSQL's hashtext(), which is internal and has changed between server versions.
-// Distinct names may collide; a collision only serializes two unrelated holders.
-//
-// Connections and transactions are single-threaded (libpqxx): a lockable is used by the
-// thread that owns its connection.
-
+// One header over ~500 lines because it is one concept, the advisory lock, in its two
+// scopes and its two forms (one key, several keys), which share the key and its order.
 #include <lakh/error.hpp>
 #include <lakh/lock_order.hpp>
 #include <lakh/pg/detail/pqxx_compat.hpp>
@@ -56,21 +36,25 @@ inline constexpr std::size_t max_advisory_name_size = 1024;
 /// The key of a PostgreSQL advisory lock: one int64 (pg_advisory_lock(bigint)) or a pair of
 /// int32 (pg_advisory_lock(int, int)). The two forms are different locks even for equal
 /// bits. Ordered (<=>): every int64 key before every pair, then by value; this is the order
-/// in which lakh takes several keys.
+/// in which lakh takes several keys. A value type: members are pure (thread-safe, never
+/// block, never allocate) unless noted.
 class advisory_key {
 public:
-  /// The 64-bit key `k`. Thread-safety: pure. Blocks: never. Allocates: never.
+  /// The 64-bit key `k`.
   constexpr advisory_key(std::int64_t k) noexcept : pair_(false), value_(k) {} // NOLINT: implicit
 
   /// The two-key form (ns, id), e.g. (table oid or a namespace constant, row id).
-  /// Thread-safety: pure. Blocks: never. Allocates: never.
   constexpr advisory_key(std::int32_t ns, std::int32_t id) noexcept
       : pair_(true), value_(static_cast<std::int64_t>(
                          (static_cast<std::uint64_t>(static_cast<std::uint32_t>(ns)) << 32U) |
                          static_cast<std::uint32_t>(id))) {}
 
-  /// FNV-1a 64 of `name`'s bytes (see the header comment).
-  /// Thread-safety: pure. Blocks: never. Allocates: never (except for the exception).
+  /// FNV-1a 64 of `name`'s bytes (offset basis 14695981039346656037, prime 1099511628211),
+  /// reinterpreted as a two's complement int64. Stable across processes, platforms and lakh
+  /// versions (part of the API); NOT PostgreSQL's hashtext(), which is internal and has
+  /// changed between server versions. Distinct names may collide: a collision only
+  /// serializes two unrelated holders.
+  /// Allocates: never (except for the exception).
   /// @throws std::invalid_argument if name is empty or longer than max_advisory_name_size.
   [[nodiscard]] static advisory_key hashed(std::string_view name) {
     return advisory_key(static_cast<std::int64_t>(fnv1a64(check_name("hashed", name))));
@@ -83,7 +67,7 @@ public:
     return {ns, static_cast<std::int32_t>(static_cast<std::uint32_t>(h ^ (h >> 32U)))};
   }
 
-  /// FNV-1a 64 as used by hashed(). Thread-safety: pure. Blocks: never. Allocates: never.
+  /// FNV-1a 64 as used by hashed().
   [[nodiscard]] static constexpr std::uint64_t fnv1a64(std::string_view s) noexcept {
     std::uint64_t h = 14695981039346656037ULL;
     for (char c : s) {
@@ -109,19 +93,18 @@ public:
   }
 
   /// The SQL arguments: "42" or "7, 42".
-  /// Thread-safety: pure. Blocks: never. Allocates: may.
+  /// Allocates: may.
   [[nodiscard]] std::string sql_args() const {
     return pair_ ? std::to_string(ns()) + ", " + std::to_string(id()) : std::to_string(value_);
   }
 
-  /// Human-readable: "42" or "(7, 42)". Thread-safety: pure. Allocates: may.
+  /// Human-readable: "42" or "(7, 42)". Allocates: may.
   [[nodiscard]] std::string to_string() const {
     return pair_ ? "(" + sql_args() + ")" : sql_args();
   }
 
   /// An order-preserving unsigned image of the key (int64 keys first), used as the
   /// lock-order instance so that lakh::lock_all orders advisory locks as lakh::pg does.
-  /// Thread-safety: pure. Blocks: never. Allocates: never.
   [[nodiscard]] constexpr std::uint64_t ordinal() const noexcept {
     // Both forms share the range (the instance is 64 bits); within one form the map is
     // order-preserving: sign bits flipped, for a pair in each half.
@@ -234,9 +217,10 @@ inline std::string lock_in_order_sql(const char *fn, const std::vector<advisory_
 /// Memory ordering: the server's: a lock granted after another transaction's commit sees that
 /// transaction's writes (read committed) like any row lock. Fairness: PostgreSQL's lock queue
 /// (FIFO with deadlock detection).
+/// Used from the transaction's thread; lock_key() and key() from any. Members never block
+/// or allocate unless noted.
 class xact_advisory_lock {
 public:
-  /// Thread-safety: n/a. Blocks: never (no statement is sent). Allocates: never.
   xact_advisory_lock(pqxx::transaction_base &tx, advisory_key key,
                      const lock_order::lock_class &cls = default_advisory_class()) noexcept
       : tx_(&tx), key_(key), cls_(cls) {}
@@ -244,7 +228,7 @@ public:
   xact_advisory_lock(const xact_advisory_lock &) = delete;
   xact_advisory_lock &operator=(const xact_advisory_lock &) = delete;
   /// Ends lock-order tracking if still tracked (the server lock lives until the transaction
-  /// ends). Thread-safety: the transaction's thread. Blocks: never. Allocates: never.
+  /// ends).
   ~xact_advisory_lock() {
     if (tracked_) {
       lock_order::on_release(this);
@@ -252,7 +236,7 @@ public:
   }
 
   /// Wait for the lock (pg_advisory_xact_lock).
-  /// Thread-safety: the transaction's thread. Blocks: until granted, or the server ends the
+  /// Blocks: until granted, or the server ends the
   /// wait (deadlock 40P01, lock_timeout 55P03, statement_timeout 57014).
   /// @throws pqxx::sql_error / pqxx::deadlock_detected / pqxx::broken_connection from the
   ///         server; lakh::lock_order_error in throw_error mode (not locked).
@@ -269,7 +253,7 @@ public:
   }
 
   /// Take the lock if it is free now (pg_try_advisory_xact_lock): true if taken.
-  /// Thread-safety: the transaction's thread. Blocks: one round trip, never on the lock.
+  /// Blocks: one round trip, never on the lock.
   /// @throws pqxx errors from the server. Allocates: may.
   [[nodiscard]] bool try_lock() {
     if (!detail::exec_bool(*tx_, "SELECT pg_try_advisory_xact_lock(" + key_.sql_args() + ")")) {
@@ -281,7 +265,6 @@ public:
   }
 
   /// End lakh's lock-order tracking. The server keeps the lock until the transaction ends.
-  /// Thread-safety: the transaction's thread. Blocks: never. Allocates: never.
   void unlock() noexcept {
     if (tracked_) {
       lock_order::on_release(this);
@@ -290,11 +273,10 @@ public:
   }
 
   /// The lock-order key: this lock's class, instance key().ordinal().
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] lock_order::key lock_key() const noexcept {
     return lock_order::key(cls_, key_.ordinal());
   }
-  /// The advisory key. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The advisory key.
   [[nodiscard]] advisory_key key() const noexcept { return key_; }
 
 private:
@@ -312,9 +294,10 @@ private:
 ///
 /// Memory ordering: the server's (an unlock happens-before the grant to the next waiter).
 /// Fairness: PostgreSQL's lock queue.
+/// Used from the connection's thread; lock_key() and key() from any. Members never block
+/// or allocate unless noted.
 class session_advisory_lock {
 public:
-  /// Thread-safety: n/a. Blocks: never (no statement is sent). Allocates: never.
   session_advisory_lock(pqxx::connection &conn, advisory_key key,
                         const lock_order::lock_class &cls = default_advisory_class()) noexcept
       : conn_(&conn), key_(key), cls_(cls) {}
@@ -323,7 +306,7 @@ public:
   session_advisory_lock &operator=(const session_advisory_lock &) = delete;
 
   /// Unlocks if held; errors (a lost connection, which released the lock anyway) are ignored.
-  /// Thread-safety: the connection's thread. Blocks: one round trip if held. Allocates: may.
+  /// Blocks: one round trip if held. Allocates: may.
   ~session_advisory_lock() {
     if (held_) {
       try {
@@ -335,7 +318,7 @@ public:
   }
 
   /// Wait for the lock (pg_advisory_lock).
-  /// Thread-safety: the connection's thread. Blocks: until granted or the server ends the
+  /// Blocks: until granted or the server ends the
   /// wait (40P01, 55P03, 57014).
   /// @throws lakh::usage_error if this object already holds it; pqxx errors from the
   ///         server; lakh::lock_order_error in throw_error mode (not locked).
@@ -357,7 +340,7 @@ public:
   }
 
   /// Take the lock if it is free now (pg_try_advisory_lock): true if taken.
-  /// Thread-safety: the connection's thread. Blocks: one round trip, never on the lock.
+  /// Blocks: one round trip, never on the lock.
   /// @throws lakh::usage_error if this object already holds it; pqxx errors.
   /// Allocates: may.
   [[nodiscard]] bool try_lock() {
@@ -375,7 +358,7 @@ public:
   }
 
   /// Release the lock (pg_advisory_unlock).
-  /// Thread-safety: the connection's thread. Blocks: one round trip.
+  /// Blocks: one round trip.
   /// @throws lakh::usage_error if this object does not hold it, or if the server says the
   ///         session did not hold it; pqxx errors (e.g. broken_connection: the server released
   ///         it with the session). The object no longer holds it afterwards in every case.
@@ -394,14 +377,14 @@ public:
     }
   }
 
-  /// Whether this object holds the lock. Thread-safety: the owner. Blocks: never.
+  /// Whether this object holds the lock.
   [[nodiscard]] bool owns_lock() const noexcept { return held_; }
 
-  /// See xact_advisory_lock::lock_key. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// See xact_advisory_lock::lock_key.
   [[nodiscard]] lock_order::key lock_key() const noexcept {
     return lock_order::key(cls_, key_.ordinal());
   }
-  /// The advisory key. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The advisory key.
   [[nodiscard]] advisory_key key() const noexcept { return key_; }
 
 private:
@@ -414,7 +397,7 @@ private:
 /// Take transaction-scoped locks on every key, in sorted order, duplicates once, in one
 /// round trip; the server releases them at commit/rollback. Two transactions calling this
 /// with overlapping sets cannot deadlock on these locks.
-/// Thread-safety: the transaction's thread. Blocks: until all are granted (or the server
+/// Blocks: until all are granted (or the server
 /// ends the wait: 40P01 if the caller mixes orders elsewhere, 55P03, 57014).
 /// @throws pqxx errors from the server. Allocates: may.
 inline void lock_all_advisory(pqxx::transaction_base &tx, std::vector<advisory_key> keys) {
@@ -435,7 +418,7 @@ requires(sizeof...(Keys) >= 1 && (std::is_convertible_v<Keys, advisory_key> &&
 /// Try to take transaction-scoped locks on every key, all or nothing: in a savepoint,
 /// pg_try_advisory_xact_lock in sorted order; if one is taken by someone else the savepoint
 /// is rolled back, which releases the ones taken. True if all were taken.
-/// Thread-safety: the transaction's thread. Blocks: one or two round trips, never on a lock.
+/// Blocks: one or two round trips, never on a lock.
 /// @throws pqxx errors from the server. Allocates: may.
 [[nodiscard]] inline bool try_lock_all_advisory(pqxx::dbtransaction &tx,
                                                 std::vector<advisory_key> keys) {
@@ -490,11 +473,11 @@ public:
   /// Thread-safety: the owner. Blocks: one round trip. Allocates: may.
   ~session_advisory_locks() { release_noexcept(); }
 
-  /// Whether the guard holds its keys. Thread-safety: the owner. Blocks: never.
+  /// Whether the guard holds its keys.
   [[nodiscard]] bool owns_lock() const noexcept { return conn_ != nullptr; }
   /// Same as owns_lock().
   [[nodiscard]] explicit operator bool() const noexcept { return owns_lock(); }
-  /// The keys held, in acquisition order. Thread-safety: the owner. Blocks: never.
+  /// The keys held, in acquisition order.
   [[nodiscard]] const std::vector<advisory_key> &keys() const noexcept { return keys_; }
 
   /// Unlock now, in reverse order, in one round trip; the guard becomes empty. Idempotent.
@@ -525,7 +508,7 @@ private:
 
 /// Take session-scoped locks on every key, in sorted order, duplicates once (one statement
 /// per key, so that a failure knows what it holds); the returned guard unlocks them. No transaction
-/// may be open on `conn`. Thread-safety: the connection's thread. Blocks: until all are granted (or
+/// may be open on `conn`. Blocks: until all are granted (or
 /// the server ends the wait).
 /// @throws pqxx errors from the server (locks taken before the error are released).
 /// Allocates: may.
@@ -554,7 +537,7 @@ private:
 
 /// Try to take session-scoped locks on every key, all or nothing (pg_try_advisory_lock in
 /// sorted order; on a miss, the ones taken are unlocked). The guard is empty on failure.
-/// Thread-safety: the connection's thread. Blocks: round trips, never on a lock.
+/// Blocks: round trips, never on a lock.
 /// @throws pqxx errors from the server. Allocates: may.
 [[nodiscard]] inline session_advisory_locks try_lock_all_advisory(pqxx::connection &conn,
                                                                   std::vector<advisory_key> keys) {

@@ -25,16 +25,13 @@ namespace lakh::pg {
 /// "lakh::pg: cannot connect to <host:port/dbname>: <libpq's reason>".
 class connect_error : public pqxx::broken_connection {
 public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   connect_error(std::string target, std::string reason)
       : pqxx::broken_connection("lakh::pg: cannot connect to " + target + ": " + reason),
         target_(std::move(target)), reason_(std::move(reason)) {}
 
-  /// "host:port/dbname" (never the password). Thread-safety: safe. Blocks: never.
-  /// Allocates: never.
+  /// "host:port/dbname" (never the password).
   [[nodiscard]] const std::string &target() const noexcept { return target_; }
   /// libpq's explanation, with any occurrence of the password replaced by "***".
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] const std::string &reason() const noexcept { return reason_; }
 
 private:

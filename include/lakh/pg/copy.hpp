@@ -1,25 +1,12 @@
 #pragma once
-// lakh/pg/copy.hpp: bulk load rows from a channel into a table through COPY.
-//
-// COPY ... FROM STDIN is PostgreSQL's fastest way in: one statement streams every row, with
-// no per-row round trip or parse. lakh::pg::copy_from drains a channel (a lakh::channel<Row>,
-// a lakh::channel<std::vector<Row>> of batches, or anything with recv() -> optional) into a
-// pqxx::stream_to, mapping each row to a tuple of column values with a function you supply.
-//
-// All or nothing: the rows are written inside a transaction, and a failure anywhere (a bad
-// row the server rejects, your mapping throwing, a lost connection) propagates as an
-// exception before anything is committed, so the transaction rolls back and the table keeps
-// none of the rows. The pool form commits only after the whole channel was copied.
-// On failure or cancellation the channel is CLOSED, so producers blocked in send() see
-// status::closed instead of waiting forever for a consumer that left.
-//
-// A row the server rejects is noticed while streaming (the socket is polled every 4096 rows),
-// not only at the end: the copy stops early and the channel is closed.
-//
-// Differences from psql's \copy: the rows never exist as a text file; memory stays bounded by
-// the channel's capacity; the load is typed (pqxx::to_string per field, NULL for empty
-// std::optional / nullptr). Names of the table and columns are quoted identifiers
-// (case-sensitive, taken literally; "schema.table" is split at the dot).
+// lakh/pg/copy.hpp: lakh::pg::copy_from, bulk load of the rows of a channel (a
+// lakh::channel<Row>, one of batches, or anything with recv() -> optional) into a table
+// through COPY ... FROM STDIN, each row mapped to a tuple of column values by a function you
+// supply. All or nothing: rows are written in one transaction and any failure (a row the
+// server rejects, noticed while streaming; the mapping throwing; a lost connection) throws
+// before anything commits, and CLOSES the channel so that blocked producers see
+// status::closed. Unlike psql's \copy, the rows never exist as a file, memory stays bounded
+// by the channel, and the load is typed. Guide: docs/pg.md (API: lakh/pg/copy.hpp).
 
 #include <lakh/pg/detail/pqxx_compat.hpp>
 #include <lakh/pg/pool.hpp>

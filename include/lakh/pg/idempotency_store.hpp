@@ -1,67 +1,21 @@
 #pragma once
-// lakh/pg/idempotency_store.hpp: idempotency records in PostgreSQL, committed in the same
-// transaction as the business writes they describe.
-//
-// Use with lakh::idempotency_guard (lakh/idempotency.hpp, which states the rules). What this
-// store adds over the in-memory and Redis ones is atomicity with the operation: the guard
-// hands the operation the pqxx::work in which it makes its business writes, and the store
-// records the response in that same transaction before committing. So a response is never
-// recorded for work that rolled back, and work is never committed without its response:
-// after a crash, either both are there (a retry replays) or neither (a retry runs again).
-//
-// How a key is taken:
-//   1. INSERT ... ON CONFLICT (tenant, key) DO NOTHING RETURNING (autocommit): the inserter
-//      owns a 'running' record with a random token and locked_until = now + lease.
-//   2. Otherwise the record is read (a plain SELECT: never blocks). A live record answers
-//      completed / running / mismatch. An expired one (a 'running' record past locked_until:
-//      its owner crashed; a 'done' record past expires_at) is taken over with
-//      SELECT ... FOR UPDATE SKIP LOCKED + UPDATE (new token, new lease).
-//   3. The operation's transaction first locks the record (SELECT ... FOR UPDATE) and checks
-//      that the token is still its own; only then does the operation run. Holding that row
-//      lock until commit, no one can take the key over mid-run even if the lease expires
-//      (the takeover skips locked rows), so lease_lost cannot happen here. If the token
-//      is no longer ours (our lease expired before we started and someone took over), the
-//      transaction is rolled back and the guard waits like any duplicate.
-//   4. The response goes in with UPDATE ... SET state = 'done' in the same transaction,
-//      then COMMIT. If the operation throws, the transaction rolls back (the business writes
-//      vanish) and the record is deleted in its own statement so the client may retry.
-// Times come from the database clock (clock_timestamp()), so processes on machines with
-// skewed clocks agree about leases and expiry.
-//
-// Across a service hop, in the caller's transaction (run_in): a service that owns an effect
-// and receives (tenant, key, fingerprint) from its caller records the key in the SAME
-// transaction as the effect, with no lease at all:
-//   1. INSERT ... ON CONFLICT (tenant, key) DO UPDATE ... WHERE <expired>: a new key (or an
-//      expired record) is taken in the caller's transaction; a concurrent duplicate's
-//      INSERT waits on the unique index until this transaction ends, then finds the
-//      committed record (or, if this one rolled back, takes the key itself). A live record
-//      is locked and read: done -> replayed, other fingerprint -> mismatch, running (a
-//      guard's two-step record) -> in_progress.
-//   2. The operation runs in the transaction and its response is written into the record;
-//      both commit with the transaction or neither does. A retry after any failure, a
-//      timeout or a crash finds either the committed effect and its response (replayed) or
-//      nothing (runs again). Nothing needs releasing, and no transaction is ever held
-//      across the caller's network call.
-//
-// The schema is created idempotently (create_schema(): CREATE TABLE IF NOT EXISTS under an
-// advisory lock, so concurrent creators do not collide); the table name is configurable, for
-// test isolation or one table per service.
-//
-// Connections come from a lakh::pg::pool: two short autocommit statements per new key plus
-// the operation's transaction. Errors from the server propagate (pqxx exceptions,
-// lakh::pg::acquire_error); a lost connection marks the lease broken so the pool replaces it.
+// lakh/pg/idempotency_store.hpp: lakh::pg::idempotency_store, idempotency records in a
+// PostgreSQL table, for lakh::idempotency_guard (lakh/idempotency.hpp). Unlike the memory and
+// Redis stores, the response is recorded in the SAME transaction as the business writes the
+// operation makes (the guard hands it the pqxx::work), so after a crash either both are
+// there (a retry replays) or neither is (a retry runs again); run_in() does the same in the
+// caller's own transaction, for a service that receives the key across a hop.
+// How a key is taken, the schema, and why it holds: docs/idempotency.md.
 
 #include <lakh/idempotency.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,16 +31,18 @@ struct idempotency_store_options {
   std::string table = "lakh_idempotency_keys";
 };
 
-/// Idempotency records in a PostgreSQL table. See the header comment.
+/// Idempotency records in a PostgreSQL table; satisfies lakh::idempotency_store.
 ///
-/// Thread-safety: every member may be called concurrently (each takes its own connection
-/// from the pool). Memory ordering: a record's completion is committed in the operation's
-/// transaction; a begin() that reads the completed record happens after that commit (READ
-/// COMMITTED), so it replays exactly the committed response. Fairness: none among waiters.
+/// Every member is thread-safe (each takes its own connection from the pool), and every
+/// member that touches the database may throw pqxx errors and lakh::pg::acquire_error, and
+/// allocates. Times come from the database clock (clock_timestamp()), so processes on
+/// machines with skewed clocks agree about leases and expiry.
+/// Memory ordering: a record's completion is committed in the operation's transaction; a
+/// begin() that reads the completed record happens after that commit (READ COMMITTED), so it
+/// replays exactly the committed response. Fairness: none among waiters.
 class idempotency_store {
 public:
   /// A store over `p` (which must outlive it) using `opts.table`. Touches no database.
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if the table name is not a plain lower-case identifier.
   explicit idempotency_store(pool &p, idempotency_store_options opts = {})
       : pool_(&p),
@@ -94,8 +50,7 @@ public:
 
   /// Create the table (and its expiry index) if it does not exist. Safe to call from many
   /// processes at once (serialised by an advisory transaction lock).
-  /// Thread-safety: safe. Blocks: for a round trip (and while another creator holds the
-  /// lock). @throws pqxx errors, lakh::pg::acquire_error. Allocates: may.
+  /// Blocks: for a round trip (and while another creator holds the lock).
   void create_schema() {
     with_connection([&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -118,11 +73,11 @@ public:
     });
   }
 
-  /// Take (tenant, key) for a request with fingerprint `fp`, or report what holds it (see the
-  /// header comment). Low-level: idempotency_guard calls it; tests call it to simulate a
-  /// crashed run.
-  /// Thread-safety: safe. Blocks: for up to three round trips. @throws pqxx errors,
-  /// lakh::pg::acquire_error. Allocates: may.
+  /// Take (tenant, key) for a request with fingerprint `fp`, or report what holds it: INSERT
+  /// ... ON CONFLICT DO NOTHING takes a new key; a plain SELECT (never blocks) reads an
+  /// existing one; an expired record is taken over with FOR UPDATE SKIP LOCKED + UPDATE.
+  /// Low-level: idempotency_guard calls it; tests call it to simulate a crashed run.
+  /// Blocks: for up to three round trips.
   [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
                                    const idempotency_options &opts) {
     const std::string t(tenant);
@@ -131,7 +86,7 @@ public:
     const auto lease_ms = static_cast<long long>(opts.lease.count());
     return with_connection([&](pqxx::connection &c) -> begin_result {
       for (int round = 0; round < 3; ++round) {
-        auto token = new_token();
+        auto token = lakh::detail::random_token();
         {
           pqxx::work w(c);
           auto r = w.exec_params("INSERT INTO " + table_ +
@@ -194,10 +149,11 @@ public:
   /// the owner of `token`, record the response in the same transaction and commit. If the
   /// token no longer owns the record, fn does not run and in_progress is returned. If fn (or
   /// the commit) throws, the transaction is rolled back, the key is released (fn threw) and
-  /// the exception rethrown.
-  /// Thread-safety: safe. Blocks: while fn runs and for the round trips. @throws whatever fn
-  /// throws; pqxx errors (a broken connection during COMMIT leaves the outcome unknown: the
-  /// record then is either done, or running until its lease expires). Allocates: may.
+  /// the exception rethrown. The transaction locks the record (SELECT ... FOR UPDATE) before
+  /// fn runs, so no one can take the key over mid-run: lease_lost cannot happen here.
+  /// Blocks: while fn runs and for the round trips.
+  /// @throws whatever fn throws; pqxx errors (a broken connection during COMMIT leaves the
+  /// outcome unknown: the record then is either done, or running until its lease expires).
   template <class Fn>
   execute_result execute(std::string_view tenant, std::string_view key, const std::string &token,
                          const idempotency_options &opts, Fn &&fn) {
@@ -245,18 +201,17 @@ public:
   }
 
   /// Run `fn(tx)` once per (tenant, key) in the CALLER's transaction `tx`, and record its
-  /// response in `tx` (see "Across a service hop" in the header comment): the effect and its
+  /// response in `tx` (docs/idempotency.md, "Across a service hop"): the effect and its
   /// record commit together when the caller commits. Returns executed (fn ran; its response
   /// is recorded in tx), replayed (a committed record with the same fingerprint: fn did not
   /// run), mismatch (another fingerprint), or in_progress (a live two-step record of
   /// idempotency_guard holds the key). A concurrent duplicate in another transaction waits
   /// for this one to end (bound it with lock_timeout). Roll `tx` back to forget the key:
   /// e.g. when fn decided to refuse the request, throw from fn.
-  /// Thread-safety: safe (tx is the caller's). Blocks: a round trip or two, while fn runs,
-  /// and while a concurrent transaction holds the key.
+  /// Blocks: a round trip or two, while fn runs, and while a concurrent transaction holds
+  /// the key.
   /// @throws std::invalid_argument if the key or tenant is invalid (nothing ran); pqxx
   /// errors; whatever fn throws (the caller's transaction must then roll back).
-  /// Allocates: may.
   template <class Fn>
   idempotency_result run_in(pqxx::transaction_base &tx, std::string_view tenant,
                             std::string_view key, std::uint64_t fp, Fn &&fn,
@@ -303,7 +258,7 @@ public:
 
   /// Delete the in-progress record owned by `token`; returns whether it did (false also when
   /// the database could not be reached: the lease then expires instead).
-  /// Thread-safety: safe. Blocks: for a round trip. Allocates: may.
+  /// Blocks: for a round trip. Never throws.
   bool release(std::string_view tenant, std::string_view key, const std::string &token) noexcept {
     try {
       return with_connection([&](pqxx::connection &c) {
@@ -322,8 +277,7 @@ public:
 
   /// Delete every record whose TTL or lease has expired (idle or not locked); returns how
   /// many. Run it periodically (e.g. hourly) to bound the table.
-  /// Thread-safety: safe. Blocks: for the DELETE. @throws pqxx errors,
-  /// lakh::pg::acquire_error. Allocates: may.
+  /// Blocks: for the DELETE.
   std::size_t purge_expired() {
     return with_connection([&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -334,7 +288,7 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
@@ -350,16 +304,6 @@ private:
            "expires_at <= clock_timestamp()))";
   }
 
-  static std::string new_token() {
-    thread_local std::mt19937_64 rng{[] {
-      std::random_device rd;
-      return (static_cast<std::uint64_t>(rd()) << 32U) ^ rd();
-    }()};
-    static std::atomic<std::uint64_t> counter{0};
-    return lakh::detail::to_hex16(rng()) +
-           lakh::detail::to_hex16(counter.fetch_add(1, std::memory_order_relaxed));
-  }
-
   template <class F> auto with_connection(F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
     return lakh::pg::with_connection(*pool_, std::forward<F>(f));
   }
@@ -367,5 +311,7 @@ private:
   pool *pool_;
   std::string table_;
 };
+
+static_assert(lakh::idempotency_store<idempotency_store>);
 
 } // namespace lakh::pg

@@ -1,19 +1,11 @@
 #pragma once
-// lakh/pg/inbox.hpp: the consumer side of exactly-once processing over an at-least-once
-// broker. A consumer records each message id in its own transaction, with the effects of
-// processing: INSERT ... ON CONFLICT DO NOTHING tells whether this delivery is the first.
-// The first delivery processes and commits both; a redelivery (the broker resent after a
-// lost ack, the relay republished after a crash) finds the id and skips; a processing that
-// rolled back left no id, so its redelivery processes. Ack the broker after the commit.
-// Two concurrent deliveries of one id: the second INSERT waits for the first transaction and
-// then sees the conflict (or, if the first rolled back, inserts and processes).
-//
-// The end-to-end story with lakh::pg::outbox and lakh::nats: the producer's change and its
-// event commit together (outbox); the relay publishes at least once with Nats-Msg-Id = the
-// event id (JetStream drops duplicates within its window); the consumer processes each
-// message id once (this inbox) and acks only after its commit, so a crash before the ack
-// means a redelivery that the inbox skips. There is no Go or std counterpart; it is the
-// "idempotent consumer" pattern with the dedupe record inside the consumer's transaction.
+// lakh/pg/inbox.hpp: lakh::pg::inbox, the consumer side of exactly-once processing over an
+// at-least-once broker (the "idempotent consumer" pattern, with the dedupe record inside the
+// consumer's own transaction): INSERT ... ON CONFLICT DO NOTHING of the message id, in the
+// transaction that makes the processing's effects, tells whether this delivery is the
+// first; a redelivery finds the id and skips, and a processing that rolled back left no id,
+// so its redelivery processes. Ack the broker after the commit. With lakh::pg::outbox and
+// lakh::nats it completes the end-to-end story of docs/outbox.md.
 
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
@@ -46,7 +38,6 @@ class inbox {
 public:
   static constexpr std::size_t max_id = 255;
 
-  /// Thread-safety: n/a. Blocks: never.
   /// @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit inbox(pool &p, inbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::inbox")) {}
@@ -138,7 +129,7 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:

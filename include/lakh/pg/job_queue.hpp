@@ -1,39 +1,14 @@
 #pragma once
-// lakh/pg/job_queue.hpp: a job queue in a PostgreSQL table, claimed in batches with
-// FOR UPDATE SKIP LOCKED, with leases and fencing tokens.
+// lakh/pg/job_queue.hpp: lakh::pg::job_queue, a job queue in a PostgreSQL table, the model
+// River, Que, Oban and graphile-worker share: enqueue in the caller's transaction (optionally
+// with a unique key), claim in batches with FOR UPDATE SKIP LOCKED (claimers never wait for
+// each other), leases and fencing tokens so a rescued job's stalled worker can neither
+// complete nor extend it, retries with backoff, a dead-letter state, and an admin API. Times
+// are the database's. lakh::pg::job_worker (lakh/pg/job_worker.hpp) is the loop around it.
+// Guide, with the schema and the privileges: docs/job_queue.md.
 //
-// The model is the one River, Que, Oban and graphile-worker share, written down once:
-//   - enqueue() inserts jobs in the CALLER's transaction, so a job exists if and only if the
-//     business change that asked for it committed (no outbox needed for the queue itself).
-//     A job may carry a unique key: while a job with that key is pending or running, another
-//     enqueue with the key is refused (a partial unique index), and enqueue says so.
-//   - claim(queue, n, lease) takes up to n runnable jobs in ONE statement: a
-//     SELECT ... ORDER BY run_at, id LIMIT n FOR UPDATE SKIP LOCKED over a partial index on
-//     pending jobs, and an UPDATE that marks them running with lease_until = now() + lease,
-//     attempts + 1 and a NEW fencing token from a sequence. Concurrent claimers skip each
-//     other's rows instead of waiting on them: no claimer ever blocks another, no deadlock.
-//   - Every later call about a claimed job (heartbeat, complete, fail) carries the token and
-//     only takes effect while the row is still running with that token. A worker that stalled
-//     past its lease and whose job was rescued (rescue_expired) and claimed again cannot
-//     complete it, extend it or overwrite the rerun: the database refuses, and the call
-//     returns false. complete() also comes in a form that runs in the caller's transaction,
-//     so the job's effects and its completion commit together (exactly-once effects).
-//   - fail() schedules a retry with exponential backoff (run_at later) or, after
-//     max_attempts, moves the job to 'dead' (the dead-letter state) with its last error.
-//   - rescue_expired() returns running jobs whose lease passed to pending (or dead when their
-//     attempts are used up). Claim does not rescue by itself: run rescue_expired() from any
-//     worker every few seconds (it is cheap: a partial index on running jobs).
-// Times are the database's (now()), so workers on machines with skewed clocks agree.
-//
-// Table (created idempotently by create_schema(), name configurable):
-//   id bigserial, queue text, payload text, unique_key text, state
-//   ('pending'|'running'|'done'|'dead'), attempts, max_attempts, run_at, lease_until,
-//   token bigint, last_error, created_at, finished_at; indexes: runnable (queue, run_at, id)
-//   WHERE state = 'pending'; running (lease_until) WHERE state = 'running'; unique
-//   (queue, unique_key) WHERE unique_key IS NOT NULL AND state IN ('pending', 'running').
-// Done jobs stay in the table (history, unique keys free again); delete_finished() removes
-// them in batches.
-
+// One header over ~500 lines because it is one concept: every member is a statement over
+// the one table, and they share its name, its schema and the fence.
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
@@ -116,12 +91,16 @@ struct job_queue_health {
       0; ///< oldest open transaction in this database (it holds back vacuum)
 };
 
-/// A PostgreSQL job queue with SKIP LOCKED batch claims, leases and fencing tokens. See the
-/// header comment for the model.
+/// A PostgreSQL job queue with SKIP LOCKED batch claims, leases and fencing tokens (the
+/// model: docs/job_queue.md).
 ///
-/// Thread-safety: every member may be called concurrently from any number of threads and
-/// processes. Ordering: jobs are claimed in (run_at, id) order among those not locked by a
-/// concurrent claim; no stronger order is promised under concurrency.
+/// Every member may be called concurrently from any number of threads and processes (a
+/// member that takes a transaction runs in the caller's, on the caller's thread). Members
+/// that touch the database block for their round trips (those without a transaction first
+/// for a pooled connection, as with_connection), may throw pqxx errors (and acquire_error
+/// when they take a pooled connection), and allocate. Ordering: jobs are claimed in (run_at, id)
+/// order among those not locked by a concurrent claim; no stronger order is promised under
+/// concurrency.
 class job_queue {
 public:
   static constexpr std::size_t max_queue_name = 128;
@@ -129,7 +108,6 @@ public:
   static constexpr int max_batch = 10000;
 
   /// A queue over table `opts.table` with connections from `p` (which must outlive it).
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit job_queue(pool &p, job_queue_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::job_queue")),
@@ -137,8 +115,6 @@ public:
 
   /// Creates the table, its indexes and the token sequence if they do not exist. Safe to call
   /// from many processes at once (serialized by an advisory transaction lock).
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
-  /// Allocates: may.
   void create_schema() {
     const std::string base = detail::index_base(table_);
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
@@ -172,9 +148,8 @@ public:
   /// Inserts a job in the caller's transaction `w` (it exists once `w` commits).
   /// Returns its id, or std::nullopt when spec.unique_key is set and a pending or running job
   /// of that queue already has the key (nothing is inserted).
-  /// Thread-safety: safe (w is the caller's). Blocks: a round trip.
   /// @throws std::invalid_argument on a bad spec (empty or oversize queue or key, NUL in the
-  /// payload, negative delay, max_attempts < 1); pqxx errors. Allocates: may.
+  /// payload, negative delay, max_attempts < 1); pqxx errors.
   std::optional<std::int64_t> enqueue(pqxx::transaction_base &w, const job_spec &spec) {
     check_spec(spec, "enqueue");
     // Without a key the conflict target never matches (NULL keys are not indexed). Every
@@ -208,7 +183,6 @@ public:
 
   /// Inserts one job per payload into `queue`, in one statement, in the caller's transaction.
   /// Returns how many were inserted (all of them). No unique keys in bulk.
-  /// Thread-safety: safe. Blocks: a round trip.
   /// @throws std::invalid_argument on a bad queue name, a NUL in a payload or max_attempts < 1
   /// (nothing inserted); pqxx errors. Allocates: the array text.
   std::size_t enqueue_bulk(pqxx::transaction_base &w, std::string_view queue,
@@ -238,7 +212,7 @@ public:
   /// Claims up to n runnable jobs of `queue` (pending, run_at reached) for `lease`, skipping
   /// rows locked by concurrent claims. Each gets attempts + 1 and a new fencing token.
   /// Returns them (possibly none) sorted by id. Commits on its own connection.
-  /// Thread-safety: safe. Blocks: for a pooled connection (as with_connection: up to the
+  /// Blocks: for a pooled connection (as with_connection: up to the
   /// pool's acquire_timeout, or until `st` is stopped), then a round trip, never on another
   /// claimer's rows.
   /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
@@ -259,7 +233,7 @@ public:
   /// claim() in the caller's transaction `w`: the jobs are the caller's once `w` commits
   /// (and pending again if it rolls back). A worker that commits a job's completion and the
   /// claim of its next job in one transaction pays one commit per job (job_worker does).
-  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// Blocks: a round trip, never on another claimer's rows.
   /// @throws std::invalid_argument as claim(); pqxx errors. Allocates: the jobs.
   std::vector<claimed_job> claim(pqxx::transaction_base &w, std::string_view queue, int n,
                                  std::chrono::milliseconds lease) {
@@ -282,7 +256,7 @@ public:
   /// that dies mid-job counts no attempt: a job that kills its process every time is claimed
   /// again and again. Record a failure with fail(job, ...) in a new transaction after the
   /// rollback. Returned jobs have token 0, sorted by id.
-  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// Blocks: a round trip, never on another claimer's rows.
   /// @throws std::invalid_argument if n is not within 1..max_batch, or on a bad queue name;
   /// pqxx errors. Allocates: the jobs.
   std::vector<claimed_job> claim_done(pqxx::transaction_base &w, std::string_view queue, int n) {
@@ -293,8 +267,7 @@ public:
 
   /// Gives a claimed job back, untouched: pending again at once, this claim not counted as an
   /// attempt, its token void. For a worker that stops before it runs the job. False when the
-  /// job is no longer running with its token. Thread-safety: safe. Blocks: a round trip.
-  /// @throws pqxx errors. Allocates: may.
+  /// job is no longer running with its token.
   bool release(pqxx::transaction_base &w, const claimed_job &job) {
     return w.exec_params("UPDATE " + table_ +
                              " SET state = 'pending', attempts = attempts - 1, lease_until = "
@@ -307,31 +280,19 @@ public:
   /// Extends, in the caller's transaction, the lease of every job of `jobs` still running
   /// with its token, to now() + lease; returns the ids extended (the others were rescued:
   /// their workers should stop). One statement for any number of jobs.
-  /// Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if lease is not positive; pqxx errors. Allocates: may.
+  /// @throws std::invalid_argument if lease is not positive; pqxx errors.
   std::vector<std::int64_t> heartbeat(pqxx::transaction_base &w,
                                       const std::vector<claimed_job> &jobs,
                                       std::chrono::milliseconds lease) {
     check_lease(lease, "heartbeat");
-    if (jobs.empty()) {
-      return {};
-    }
-    const auto ids = int_array(jobs, &claimed_job::id);
-    const auto tokens = int_array(jobs, &claimed_job::token);
-    auto r = w.exec_params("UPDATE " + table_ +
-                               " j SET lease_until = now() + $3 * interval '1 millisecond' "
-                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
-                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
-                               "RETURNING j.id",
-                           ids, tokens, static_cast<long long>(lease.count()));
-    return ids_of(r);
+    return fenced_update_batch(w, jobs, "lease_until = now() + $3 * interval '1 millisecond'",
+                               static_cast<long long>(lease.count()));
   }
 
   /// Extends the job's lease to now() + lease, if the job is still running with its token.
   /// Returns false when it is not (the lease expired and the job was rescued): stop working
-  /// on it. Thread-safety: safe. Blocks: for a pooled connection (as claim), a round trip.
+  /// on it.
   /// @throws std::invalid_argument if lease is not positive; pqxx errors; acquire_error.
-  /// Allocates: may.
   bool heartbeat(const claimed_job &job, std::chrono::milliseconds lease, std::stop_token st = {}) {
     check_lease(lease, "heartbeat");
     return fenced_update(st, "lease_until = now() + $3 * interval '1 millisecond'", job,
@@ -340,8 +301,6 @@ public:
 
   /// Marks the job done, if it is still running with its token; returns false (nothing
   /// changed) otherwise. Commits on its own connection.
-  /// Thread-safety: safe. Blocks: for a pooled connection (as claim), a round trip.
-  /// @throws pqxx errors, acquire_error. Allocates: may.
   bool complete(const claimed_job &job, std::stop_token st = {}) {
     return lakh::pg::with_connection(
         *pool_,
@@ -357,7 +316,6 @@ public:
   /// Marks the job done in the caller's transaction `w`, if it is still running with its
   /// token; returns false otherwise (then roll back the job's effects: another worker owns
   /// the job now). Committing `w` commits the effects and the completion together.
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
   bool complete(pqxx::transaction_base &w, const claimed_job &job) {
     auto r = w.exec_params("UPDATE " + table_ +
                                " SET state = 'done', finished_at = now(), lease_until = NULL "
@@ -368,21 +326,9 @@ public:
 
   /// Marks many jobs done in the caller's transaction, each only if still running with its
   /// token. Returns the ids that were completed (the others belong to someone else now).
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
   std::vector<std::int64_t> complete_batch(pqxx::transaction_base &w,
                                            const std::vector<claimed_job> &jobs) {
-    if (jobs.empty()) {
-      return {};
-    }
-    const auto ids = int_array(jobs, &claimed_job::id);
-    const auto tokens = int_array(jobs, &claimed_job::token);
-    auto r = w.exec_params("UPDATE " + table_ +
-                               " j SET state = 'done', finished_at = now(), lease_until = NULL "
-                               "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
-                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
-                               "RETURNING j.id",
-                           ids, tokens);
-    return ids_of(r);
+    return fenced_update_batch(w, jobs, "state = 'done', finished_at = now(), lease_until = NULL");
   }
 
   /// What complete_and_claim() did.
@@ -395,7 +341,7 @@ public:
   /// a worker that completes a batch and claims the next in the caller's transaction pays one
   /// round trip and one commit per batch, as the bare `UPDATE ... SKIP LOCKED` would, and
   /// keeps the fence on every completion. `done` may be empty.
-  /// Thread-safety: safe. Blocks: a round trip, never on another claimer's rows.
+  /// Blocks: a round trip, never on another claimer's rows.
   /// @throws std::invalid_argument as claim(); pqxx errors. Allocates: the jobs.
   handoff complete_and_claim(pqxx::transaction_base &w, const std::vector<claimed_job> &done,
                              std::string_view queue, int n, std::chrono::milliseconds lease) {
@@ -445,9 +391,8 @@ public:
 
   /// Records a failure of the job (if still running with its token): retried later, at
   /// now() + backoff * 2^(attempts - 1) (capped at 1 day), or dead once attempts reached
-  /// max_attempts. Thread-safety: safe. Blocks: for a pooled connection (as claim), a round
-  /// trip. @throws std::invalid_argument if backoff is negative; pqxx errors; acquire_error.
-  /// Allocates: may.
+  /// max_attempts.
+  /// @throws std::invalid_argument if backoff is negative; pqxx errors; acquire_error.
   fail_outcome fail(const claimed_job &job, std::string_view error,
                     std::chrono::milliseconds backoff = std::chrono::seconds(1),
                     std::stop_token st = {}) {
@@ -466,8 +411,7 @@ public:
   /// transaction rolled back: the job, pending again, gets this attempt counted, the error
   /// and the backoff (or dead), unless another claimer has taken or recorded it since
   /// (its attempts moved on: refused).
-  /// Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if backoff is negative; pqxx errors. Allocates: may.
+  /// @throws std::invalid_argument if backoff is negative; pqxx errors.
   fail_outcome fail(pqxx::transaction_base &w, const claimed_job &job, std::string_view error,
                     std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
     if (backoff.count() < 0) {
@@ -501,8 +445,7 @@ public:
 
   /// Returns running jobs whose lease has passed to pending (run now), or to dead when their
   /// attempts are used up; their old tokens stop working. Returns how many were rescued.
-  /// Thread-safety: safe (concurrent rescuers skip each other's rows). Blocks: for a pooled
-  /// connection (as claim), a round trip. @throws pqxx errors, acquire_error. Allocates: may.
+  /// Concurrent rescuers skip each other's rows.
   std::size_t rescue_expired(std::stop_token st = {}) {
     return lakh::pg::with_connection(
         *pool_,
@@ -516,7 +459,6 @@ public:
   }
 
   /// rescue_expired() in the caller's transaction `w`.
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors. Allocates: may.
   std::size_t rescue_expired(pqxx::transaction_base &w) {
     auto r =
         w.exec("UPDATE " + table_ +
@@ -530,7 +472,6 @@ public:
 
   /// Up to `limit` jobs in `state` (pending, running, done or dead), of `queue` unless it is
   /// empty, with ids above `after_id`, by id: a page; pass the last id for the next one.
-  /// Thread-safety: safe. Blocks: a round trip.
   /// @throws std::invalid_argument on an unknown state or limit outside 1..max_batch; pqxx
   /// errors; acquire_error. Allocates: the jobs.
   std::vector<job_info> list(std::string_view state, std::string_view queue = {}, int limit = 100,
@@ -565,7 +506,6 @@ public:
 
   /// A dead job runs again: pending now with its attempts reset (its last error kept until
   /// it fails again). False when the job is not dead (or its unique key is live again).
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
   bool retry_dead(std::int64_t id) {
     return admin("UPDATE " + table_ +
                      " j SET state = 'pending', attempts = 0, run_at = now(), finished_at = "
@@ -578,7 +518,6 @@ public:
 
   /// A pending job will not run: dead, with last_error 'cancelled'. A running job cannot be
   /// cancelled here (its worker decides); false then, or when there is no such pending job.
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
   bool cancel(std::int64_t id) {
     return admin("UPDATE " + table_ +
                      " SET state = 'dead', last_error = 'cancelled', finished_at = now() "
@@ -587,18 +526,16 @@ public:
   }
 
   /// Deletes a dead job. False when there is no such dead job.
-  /// Thread-safety: safe. Blocks: a round trip. @throws pqxx errors, acquire_error.
   bool delete_dead(std::int64_t id) {
     return admin("DELETE FROM " + table_ + " WHERE id = $1 AND state = 'dead'", id);
   }
 
   /// The NOTIFY channel of this queue's table (with options().notify): the table's name.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] const std::string &channel() const noexcept { return table_; }
 
   /// Deletes up to `limit` done jobs that finished more than `older_than` ago; returns how
-  /// many. Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if limit < 1; pqxx errors. Allocates: may.
+  /// many.
+  /// @throws std::invalid_argument if limit < 1; pqxx errors.
   std::size_t delete_finished(std::chrono::milliseconds older_than, int limit = 10000) {
     if (limit < 1) {
       throw std::invalid_argument("lakh::pg::job_queue::delete_finished: limit (" +
@@ -616,8 +553,7 @@ public:
   }
 
   /// Counts by state (all queues), the oldest runnable job's age, the table's dead tuples and
-  /// the oldest open transaction's age. Thread-safety: safe. Blocks: a round trip.
-  /// @throws pqxx errors, acquire_error. Allocates: may.
+  /// the oldest open transaction's age.
   job_queue_health health() {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -649,7 +585,7 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
 private:
@@ -771,6 +707,25 @@ private:
           return r.affected_rows() == 1;
         },
         st);
+  }
+
+  /// In `w`, applies `set` (SQL; $3... are `args`) to every job of `jobs` still running with
+  /// its token, in one statement; returns the ids updated.
+  template <class... Args>
+  std::vector<std::int64_t> fenced_update_batch(pqxx::transaction_base &w,
+                                                const std::vector<claimed_job> &jobs,
+                                                const std::string &set, Args &&...args) {
+    if (jobs.empty()) {
+      return {};
+    }
+    const auto ids = int_array(jobs, &claimed_job::id);
+    const auto tokens = int_array(jobs, &claimed_job::token);
+    auto r = w.exec_params("UPDATE " + table_ + " j SET " + set +
+                               " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
+                               "RETURNING j.id",
+                           ids, tokens, std::forward<Args>(args)...);
+    return ids_of(r);
   }
 
   pool *pool_;

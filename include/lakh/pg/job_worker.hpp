@@ -1,54 +1,14 @@
 #pragma once
-// lakh/pg/job_worker.hpp: the loop around lakh::pg::job_queue that every user of a queue
-// would otherwise write by hand.
+// lakh/pg/job_worker.hpp: lakh::pg::job_worker, the loop around lakh::pg::job_queue that
+// every user of a queue would otherwise write by hand: `workers` threads claim, run the
+// handler (in the transaction that completes the job and claims the next, or without one),
+// record errors for retry, heartbeat leases or hold jobs by row lock, rescue, prune, enqueue
+// periodic jobs once per slot, wake on NOTIFY and stop gracefully. Guide: docs/job_queue.md
+// ("The runner: job_worker").
 //
-// A job_worker runs `workers` threads over one queue of a job_queue. Each thread, per job:
-//   1. an idle worker claims in a transaction of its own; afterwards each job is claimed in
-//      the transaction that completed the previous one (one commit per job);
-//   2. runs the handler. A transactional handler gets a transaction on a pooled connection:
-//      its writes, the fenced completion and the claim of the next job
-//      (job_queue::complete_and_claim, one statement) commit together, so a job's effects
-//      exist if and only if it is done. A handler that must not hold a transaction (it calls
-//      another service) gets none and holds no connection; its completion commits right
-//      after it returns;
-//   3. on an exception, rolls the handler's transaction back and records the error's text
-//      with job_queue::fail (retried with the queue's exponential backoff, dead after
-//      max_attempts); a completion refused by the fence (the lease expired and the job was
-//      rescued meanwhile) rolls the effects back.
-// A job_batch_handler takes up to `batch` jobs at a time in one transaction; the fenced
-// completion of the batch and the claim of the next are one statement
-// (job_queue::complete_and_claim): one round trip and one commit per batch.
-// With job_claim::row_lock (a transactional handler only) a job is not leased: the claim
-// marks it done in the transaction that runs its handler (job_queue::claim_done), its row
-// lock held until that transaction ends is its lease, so each job is written once; a failure
-// rolls the claim back and is recorded with fail(); a crash leaves the job pending. There is
-// nothing to heartbeat or rescue, and a process that dies mid-job counts no attempt.
-// One helper thread, on a connection of its own (pool::connect_dedicated, never one of the
-// workers'), extends the lease of every running job every `heartbeat` in one statement, and
-// every `maintenance` does, under a transaction-level advisory lock so that one process at a
-// time does it: rescue_expired, pruning of done jobs older than `keep_done`, and the enqueue
-// of periodic jobs whose slot has come (at most once per slot across all processes: the
-// slot's job carries the unique key "<name>@<slot start, Unix seconds>", checked against
-// every state, under the lock). Another thread LISTENs on the queue's NOTIFY channel
-// (job_queue_options::notify) and wakes an idle worker when a job is enqueued; without a
-// notification, idle workers poll every `poll`.
-//
-// Stopping (stop(), the destructor, or the stop_token given to start()): no new job is
-// claimed; each handler's stop_token is signalled; handlers finish (a handler that returns
-// completes its job as usual); a job claimed and not yet started is released (pending again,
-// the claim not counted as an attempt). Nothing is lost: a worker that dies instead leaves
-// its jobs to the rescue after their lease.
-//
-// Connections: a worker holds at most one pooled connection at a time (a handler without a
-// transaction none while it runs), and the heartbeat and LISTEN threads use their own, so
-// `workers` workers never deadlock on a pool of `workers` connections (a pool smaller than
-// that makes workers wait their turn: acquire_default()).
-//
-// Metrics (options.metrics, labelled queue="<queue>"): lakh_job_worker_{claimed, done,
-// failed, dead, rescued, released, notify_wakeups}_total, and the histograms
-// lakh_job_worker_pickup_seconds (runnable -> claimed, by the database's clock) and
-// lakh_job_worker_run_seconds (the handler).
-
+// One header over ~500 lines because it is one concept: the runner's threads (workers,
+// heartbeat, LISTEN, maintenance) share its state and its stop; the SQL stays in
+// job_queue.hpp.
 #include <lakh/metrics.hpp>
 #include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/pool.hpp>
@@ -140,7 +100,7 @@ struct job_worker_options {
   lakh::registry *metrics = nullptr; ///< where the metrics go (none when null)
 };
 
-/// Runs a handler over the jobs of one queue with N threads. See the header comment.
+/// Runs a handler over the jobs of one queue with N threads (docs/job_queue.md, "The runner").
 ///
 /// Thread-safety: start(), stop() and the accessors may be called from any thread; the
 /// handler runs on the worker threads, concurrently with itself. Fairness: jobs in (run_at,
@@ -167,7 +127,7 @@ public:
   ~job_worker() { stop(); }
 
   /// Starts the threads; `st` (optional) stops the worker as stop() does.
-  /// Thread-safety: safe. Blocks: never. Allocates: the threads.
+  /// Allocates: the threads.
   /// @throws std::logic_error if already started.
   void start(std::stop_token st = {}) {
     std::lock_guard l(m_);
@@ -203,14 +163,13 @@ public:
     }
   }
 
-  /// Jobs the workers completed. Thread-safety: safe. Blocks: never.
+  /// Jobs the workers completed.
   [[nodiscard]] std::uint64_t done() const noexcept { return done_n_.load(); }
   /// Handler failures recorded with job_queue::fail and retried later (not counting the
   /// in-place retries of options.retry, nor jobs that went dead).
-  /// Thread-safety: safe. Blocks: never.
   [[nodiscard]] std::uint64_t failed() const noexcept { return failed_n_.load(); }
   /// Completions refused by the fence (a lease expired and the job was rescued meanwhile):
-  /// their effects were rolled back. Thread-safety: safe. Blocks: never.
+  /// their effects were rolled back.
   [[nodiscard]] std::uint64_t fenced() const noexcept { return fenced_n_.load(); }
   /// Times an idle worker was woken by a NOTIFY (not by its poll timeout).
   [[nodiscard]] std::uint64_t notify_wakeups() const noexcept { return wakeups_n_.load(); }

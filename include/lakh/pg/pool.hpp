@@ -1,29 +1,18 @@
 #pragma once
-// lakh/pg/pool.hpp: a bounded pool of libpqxx connections.
+// lakh/pg/pool.hpp: lakh::pg::pool, a bounded pool of libpqxx connections handed out as RAII
+// leases (pooled_connection), at most max_size at once (a FIFO-fair lakh::semaphore), opened
+// lazily; broken connections are never handed out (checked on return and, without a round
+// trip, before reuse) and are replaced. Unlike other pools, acquire reports timeout,
+// cancelled and closed as a lakh::status, never as an exception; a failure to connect throws
+// lakh::pg::connect_error naming host:port/dbname, never the password. Session state is not
+// reset between leases. Guide: docs/pg.md (API: lakh/pg/pool.hpp).
 //
-// A pqxx::connection serves one thread, and one transaction at a time. lakh::pg::pool hands
-// out connections as RAII leases (pooled_connection) that go back to the pool when
-// destroyed; at most `max_size` exist at once, bounded by a lakh::semaphore (one permit per
-// lease, FIFO-fair, so a waiter is not overtaken forever). Connections are opened lazily, on
-// demand, up to max_size.
-//
-// Broken connections are never handed out: a lease marked broken (mark_broken(), which
-// lakh::pg::retrier does when it sees a lost connection) or whose connection reports
-// !is_open() is discarded on return, and an idle connection is checked before it is handed
-// out (is_open(), plus a zero-timeout poll of its socket: an idle connection that has data
-// or EOF pending was terminated by the server, e.g. pg_terminate_backend or a restart).
-// A discarded connection is replaced by a fresh one on the next acquire.
-//
-// Differences from other pools: acquire reports timeout / cancelled / closed as a
-// lakh::status (the lease is empty), never as an exception; a failure to connect throws
-// lakh::pg::connect_error naming host:port/dbname and libpq's reason, never the password.
-// The pool does not reset session state between leases (SET, prepared statements, LISTEN
-// survive); session-scoped advisory locks are released by their RAII guards.
+// One header over ~500 lines because it is one concept: the pool, its lease and
+// with_connection share the pool's state (its mutex, semaphore and statistics).
 //
 // Memory ordering: returning a lease happens-before the acquire that receives the same
 // connection (both pass through the pool's mutex and the semaphore), so a connection is
 // never used by two threads at once and each user sees its predecessor's writes to it.
-
 #include <lakh/error.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/semaphore.hpp>
@@ -103,7 +92,6 @@ struct pool_stats {
 /// (pool::acquire itself never throws this: it returns the status.)
 class acquire_error : public std::runtime_error {
 public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   acquire_error(lakh::status s, const std::string &target)
       : std::runtime_error("lakh::pg: no connection from the pool for " + target + " (" +
                            std::string(lakh::to_string(s)) + ")"),
@@ -206,16 +194,15 @@ inline bool ping(pqxx::connection &c) noexcept {
 /// acquire did not succeed; status() says why. Move-only.
 ///
 /// Use one lease from one thread at a time, and destroy every transaction on it before the
-/// lease. If a pqxx::broken_connection escapes while you use it, call mark_broken() (or let
+/// lease. Its members never block (beyond the pool's short critical section) or allocate
+/// unless noted. If a pqxx::broken_connection escapes while you use it, call mark_broken() (or let
 /// lakh::pg::retrier do it); a closed connection is detected on return anyway.
 class [[nodiscard]] pooled_connection {
 public:
   /// An empty lease with status `s` (default: closed).
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   explicit pooled_connection(lakh::status s = lakh::status::closed) noexcept : status_(s) {}
 
   /// Takes over `o`'s lease; `o` becomes empty (status closed).
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   pooled_connection(pooled_connection &&o) noexcept
       : state_(std::move(o.state_)), conn_(std::move(o.conn_)), status_(o.status_),
         broken_(o.broken_) {
@@ -223,7 +210,6 @@ public:
   }
 
   /// Returns this lease's connection (if any), then takes over `o`'s.
-  /// Thread-safety: n/a. Blocks: never (a short critical section). Allocates: never.
   pooled_connection &operator=(pooled_connection &&o) noexcept {
     if (this != &o) {
       release();
@@ -240,20 +226,16 @@ public:
   pooled_connection &operator=(const pooled_connection &) = delete;
 
   /// Returns the connection to its pool (closing it instead if broken or the pool is closed).
-  /// Thread-safety: the owner. Blocks: never (a short critical section). Allocates: never.
   ~pooled_connection() { release(); }
 
   /// True if this lease holds a connection.
-  /// Thread-safety: like any const member. Blocks: never. Allocates: never.
   [[nodiscard]] explicit operator bool() const noexcept { return conn_ != nullptr; }
 
   /// ok while a connection is held; otherwise why acquire failed (timeout, cancelled,
   /// closed), or closed after release().
-  /// Thread-safety: like any const member. Blocks: never. Allocates: never.
   [[nodiscard]] lakh::status status() const noexcept { return status_; }
 
   /// The connection.
-  /// Thread-safety: one thread at a time. Blocks: never. Allocates: never.
   /// @throws lakh::usage_error if the lease is empty (the message gives its status).
   [[nodiscard]] pqxx::connection &get() const {
     if (conn_ == nullptr) {
@@ -269,16 +251,13 @@ public:
   [[nodiscard]] pqxx::connection *operator->() const { return &get(); }
 
   /// Mark the connection unusable: it is closed and replaced instead of being reused.
-  /// Thread-safety: one thread at a time. Blocks: never. Allocates: never.
   void mark_broken() noexcept { broken_ = true; }
 
   /// Whether mark_broken() was called.
-  /// Thread-safety: like any const member. Blocks: never. Allocates: never.
   [[nodiscard]] bool marked_broken() const noexcept { return broken_; }
 
   /// Return the connection to the pool now; the lease becomes empty (status closed).
-  /// Idempotent. Thread-safety: one thread at a time. Blocks: never (a short critical
-  /// section). Allocates: never.
+  /// Idempotent.
   void release() noexcept {
     if (state_ != nullptr) {
       auto st = std::move(state_);
@@ -300,9 +279,10 @@ private:
   bool broken_ = false;
 };
 
-/// A bounded, lazily filled pool of PostgreSQL connections. See the header comment.
+/// A bounded, lazily filled pool of PostgreSQL connections.
 ///
-/// Thread-safety: every member may be called concurrently. Fairness: waiters are served in
+/// Every member but the destructor may be called concurrently; members never block (beyond
+/// a short critical section) or allocate unless noted. Fairness: waiters are served in
 /// FIFO order by the semaphore. Leases may outlive the pool object: they keep its state
 /// alive and close their connection on return.
 class pool {
@@ -310,12 +290,10 @@ class pool {
 
 public:
   /// A pool as described by `opts`. Opens no connection yet.
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if opts.max_size is 0 or above max_pool_size.
   explicit pool(pool_options opts) : state_(make_state(std::move(opts))) {}
 
   /// A pool of up to `max_size` connections to `url`, validation::socket.
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
   /// @throws std::invalid_argument if max_size is 0 or above max_pool_size.
   pool(std::string url, std::size_t max_size)
       : pool(pool_options{std::move(url), max_size, validation::socket, {}, {}, {}}) {}
@@ -331,7 +309,7 @@ public:
   /// Lease a connection, waiting as long as it takes for one to become free.
   /// Returns a lease with status ok, or an empty one with status cancelled (stop requested)
   /// or closed (the pool is or became closed).
-  /// Thread-safety: safe. Blocks: until a connection is free, stop is requested or the pool
+  /// Blocks: until a connection is free, stop is requested or the pool
   /// is closed; then possibly while a new connection is opened.
   /// @throws lakh::pg::connect_error if a new connection cannot be opened (the permit is
   ///         given back), or whatever pool_options::on_connect throws.
@@ -341,7 +319,7 @@ public:
   }
 
   /// Like acquire(), but gives up with status timeout after `timeout`.
-  /// Thread-safety: safe. Blocks: until a connection is free, the timeout passes, stop is requested
+  /// Blocks: until a connection is free, the timeout passes, stop is requested
   /// or the pool is closed (then possibly while a new connection is opened).
   /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   template <class Rep, class Period>
@@ -356,7 +334,7 @@ public:
   }
 
   /// Like acquire(), but gives up with status timeout at `deadline` (any clock).
-  /// Thread-safety: safe. Blocks: until a connection is free, the deadline passes, stop is
+  /// Blocks: until a connection is free, the deadline passes, stop is
   /// requested or the pool is closed (then possibly while a new connection is opened).
   /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   template <class Clock, class Duration>
@@ -368,7 +346,7 @@ public:
 
   /// Lease a connection as the helpers do: acquire_for(pool_options::acquire_timeout) when
   /// it is set, acquire() otherwise.
-  /// Thread-safety: safe. Blocks: as acquire_for or acquire.
+  /// Blocks: as acquire_for or acquire.
   /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   [[nodiscard]] pooled_connection acquire_default(std::stop_token st = {}) {
     if (const auto &t = state_->opts.acquire_timeout) {
@@ -379,7 +357,7 @@ public:
 
   /// Lease a connection only if one is free now: status empty when all max_size are leased,
   /// closed if the pool is closed. May still open a new connection.
-  /// Thread-safety: safe. Blocks: never waits for a lease; may open a connection.
+  /// Blocks: never waits for a lease; may open a connection.
   /// @throws lakh::pg::connect_error as acquire(). Allocates: may.
   [[nodiscard]] pooled_connection try_acquire() {
     return acquire_impl(steady::time_point::min(), {});
@@ -389,7 +367,7 @@ public:
   /// on_connect), but not counted by the pool and owned by the caller: for a session that
   /// lives as long as a component (LISTEN, a heartbeat), which must not take one of the
   /// pool's connections from the work it bounds.
-  /// Thread-safety: safe. Blocks: while the connection opens.
+  /// Blocks: while the connection opens.
   /// @throws lakh::pg::connect_error, or whatever on_connect throws. Allocates: may.
   [[nodiscard]] std::unique_ptr<pqxx::connection> connect_dedicated() const {
     return open_connection(state_->opts, nullptr);
@@ -397,7 +375,7 @@ public:
 
   /// Close the pool: idle connections are closed now, leased ones when returned; waiting and
   /// later acquires return status closed. Idempotent.
-  /// Thread-safety: safe. Blocks: while idle connections are closed. Allocates: never.
+  /// Blocks: while idle connections are closed. Allocates: never.
   void close() noexcept {
     std::vector<std::unique_ptr<pqxx::connection>> idle;
     {
@@ -413,23 +391,22 @@ public:
     idle.clear();
   }
 
-  /// Whether close() was called. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// Whether close() was called.
   [[nodiscard]] bool closed() const noexcept {
     std::lock_guard lock(state_->m);
     return state_->closed;
   }
 
-  /// The bound on open connections. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The bound on open connections.
   [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
 
   /// "host:port/dbname" of the pool's URL (never the password); "(factory)" when a factory
-  /// makes the connections. Thread-safety: safe. Blocks: never. Allocates: may.
+  /// makes the connections.
   [[nodiscard]] std::string target() const {
     return state_->opts.factory ? std::string("(factory)") : describe_target(state_->opts.url);
   }
 
   /// The counters, read now.
-  /// Thread-safety: safe. Blocks: never (a short critical section). Allocates: never.
   [[nodiscard]] pool_stats stats() const noexcept {
     pool_stats s;
     auto &st = *state_;
@@ -589,7 +566,7 @@ private:
 /// lease goes back to the pool afterwards, and a connection found lost (a
 /// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
 /// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
-/// Thread-safety: safe. Blocks: while waiting for a connection (up to
+/// Blocks: while waiting for a connection (up to
 /// pool_options::acquire_timeout when set, or until `st` is stopped) and while f runs.
 /// @throws acquire_error when no connection could be leased (pool closed, the acquire
 /// timeout passed, or stop requested), and whatever f throws. Allocates: may.

@@ -1,25 +1,13 @@
 #pragma once
 // lakh/pg/retry.hpp: run a transaction, and run it again when PostgreSQL says a retry can
-// succeed.
-//
-// Modelled on pqxx::perform, which retries broken_connection and every
-// transaction_rollback a fixed number of times with no pause. lakh::pg::retrier adds:
-//   - a precise classifier, lakh::pg::classify(): retry 40P01 deadlock_detected, 40001
-//     serialization_failure, 55P03 lock_not_available and lost connections; NEVER retry
-//     in_doubt_error or statement_completion_unknown (the commit may have happened), nor
-//     anything else (unique violations, syntax errors, 57014 query_canceled, 40002, ...);
-//   - capped exponential backoff with full jitter between attempts (lakh::backoff);
-//   - an attempt limit per call and an optional retry budget (lakh::retry_budget) shared
-//     across calls, so that a storm of failures cannot multiply the load on the server;
-//   - a fresh connection after a lost one (the lease is marked broken and the pool
-//     replaces it, or the connection factory is called again);
-//   - counters per cause that anyone may read while it runs;
-//   - a std::stop_token that cuts a backoff sleep (or a wait for a connection) short.
-//
-// The classifier is one function that works with libpqxx 6.4 and 7.x. It decides by exception
-// TYPE first, because in 6.4 deadlock_detected and serialization_failure derive from
-// transaction_rollback, not from sql_error, and carry no sqlstate(); then by sqlstate() for
-// the codes libpqxx maps to no type of its own (55P03 in both versions).
+// succeed: lakh::pg::classify() and lakh::pg::retrier. Modelled on pqxx::perform (which
+// retries broken_connection and every transaction_rollback a fixed number of times, with no
+// pause), plus: a precise classifier (retry 40P01, 40001, 55P03 and lost connections; NEVER
+// in_doubt_error or statement_completion_unknown, whose commit may have happened; decided by
+// exception type first, since libpqxx 6.4's rollback errors carry no sqlstate()), full-jitter
+// backoff (lakh::backoff), an attempt limit and a shared lakh::retry_budget, a fresh
+// connection after a lost one, counters per cause, and a stop_token that cuts a backoff
+// short. Guide: docs/pg.md (API: lakh/pg/retry.hpp and lakh/backoff.hpp).
 
 #include <lakh/backoff.hpp>
 #include <lakh/pg/connection.hpp>
@@ -58,8 +46,7 @@ enum class retry_cause : unsigned char {
 /// Number of retry_cause enumerators.
 inline constexpr std::size_t retry_cause_count = 7;
 
-/// The enumerator's name, e.g. "deadlock". Thread-safety: pure. Blocks: never.
-/// Allocates: never.
+/// The enumerator's name, e.g. "deadlock".
 constexpr std::string_view to_string(retry_cause c) noexcept {
   switch (c) {
   case retry_cause::not_retryable:
@@ -81,8 +68,7 @@ constexpr std::string_view to_string(retry_cause c) noexcept {
 }
 
 /// Whether a failure with cause `c` is worth another attempt (deadlock, serialization,
-/// lock_not_available, connection_lost). Thread-safety: pure. Blocks: never.
-/// Allocates: never.
+/// lock_not_available, connection_lost).
 constexpr bool is_retryable(retry_cause c) noexcept {
   return c == retry_cause::deadlock || c == retry_cause::serialization ||
          c == retry_cause::lock_not_available || c == retry_cause::connection_lost;
@@ -96,7 +82,7 @@ constexpr bool is_retryable(retry_cause c) noexcept {
 /// deadlock/serialization errors, then broken_connection (which includes
 /// lakh::pg::connect_error and, in 6.4, too_many_connections), and finally the SQLSTATE of
 /// a pqxx::sql_error.
-/// Thread-safety: pure. Blocks: never. Allocates: may (copies the SQLSTATE).
+/// Allocates: may (copies the SQLSTATE).
 [[nodiscard]] inline retry_cause classify(const std::exception &e) noexcept {
   if (dynamic_cast<const pqxx::in_doubt_error *>(&e) != nullptr ||
       dynamic_cast<const pqxx::statement_completion_unknown *>(&e) != nullptr) {
@@ -174,8 +160,9 @@ struct retry_stats {
   }
 };
 
-/// Runs transaction functions with retry. Share one retrier between threads; its counters
-/// are atomics (relaxed: each is exact, a snapshot of several is approximate).
+/// Runs transaction functions with retry. Share one retrier between threads: every member is
+/// thread-safe, and members other than run() never block or allocate. Its counters are
+/// atomics (relaxed: each is exact, a snapshot of several is approximate).
 ///
 /// The function is called with a fresh transaction for each attempt and must not commit:
 /// run() commits after it returns. It may run several times, so it must not have side
@@ -184,7 +171,6 @@ struct retry_stats {
 class retrier {
 public:
   /// A retrier with `opts`.
-  /// Thread-safety: n/a. Blocks: never. Allocates: never.
   /// @throws std::invalid_argument if opts.max_attempts is 0 or above 1000.
   explicit retrier(retry_options opts = {}) : opts_(std::move(opts)) {
     if (opts_.max_attempts == 0 || opts_.max_attempts > 1000) {
@@ -257,7 +243,6 @@ public:
   }
 
   /// The counters now.
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   [[nodiscard]] retry_stats stats() const noexcept {
     retry_stats s;
     s.calls = calls_.load(std::memory_order_relaxed);
@@ -274,7 +259,7 @@ public:
     return s;
   }
 
-  /// The settings. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The settings.
   [[nodiscard]] const retry_options &options() const noexcept { return opts_; }
 
 private:

@@ -39,11 +39,11 @@ public:
 /// The former name of redis_error, kept for one release.
 using error [[deprecated("renamed lakh::redis::redis_error")]] = redis_error;
 
-/// Frees a redisReply. Thread-safety: n/a. Blocks: never. Allocates: never.
+/// Frees a redisReply. Allocates: never.
 struct reply_deleter {
   void operator()(redisReply *r) const noexcept { freeReplyObject(r); }
 };
-/// Frees a redisContext (closing its socket). Thread-safety: n/a. Blocks: never.
+/// Frees a redisContext (closing its socket).
 struct context_deleter {
   void operator()(redisContext *c) const noexcept { redisFree(c); }
 };
@@ -126,11 +126,12 @@ inline timeval to_timeval(std::chrono::milliseconds d) {
 /// One synchronous connection to a Redis server. Move-only.
 ///
 /// Thread-safety: none; use from one thread at a time (a redisContext is not thread-safe).
+/// Members never block or allocate unless noted.
 /// Memory ordering: n/a (the server orders commands).
 class connection {
 public:
   /// Connect as `opts` says and SELECT its db (when not 0).
-  /// Thread-safety: n/a. Blocks: up to connect_timeout (plus one command for SELECT).
+  /// Blocks: up to connect_timeout (plus one command for SELECT).
   /// @throws lakh::redis::redis_error "lakh::redis: cannot connect to host:port: <errstr>".
   /// Allocates: may.
   explicit connection(connection_options opts) : opts_(std::move(opts)) {
@@ -157,7 +158,7 @@ public:
 
   /// Send one command (each argument binary-safe) and return its reply. An error reply
   /// ("-ERR ...") throws.
-  /// Thread-safety: none. Blocks: up to command_timeout.
+  /// Blocks: up to command_timeout.
   /// @throws lakh::redis::redis_error "lakh::redis: <CMD> on host:port: <reason>" for an I/O
   ///         error or timeout (the connection is then broken() for good), an error reply,
   ///         or a connection that is broken already.
@@ -191,10 +192,9 @@ public:
   }
 
   /// True once an I/O error or timeout happened: the connection must not be reused.
-  /// Thread-safety: none. Blocks: never. Allocates: never.
   [[nodiscard]] bool broken() const noexcept { return broken_ || ctx_ == nullptr; }
 
-  /// "host:port". Thread-safety: none. Blocks: never. Allocates: may.
+  /// "host:port". Allocates: may.
   [[nodiscard]] std::string target() const { return opts_.host + ":" + std::to_string(opts_.port); }
 
   /// The raw context, for hiredis calls lakh does not wrap. Thread-safety: none.
@@ -212,10 +212,10 @@ private:
 ///
 /// Thread-safety: acquire() and lease destruction may run concurrently. Memory ordering:
 /// returning a lease happens-before the acquire that receives the same connection (mutex).
-/// Fairness: n/a (never waits).
+/// Fairness: n/a (never waits). Members never block or allocate unless noted.
 class connection_pool {
 public:
-  /// A pool for `opts`; connects lazily. Thread-safety: n/a. Blocks: never.
+  /// A pool for `opts`; connects lazily.
   explicit connection_pool(connection_options opts) : opts_(std::move(opts)) {}
   /// A pool for "redis://host:port[/db]". @throws std::invalid_argument for a bad URL.
   explicit connection_pool(std::string_view url) : opts_(parse_url(url)) {}
@@ -243,7 +243,7 @@ public:
   };
 
   /// Lease an idle connection or open a new one.
-  /// Thread-safety: safe. Blocks: while a new connection is opened.
+  /// Blocks: while a new connection is opened.
   /// @throws lakh::redis::redis_error if a new connection cannot be opened. Allocates: may.
   lease acquire() { return acquire(nullptr); }
 
@@ -252,7 +252,7 @@ public:
   /// other idle connections are dropped too and the command is sent ONCE more on a new
   /// connection; so only send commands that are safe to repeat (GET, SET NX, fenced
   /// scripts). A failure on a fresh connection is not retried.
-  /// Thread-safety: safe. Blocks: up to two connects and two command timeouts.
+  /// Blocks: up to two connects and two command timeouts.
   /// @throws lakh::redis::redis_error as connection::command. Allocates: may.
   reply_ptr command(const std::vector<std::string> &args) {
     bool reused = false;
@@ -272,7 +272,6 @@ public:
   }
 
   /// Close every idle connection (e.g. after the server restarted).
-  /// Thread-safety: safe. Blocks: never. Allocates: never.
   void drop_idle() noexcept {
     std::vector<std::unique_ptr<connection>> idle;
     {
@@ -281,7 +280,7 @@ public:
     }
   }
 
-  /// "host:port". Thread-safety: safe. Blocks: never. Allocates: may.
+  /// "host:port". Allocates: may.
   [[nodiscard]] std::string target() const { return opts_.host + ":" + std::to_string(opts_.port); }
 
 private:
