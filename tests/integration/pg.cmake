@@ -6,4 +6,6 @@ if(TARGET lakh::pg)
                 LABELS integration)
   lakh_add_test(test_pg_copy SOURCES integration/pg_copy_test.cpp LIBS lakh::pg LABELS integration)
   lakh_add_test(test_pg_array SOURCES integration/pg_array_test.cpp LIBS lakh::pg LABELS integration)
+  lakh_add_test(test_pg_conninfo_db SOURCES integration/pg_conninfo_test.cpp LIBS lakh::pg
+                LABELS integration)
 endif()
