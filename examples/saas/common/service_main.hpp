@@ -27,8 +27,8 @@
 #include <stop_signals.hpp>
 
 #include <lakh/metrics.hpp>
-#include <lakh/prometheus.hpp>
 #include <lakh/pg/idempotency_store.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
