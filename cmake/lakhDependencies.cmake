@@ -34,8 +34,9 @@ function(_lakh_pkg prefix module debian_pkg)
   endif()
 endfunction()
 
+# libpq too: lakh/pg/conninfo.hpp calls it directly, and libpqxx's .pc file does not name it.
 function(lakh_find_pqxx)
-  _lakh_pkg(LAKH_PQXX libpqxx libpqxx-dev ${ARGN})
+  _lakh_pkg(LAKH_PQXX "libpqxx;libpq" libpqxx-dev ${ARGN})
 endfunction()
 
 function(lakh_find_hiredis)

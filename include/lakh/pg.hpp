@@ -9,6 +9,7 @@
 #include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/connection.hpp>
+#include <lakh/pg/conninfo.hpp>
 #include <lakh/pg/copy.hpp>
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/pg/inbox.hpp>

@@ -2,6 +2,8 @@
 // Test support for lakh::pg's integration tests: unique names, one-shot statements, and a
 // throwaway database per test where pg_stat_database counters must not see other tests.
 
+#include <lakh/pg/conninfo.hpp>
+
 #include <support/env.hpp>
 
 #include <pqxx/pqxx>
@@ -35,26 +37,13 @@ template <class T> T scalar(const std::string &url, const std::string &sql) {
   return exec(url, sql)[0][0].as<T>();
 }
 
-/// `url` with its database replaced by `db` (URI form, as scripts/services exports).
-inline std::string with_database(const std::string &url, const std::string &db) {
-  auto q = url.find('?');
-  std::string base = url.substr(0, q);
-  std::string query = q == std::string::npos ? "" : url.substr(q);
-  auto scheme = base.find("://");
-  auto slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
-  if (scheme == std::string::npos) {
-    throw std::runtime_error("pg_support: DATABASE_URL must be a postgresql:// URI");
-  }
-  return (slash == std::string::npos ? base : base.substr(0, slash)) + "/" + db + query;
-}
-
 /// A database created for one test and dropped afterwards (FORCE: sessions are ended).
 class scratch_database {
 public:
   explicit scratch_database(const std::string &prefix)
       : admin_(lakh::test::database_url()), name_(unique_name(prefix)) {
     exec(admin_, "CREATE DATABASE " + name_);
-    url_ = with_database(admin_, name_);
+    url_ = lakh::pg::with_database(admin_, name_);
   }
   ~scratch_database() {
     try {

@@ -22,13 +22,13 @@
 #include "housekeeping.hpp"
 #include "log.hpp"
 #include "rpc.hpp"
-#include "signals.hpp"
 
 #include <child_process.hpp>
+#include <stop_signals.hpp>
 
 #include <lakh/metrics.hpp>
-#include <lakh/prometheus.hpp>
 #include <lakh/pg/idempotency_store.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
@@ -230,7 +230,7 @@ private:
 /// std::unique_ptr of its grpc::Service implementation. Returns main's exit status.
 template <class Build> int service_main(const service_spec &spec, Build &&build) {
   lakh_examples::die_with_parent(); // under saas.e2e: the service dies with the test
-  const sigset_t sigs = block_stop_signals();
+  const sigset_t sigs = lakh_examples::block_stop_signals();
   try {
     service svc(spec, config::load());
     svc.set_up_database();
@@ -265,7 +265,7 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
       c->start();
     }
     log(spec.name, "info", "", "listening", {{"grpc", addr}});
-    const int sig = wait_stop_signal(sigs);
+    const int sig = lakh_examples::wait_stop_signal(sigs);
     log(spec.name, "info", "", "draining", {{"signal", sig}});
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     purger.reset();

@@ -21,18 +21,18 @@
 // AUTH_FAILURE_RATE / AUTH_FAILURE_BURST (failed authentications per client address: 1/s,
 // 20), SIGNUP_RATE / SIGNUP_BURST (signups per client address: 1/s, 20), DB_POOL_SIZE (8),
 // DB_ACQUIRE_TIMEOUT_MS (1000), <SERVICE>_GRPC_ADDR (127.0.0.1:15051..15056).
-#include "../common/signals.hpp"
 #include "gateway_schema.hpp"
 #include "routes.hpp"
 
 #include <child_process.hpp>
+#include <stop_signals.hpp>
 
 #include <csignal>
 #include <thread>
 
 int main() {
   lakh_examples::die_with_parent(); // under saas.e2e: the gateway dies with the test
-  const sigset_t sigs = saas::block_stop_signals();
+  const sigset_t sigs = lakh_examples::block_stop_signals();
   try {
     const auto cfg = saas::config::load();
     const auto host = cfg.get("GATEWAY_ADDR", "127.0.0.1");
@@ -45,7 +45,7 @@ int main() {
     }
     gateway::server g(cfg);
     std::thread stopper([&] {
-      const int sig = saas::wait_stop_signal(sigs);
+      const int sig = lakh_examples::wait_stop_signal(sigs);
       saas::log("gateway", "info", "", "draining", {{"signal", sig}});
       g.stop(); // in-flight requests finish
     });
