@@ -8,6 +8,8 @@ endif()
 if(TARGET lakh::pg AND TARGET lakh::nats)
   lakh_add_test(test_nats_outbox SOURCES integration/nats_outbox_test.cpp
                 LIBS lakh::pg lakh::nats LABELS integration)
+  lakh_add_test(test_nats_consume SOURCES integration/nats_consume_test.cpp LIBS lakh::nats
+                LABELS integration)
   # Stops and restarts the nats-server of scripts/services: must not overlap other tests.
   lakh_add_test(test_nats_restart SOURCES integration/nats_restart_test.cpp
                 LIBS lakh::pg lakh::nats LABELS integration SERIAL)
