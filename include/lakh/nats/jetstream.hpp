@@ -95,16 +95,16 @@ struct jetstream_options {
 /// connect it reconnects forever; publishes during an outage are buffered by cnats and
 /// acknowledged (or time out) once the server is back.
 ///
-/// Thread-safety: all members are safe; concurrent publish_batch calls run one after the
-/// other (a batch owns the acknowledgement state). Memory ordering: a message's status in the
+/// Every member is thread-safe (concurrent publish_batch calls run one after the other: a
+/// batch owns the acknowledgement state), may allocate, and blocks only where it says so.
+/// Memory ordering: a message's status in the
 /// result happens-after the server's acknowledgement of it (cnats's thread writes it under a
 /// mutex the caller takes before returning).
 class jetstream {
 public:
   /// Connects to `url` ("nats://127.0.0.1:4222").
-  /// Thread-safety: n/a. Blocks: while connecting (cnats's connect timeout, 2 s).
+  /// Blocks: while connecting (cnats's connect timeout, 2 s).
   /// @throws lakh::nats::nats_error naming the URL and the cnats status if it fails.
-  /// Allocates: may.
   explicit jetstream(std::string url, jetstream_options opts = {})
       : url_(std::move(url)), state_(std::make_unique<state>()) {
     natsOptions *o = nullptr;
@@ -133,11 +133,10 @@ public:
 
   /// Creates the stream if it does not exist; if it does, updates its subjects, duplicate
   /// window and the limits `cfg` sets to `cfg`'s when they differ, keeping every other
-  /// setting of the existing stream (limits `cfg` leaves unset, replicas). Thread-safety: safe.
+  /// setting of the existing stream (limits `cfg` leaves unset, replicas).
   /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
   /// lakh::nats::nats_error if the server refuses or the stream exists with the other storage.
-  /// Allocates: may.
   void ensure_stream(const stream_config &cfg) {
     const std::string who = "lakh::nats::jetstream::ensure_stream: ";
     if (cfg.name.empty() || cfg.name.find_first_of(" \t.*>") != std::string::npos) {
@@ -209,8 +208,7 @@ public:
     }
   }
 
-  /// Messages stored in stream `name`. Thread-safety: safe. Blocks: a request.
-  /// @throws lakh::nats::nats_error. Allocates: may.
+  /// Messages stored in stream `name`. Blocks: a request. @throws lakh::nats::nats_error.
   std::uint64_t stream_messages(const std::string &name) {
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -221,8 +219,7 @@ public:
     return n;
   }
 
-  /// Deletes stream `name` if it exists. Thread-safety: safe. Blocks: a request.
-  /// @throws nothing (a failure is ignored). Allocates: may.
+  /// Deletes stream `name` if it exists (a failure is ignored). Blocks: a request.
   void delete_stream(const std::string &name) noexcept {
     jsErrCode jerr = static_cast<jsErrCode>(0);
     (void)js_DeleteStream(state_->js, name.c_str(), nullptr, &jerr);
@@ -232,9 +229,9 @@ public:
   /// `timeout` for all acknowledgements; returns each message's status. Messages not
   /// acknowledged by then are taken back and reported failed (a late acknowledgement is
   /// ignored): publish them again with the same ids and JetStream keeps one copy.
-  /// Thread-safety: safe (batches are serialized). Blocks: until every message is
-  /// acknowledged or `timeout`. @throws std::invalid_argument if timeout is not positive.
-  /// Never for a message that cannot be sent: it is reported failed. Allocates: may.
+  /// Blocks: until every message is acknowledged or `timeout`.
+  /// @throws std::invalid_argument if timeout is not positive; never for a message that
+  /// cannot be sent: it is reported failed.
   publish_result publish_batch(std::span<const message> batch,
                                std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
     if (timeout.count() <= 0) {
@@ -296,8 +293,7 @@ public:
     return r;
   }
 
-  /// The server URL given to the constructor. Thread-safety: safe. Blocks: never.
-  /// Allocates: never.
+  /// The server URL given to the constructor.
   [[nodiscard]] const std::string &url() const noexcept { return url_; }
 
   /// The cnats JetStream context, for calls lakh does not wrap; owned by this object and

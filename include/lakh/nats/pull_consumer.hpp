@@ -32,10 +32,11 @@ namespace lakh::nats {
 
 /// One message fetched by a pull_consumer. Move-only; owns the cnats message. Ack it after
 /// the effects of processing it committed (lakh::pg::inbox); an unacknowledged message is
-/// redelivered after the consumer's ack wait.
+/// redelivered after the consumer's ack wait. Members never block unless noted and are
+/// safe from any thread, except ack() and nak(): one thread settles a delivery.
 class delivery {
 public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  /// Owns `m` (pull_consumer::fetch makes deliveries); `url` names the server in errors.
   explicit delivery(natsMsg *m, std::string url) noexcept : msg_(m), url_(std::move(url)) {}
   delivery(delivery &&o) noexcept : msg_(std::exchange(o.msg_, nullptr)), url_(std::move(o.url_)) {}
   delivery &operator=(delivery &&o) noexcept {
@@ -48,26 +49,24 @@ public:
   }
   delivery(const delivery &) = delete;
   delivery &operator=(const delivery &) = delete;
-  /// Frees the message (without acking it). Thread-safety: n/a. Blocks: never.
+  /// Frees the message (without acking it).
   ~delivery() { natsMsg_Destroy(msg_); }
 
-  /// The subject. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The subject.
   [[nodiscard]] std::string_view subject() const noexcept { return natsMsg_GetSubject(msg_); }
-  /// The payload. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The payload.
   [[nodiscard]] std::string_view payload() const noexcept {
     return {natsMsg_GetData(msg_), static_cast<std::size_t>(natsMsg_GetDataLength(msg_))};
   }
   /// Header `name`'s first value, empty if absent ("Nats-Msg-Id": the publisher's id).
-  /// Thread-safety: safe. Blocks: never. Allocates: the string.
   [[nodiscard]] std::string header(const char *name) const {
     const char *v = nullptr;
     return natsMsgHeader_Get(msg_, name, &v) == NATS_OK && v != nullptr ? std::string(v)
                                                                         : std::string();
   }
-  /// The Nats-Msg-Id header (the outbox event's id). Thread-safety: safe. Allocates: may.
+  /// The Nats-Msg-Id header (the outbox event's id).
   [[nodiscard]] std::string id() const { return header("Nats-Msg-Id"); }
   /// How many times JetStream delivered this message (1 the first time).
-  /// Thread-safety: safe. Blocks: never. Allocates: briefly.
   [[nodiscard]] std::uint64_t delivery_count() const {
     jsMsgMetaData *meta = nullptr;
     if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) {
@@ -77,14 +76,12 @@ public:
     jsMsgMetaData_Destroy(meta);
     return n;
   }
-  /// Acknowledges the message (no redelivery). Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::nats_error naming the server and the status. Allocates: may.
+  /// Acknowledges the message (no redelivery). Blocks: a send.
+  /// @throws lakh::nats::nats_error naming the server and the status.
   void ack() { check(natsMsg_Ack(msg_, nullptr), "natsMsg_Ack"); }
-  /// Asks for a redelivery now. Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::nats_error. Allocates: may.
+  /// Asks for a redelivery now. Blocks: a send. @throws lakh::nats::nats_error.
   void nak() { check(natsMsg_Nak(msg_, nullptr), "natsMsg_Nak"); }
-  /// Asks for a redelivery after `delay`. Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::nats_error. Allocates: may.
+  /// Asks for a redelivery after `delay`. Blocks: a send. @throws lakh::nats::nats_error.
   void nak(std::chrono::milliseconds delay) {
     check(natsMsg_NakWithDelay(msg_, delay.count(), nullptr), "natsMsg_NakWithDelay");
   }
@@ -107,9 +104,9 @@ class pull_consumer {
 public:
   /// Binds durable consumer `durable` on `stream`, filtered by `subject` (created if
   /// missing; explicit acks, redelivery after `ack_wait`). `js` must outlive it.
-  /// Thread-safety: n/a. Blocks: a request.
+  /// Blocks: a request.
   /// @throws std::invalid_argument if durable or subject is empty or ack_wait not positive;
-  /// lakh::nats::nats_error naming the server if JetStream refuses. Allocates: may.
+  /// lakh::nats::nats_error naming the server if JetStream refuses.
   pull_consumer(jetstream &js, const std::string &stream, const std::string &subject,
                 const std::string &durable,
                 std::chrono::milliseconds ack_wait = std::chrono::seconds(30))
@@ -142,9 +139,9 @@ public:
   /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. While
   /// late deliveries of an earlier call wait in the subscription, one message per call (a
   /// libnats 3.4 workaround, below).
-  /// Thread-safety: one thread at a time. Blocks: until a message or `timeout`.
+  /// Blocks: until a message or `timeout`.
   /// @throws std::invalid_argument if max < 1; lakh::nats::nats_error for a failure other than a
-  /// timeout. Allocates: the deliveries.
+  /// timeout.
   std::vector<delivery> fetch(int max, std::chrono::milliseconds timeout) {
     if (max < 1) {
       throw std::invalid_argument("lakh::nats::pull_consumer::fetch: max (" + std::to_string(max) +

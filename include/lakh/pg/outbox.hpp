@@ -82,7 +82,8 @@ struct outbox_options {
 ///
 /// Memory ordering: the database's. An event is visible to the relay only after the enqueuing
 /// transaction committed. Thread-safety: the object is immutable after construction and may
-/// be shared; each call uses the caller's transaction or a pooled connection.
+/// be shared; each call uses the caller's transaction or a pooled connection. Members may
+/// allocate; each says what it blocks on.
 class outbox {
 public:
   static constexpr std::size_t max_topic = 255;
@@ -92,16 +93,15 @@ public:
   static constexpr std::size_t max_header_value = 4096;
 
   /// An outbox over table `opts.table` reached through `p` (which must outlive it).
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
-  /// @throws std::invalid_argument if the table name is not a lower-case identifier.
+  /// Blocks: never. @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit outbox(pool &p, outbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::outbox")),
         delete_published_(opts.delete_published) {}
 
   /// Creates the schema (if qualified), the table and its partial index if missing; adds
   /// columns a table from an older lakh lacks. Safe to run from many processes at once (an
-  /// advisory lock serializes them). Thread-safety: safe. Blocks: a few round trips.
-  /// @throws pqxx errors; acquire_error if no connection could be leased. Allocates: may.
+  /// advisory lock serializes them). Blocks: a few round trips.
+  /// @throws pqxx errors; acquire_error if no connection could be leased.
   void create_schema() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -123,11 +123,11 @@ public:
 
   /// Adds an event in the caller's transaction `tx` (it is published only if `tx` commits);
   /// returns its id. `tx` is usually a pqxx::work; any pqxx transaction works.
-  /// Thread-safety: safe (tx's thread). Blocks: a round trip.
+  /// Blocks: a round trip.
   /// @throws std::invalid_argument naming the value if topic is empty or over 255 bytes, key
   /// is over 255 bytes, any string holds a NUL byte, or a header is malformed (see
   /// outbox_header) or there are over 64: then nothing was sent to the server. pqxx errors
-  /// from the INSERT. Allocates: may.
+  /// from the INSERT.
   std::int64_t enqueue(pqxx::transaction_base &tx, std::string_view topic, std::string_view key,
                        std::string_view payload, std::span<const outbox_header> headers = {}) {
     check_event(topic, key, payload, headers);
@@ -142,15 +142,14 @@ public:
 
   /// Unpublished events that may be published now (the visibility rule, docs/outbox.md): the
   /// visible unpublished rows in id order, cut before the first whose transaction may precede one
-  /// still running; at most `limit`. Thread-safety: safe. Blocks: a round trip.
-  /// @throws std::invalid_argument if limit < 1; pqxx errors. Allocates: the events.
+  /// still running; at most `limit`. Blocks: a round trip.
+  /// @throws std::invalid_argument if limit < 1; pqxx errors.
   std::vector<outbox_event> ready(pqxx::transaction_base &tx, int limit) {
     return read_ready(tx, limit, "lakh::pg::outbox::ready").events;
   }
 
   /// Marks `events` published (deletes them with delete_published). Run it only after the
-  /// broker acknowledged them. Thread-safety: safe. Blocks: a round trip.
-  /// @throws pqxx errors. Allocates: may.
+  /// broker acknowledged them. Blocks: a round trip. @throws pqxx errors.
   void mark_published(pqxx::transaction_base &tx, std::span<const outbox_event> events) {
     if (events.empty()) {
       return;
@@ -162,8 +161,8 @@ public:
                    ids);
   }
 
-  /// Committed events not yet published. Thread-safety: safe. Blocks: a round trip (a count,
-  /// linear in the unpublished rows). @throws pqxx errors, acquire_error. Allocates: may.
+  /// Committed events not yet published. Blocks: a round trip (a count, linear in the
+  /// unpublished rows). @throws pqxx errors, acquire_error.
   std::int64_t pending() {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
@@ -173,8 +172,7 @@ public:
   }
 
   /// Deletes rows published more than `older_than` ago (kept when delete_published is
-  /// false); returns how many. Thread-safety: safe. Blocks: a round trip.
-  /// @throws pqxx errors, acquire_error. Allocates: may.
+  /// false); returns how many. Blocks: a round trip. @throws pqxx errors, acquire_error.
   std::size_t purge_published(std::chrono::milliseconds older_than) {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
@@ -186,10 +184,10 @@ public:
     });
   }
 
-  /// The table name. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
 
-  /// The pool. Thread-safety: safe. Blocks: never. Allocates: never.
+  /// The pool.
   [[nodiscard]] pool &connections() const noexcept { return *pool_; }
 
 private:

@@ -69,10 +69,12 @@ struct outbox_round {
 /// overlapped rounds the database work runs on a helper thread; std::future::get orders it
 /// with the relay's thread, and the two never use the connection at the same time.
 /// Fairness: none among relays: whichever takes the lock first is active until it stops.
+/// Thread-safety: one thread runs a relay (run_once, run, active), except metrics(). Members
+/// may allocate.
 class outbox_relay {
 public:
   /// A relay of `box` to `pub` (both must outlive it).
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
+  /// Blocks: never.
   /// @throws std::invalid_argument if batch < 1, idle is negative, or the backoff base is not
   /// positive or exceeds the cap.
   outbox_relay(outbox &box, outbox_publisher &pub, outbox_relay_options opts = {})
@@ -104,10 +106,9 @@ public:
   /// One round: takes the relay lock if this relay does not hold it (standing by if another
   /// relay does), reads up to `batch` ready events, publishes them, and marks the
   /// acknowledged ones published (per key, the prefix before the first failure).
-  /// Thread-safety: one thread at a time. Blocks: round trips and the publisher.
+  /// Blocks: round trips and the publisher.
   /// @throws pqxx errors and acquire_error (the lock's connection is then given up, so the
   /// next round takes the lock afresh); never for a failing publisher (counted in failed).
-  /// Allocates: may.
   outbox_round run_once() {
     return locked_round([this](outbox_round &round) {
       auto batch = read();
@@ -124,9 +125,8 @@ public:
   /// jitter) after a failed publish or a database error. With `overlap` (the default) the
   /// database work of neighbouring rounds runs while the broker acknowledges. Before it
   /// returns it marks what was acknowledged and gives up the relay lock.
-  /// Thread-safety: one thread at a time. Blocks: until `st` is stopped (a pause is cut short,
-  /// a round in progress finishes). @throws nothing but std::bad_alloc: errors are retried.
-  /// Allocates: may.
+  /// Blocks: until `st` is stopped (a pause is cut short, a round in progress finishes).
+  /// @throws nothing but std::bad_alloc: errors are retried.
   void run(std::stop_token st) {
     const lakh::backoff retry(opts_.backoff_base, opts_.backoff_cap);
     unsigned failures = 0;
@@ -163,12 +163,10 @@ public:
     drop_lock(); // let a standby relay take over
   }
 
-  /// Whether this relay holds the relay lock now. Thread-safety: the relay's thread.
-  /// Blocks: never. Allocates: never.
+  /// Whether this relay holds the relay lock now.
   [[nodiscard]] bool active() const noexcept { return static_cast<bool>(lock_); }
 
-  /// The relay's counters. Thread-safety: safe from any thread. Blocks: never.
-  /// Allocates: never.
+  /// The relay's counters. Thread-safety: safe from any thread.
   [[nodiscard]] const outbox_relay_metrics &metrics() const noexcept { return metrics_; }
 
 private:
@@ -338,7 +336,7 @@ public:
     }
   }
 
-  /// The relay's counters. Blocks: never.
+  /// The relay's counters.
   [[nodiscard]] const outbox_relay_metrics &metrics() const noexcept { return relay_.metrics(); }
 
 private:
