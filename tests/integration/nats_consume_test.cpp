@@ -54,6 +54,20 @@ template <class Pred> bool eventually(Pred done, std::chrono::milliseconds limit
   return true;
 }
 
+/// Runs consume(js, o, handle) on a thread until `done()` (up to 30 s), then `linger` more;
+/// returns whether done() came true.
+template <class Handler, class Pred>
+bool consume_until(lakh::nats::jetstream &js, const lakh::nats::consume_options &o, Handler &handle,
+                   Pred done, std::chrono::milliseconds linger = 0ms) {
+  std::stop_source stop;
+  std::jthread loop([&] { lakh::nats::consume(js, o, handle, stop.get_token()); });
+  const bool ok = eventually(done, 30s);
+  std::this_thread::sleep_for(linger);
+  stop.request_stop();
+  loop.join();
+  return ok;
+}
+
 } // namespace
 
 TEST_CASE("nats.consume.settles_each_message_by_its_verdict" * doctest::timeout(90)) {
@@ -92,17 +106,12 @@ TEST_CASE("nats.consume.settles_each_message_by_its_verdict" * doctest::timeout(
     acked.insert(i);
     return lakh::nats::verdict::ack;
   };
-  std::stop_source stop;
-  std::jthread loop([&] { lakh::nats::consume(js, o, handle, stop.get_token()); });
-  CHECK(eventually(
-      [&] {
-        std::lock_guard g(mu);
-        return acked.size() == n;
-      },
-      30s));
-  std::this_thread::sleep_for(1500ms); // past ack_wait: an acked message would come back now
-  stop.request_stop();
-  loop.join();
+  const auto all_acked = [&] {
+    std::lock_guard g(mu);
+    return acked.size() == n;
+  };
+  // Lingers past ack_wait: an acked message that came back would be seen.
+  CHECK(consume_until(js, o, handle, all_acked, 1500ms));
 
   CHECK(errors.load() == n / 4);
   for (int i = 0; i < n; ++i) {
@@ -144,16 +153,10 @@ TEST_CASE("nats.consume.batch_handler_settles_the_whole_batch" * doctest::timeou
     }
     return lakh::nats::verdict::ack;
   };
-  std::stop_source stop;
-  std::jthread loop([&] { lakh::nats::consume(js, o, handle, stop.get_token()); });
-  CHECK(eventually(
-      [&] {
-        std::lock_guard g(mu);
-        return acked.size() == n;
-      },
-      30s));
-  stop.request_stop();
-  loop.join();
+  CHECK(consume_until(js, o, handle, [&] {
+    std::lock_guard g(mu);
+    return acked.size() == n;
+  }));
 
   std::size_t twice = 0;
   for (int i = 0; i < n; ++i) {
