@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -36,6 +37,7 @@ std::string tag() {
 void publish(lakh::nats::jetstream &js, const std::string &subject, const std::string &prefix,
              int n) {
   std::vector<lakh::nats::message> msgs;
+  msgs.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     msgs.push_back({subject, std::to_string(i), prefix + std::to_string(i)});
   }
@@ -176,9 +178,9 @@ TEST_CASE("nats.consume.refuses_bad_options_and_stops_within_a_fetch" * doctest:
   auto ack_all = [](lakh::nats::delivery &) {};
   std::stop_source never;
   const lakh::nats::consume_options good{stream.name(), subject, "stops" + t};
-  for (auto bad : {lakh::nats::consume_options{"", subject, "d"},
-                   lakh::nats::consume_options{stream.name(), "", "d"},
-                   lakh::nats::consume_options{stream.name(), subject, ""}}) {
+  for (const auto &bad : {lakh::nats::consume_options{"", subject, "d"},
+                          lakh::nats::consume_options{stream.name(), "", "d"},
+                          lakh::nats::consume_options{stream.name(), subject, ""}}) {
     CHECK_THROWS_AS(lakh::nats::consume(js, bad, ack_all, never.get_token()),
                     std::invalid_argument);
   }

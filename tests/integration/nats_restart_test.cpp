@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <map>
 #include <mutex>
 #include <set>
@@ -110,6 +111,7 @@ TEST_CASE("nats.restart.consume_resumes_and_handles_everything" * doctest::timeo
   // comes back.
   auto publish = [&](int from, int to) {
     std::vector<lakh::nats::message> msgs;
+    msgs.reserve(static_cast<std::size_t>(to - from));
     for (int i = from; i < to; ++i) {
       msgs.push_back({subject, std::to_string(i), "rc" + tag + "-" + std::to_string(i)});
     }

@@ -319,7 +319,8 @@ public:
   /// Blocks: never. @throws std::invalid_argument as outbox_relay's constructor;
   /// std::system_error if the thread cannot start.
   outbox_relay_thread(outbox &box, outbox_publisher &pub, outbox_relay_options opts = {})
-      : relay_(box, pub, opts), thread_([this](std::stop_token st) { relay_.run(st); }) {}
+      : relay_(box, pub, opts), thread_([this](std::stop_token st) { relay_.run(std::move(st)); }) {
+  }
 
   outbox_relay_thread(const outbox_relay_thread &) = delete;
   outbox_relay_thread &operator=(const outbox_relay_thread &) = delete;
