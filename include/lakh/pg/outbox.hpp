@@ -205,7 +205,10 @@ private:
       throw std::invalid_argument(std::string(who) + ": limit (" + std::to_string(limit) +
                                   ") must be at least 1");
     }
-    // The snapshot's xmin once per statement (a volatile call per row costs 10x).
+    // The visibility rule (docs/outbox.md): a row is eligible when its inserting transaction's
+    // xid is below the snapshot's xmin (every transaction below it has ended), and the batch
+    // is cut at the first row that is not. xmin is taken once per statement (MATERIALIZED),
+    // not by a volatile call per row.
     auto r = tx.exec_params(
         "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
         "SELECT id, topic, key, payload, headers, xid < s.xmin, "
