@@ -3,7 +3,7 @@
 // (6.4 and 7.x): connections with clear errors, a bounded pool, transaction retry with
 // backoff and a budget, advisory locks in lakh's lock order, COPY from a channel, an
 // idempotency store committed with the business writes, a SKIP LOCKED job queue, and the
-// transactional outbox with its relay and the consumer-side inbox.
+// transactional outbox with its relay (and relay thread) and the consumer-side inbox.
 // Link the CMake target lakh::pg. The core umbrella (lakh/lakh.hpp) never includes this.
 
 #include <lakh/pg/advisory_lock.hpp>
@@ -16,5 +16,6 @@
 #include <lakh/pg/job_queue.hpp>
 #include <lakh/pg/job_worker.hpp>
 #include <lakh/pg/outbox.hpp>
+#include <lakh/pg/outbox_relay.hpp>
 #include <lakh/pg/pool.hpp>
 #include <lakh/pg/retry.hpp>

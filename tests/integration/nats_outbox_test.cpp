@@ -5,6 +5,7 @@
 #include <lakh/pg/inbox.hpp>
 
 #include <support/env.hpp>
+#include <support/nats.hpp>
 #include <support/outbox.hpp>
 
 #include <pqxx/pqxx>
@@ -97,7 +98,7 @@ TEST_CASE("nats.outbox.relay_to_jetstream_once_in_key_order_with_headers" * doct
   bool in_order = true;
   int with_headers = 0;
   for (std::uint64_t seq = 1; seq <= static_cast<std::uint64_t>(n); ++seq) {
-    const auto m = js.get_message(stream, seq);
+    const auto m = lakh::test::get_message(js, stream, seq);
     CHECK(m.subject == subject);
     ids.insert(m.id);
     const int i = std::stoi(m.payload);
@@ -178,8 +179,8 @@ TEST_CASE("nats.outbox.refused_event_holds_back_its_key_only" * doctest::timeout
     w.commit();
   }
   CHECK(relay.run_once().published == 2);
-  CHECK(js.get_message(stream, 3).payload == "a1");
-  CHECK(js.get_message(stream, 4).payload == "a2");
+  CHECK(lakh::test::get_message(js, stream, 3).payload == "a1");
+  CHECK(lakh::test::get_message(js, stream, 4).payload == "a2");
   js.delete_stream(stream);
 }
 
@@ -284,8 +285,8 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
   CHECK_THROWS_AS(js.ensure_stream({"ZERO", {"z"}, lakh::nats::storage::file, 0ms}),
                   std::invalid_argument);
   CHECK_THROWS_AS((void)js.publish_batch({}, 0ms), std::invalid_argument);
-  CHECK_THROWS_WITH_AS((void)js.get_message(stream, 999), doctest::Contains(js.url().c_str()),
-                       lakh::nats::nats_error);
+  CHECK_THROWS_WITH_AS(lakh::nats::pull_consumer(js, "LAKH_NO_SUCH_STREAM_" + tag(), "x", "d"),
+                       doctest::Contains(js.url().c_str()), lakh::nats::nats_error);
   CHECK_THROWS_AS(lakh::nats::outbox_publisher(js, {"", lakh::nats::key_order::strict, 0ms}),
                   std::invalid_argument);
   js.delete_stream(stream);

@@ -1,6 +1,6 @@
 // lakh::pg::outbox and outbox_relay against the real PostgreSQL of scripts/services. The
 // broker is a recording publisher (a test double of the BROKER; the database is real).
-#include <lakh/pg/outbox.hpp>
+#include <lakh/pg/outbox_relay.hpp>
 
 #include <support/env.hpp>
 #include <support/outbox.hpp>
@@ -450,6 +450,44 @@ TEST_CASE("pg.outbox.run_backs_off_on_failures_and_stops_on_request" * doctest::
   CHECK(relay.metrics().failed.value() >= 2);
   CHECK(pub.ids() == std::vector<std::int64_t>{id});
   CHECK_FALSE(relay.active()); // run() gave the lock up
+}
+
+TEST_CASE("pg.outbox.relay_thread_runs_until_stopped_then_hands_over" * doctest::timeout(60)) {
+  fixture f;
+  recording_publisher pub1;
+  recording_publisher pub2;
+  const std::vector<std::int64_t> ids{f.add("a", "1"), f.add("b", "2"), f.add("a", "3")};
+  lakh::pg::outbox_relay_thread running(f.box, pub1, {100, 1ms});
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (running.metrics().published.value() < 3 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(running.metrics().published.value() == 3);
+  CHECK(pub1.ids() == ids);
+  running.stop();
+  running.stop(); // idempotent
+  // Stopped: it publishes nothing more, and it gave the relay lock up.
+  (void)f.add("a", "4");
+  f.wait_eligible(1);
+  auto other = std::make_unique<lakh::pg::outbox_relay>(f.box, pub2);
+  CHECK(other->run_once().published == 1);
+  CHECK(pub1.ids() == ids);
+  CHECK(pub2.seen.size() == 1);
+  other.reset();
+  // The destructor stops it too, and gives up the lock it held.
+  {
+    lakh::pg::outbox_relay_thread scoped(f.box, pub1, {100, 1ms});
+    while (scoped.metrics().rounds.value() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(scoped.metrics().rounds.value() > 0); // it held the relay lock
+  }
+  (void)f.add("b", "5");
+  f.wait_eligible(1);
+  lakh::pg::outbox_relay last(f.box, pub2);
+  CHECK(last.run_once().published == 1);
+  CHECK(pub2.seen.size() == 2);
+  CHECK_THROWS_AS(lakh::pg::outbox_relay_thread(f.box, pub1, {0}), std::invalid_argument);
 }
 
 TEST_CASE("pg.outbox.lag_metric_reports_a_held_back_event") {

@@ -2,8 +2,10 @@
 // examples/saas/common/events.hpp: the platform's events on NATS JetStream.
 //   - event_namespace(), topic(), stream_name(), ensure_stream(): one stream per platform
 //     ("<NS>", subjects "<ns>.>"), with retention limits so that it does not grow forever;
-//   - event_relay: a service's transactional outbox relayed to JetStream on a thread;
-//   - event_consumer: a durable pull consumer on a thread, reconnecting with lakh::backoff;
+//   - event_relay: a service's transactional outbox relayed to JetStream
+//     (lakh::pg::outbox_relay_thread);
+//   - event_consumer: a durable consumer on a thread (lakh::nats::consume, which reconnects
+//     with lakh::backoff), handing each event to a handler with its tenant and trace;
 //   - once_per_event(): a handler run at most once per event id through lakh::pg::inbox, in a
 //     transaction scoped to the event's tenant.
 
@@ -12,13 +14,14 @@
 #include "log.hpp"
 #include "trace.hpp"
 
-#include <lakh/backoff.hpp>
 #include <lakh/metrics.hpp>
-#include <lakh/prometheus.hpp>
 #include <lakh/nats/jetstream.hpp>
 #include <lakh/nats/outbox_publisher.hpp>
+#include <lakh/nats/pull_consumer.hpp>
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/outbox.hpp>
+#include <lakh/pg/outbox_relay.hpp>
+#include <lakh/prometheus.hpp>
 
 #include <cctype>
 #include <chrono>
@@ -82,21 +85,18 @@ inline void ensure_stream(lakh::nats::jetstream &js) {
 class event_relay {
 public:
   event_relay(lakh::pg::pool &p, lakh::nats::jetstream &js, const std::string &schema)
-      : box_(p, {schema + ".outbox", true}), pub_(js, {schema + "-"}), relay_(box_, pub_) {}
+      : box_(p, {schema + ".outbox", true}), pub_(js, {schema + "-"}) {}
 
   /// The outbox (enqueue into it in the business transaction).
   lakh::pg::outbox &box() noexcept { return box_; }
-  void start() {
-    thread_.emplace([this](std::stop_token st) { relay_.run(st); });
-  }
+  void start() { thread_.emplace(box_, pub_); }
   /// Finishes the round in flight; unpublished events stay in the outbox.
   void stop() { thread_.reset(); }
 
 private:
   lakh::pg::outbox box_;
   lakh::nats::outbox_publisher pub_;
-  lakh::pg::outbox_relay relay_;
-  std::optional<std::jthread> thread_;
+  std::optional<lakh::pg::outbox_relay_thread> thread_;
 };
 
 /// What a consumer's handler gets.
@@ -112,54 +112,44 @@ struct event {
 /// Handles one event; throwing leaves it unacknowledged (redelivered after the ack wait).
 using event_handler = std::function<void(const event &)>;
 
-/// A durable pull consumer of `subject` (a topic()) on a thread, from start() to stop(): fetches
-/// up to `fetch` events at a time, hands each to the handler, acknowledges it after the handler
-/// returned. Events of a batch wait for those before them: keep fetch x (slowest handler) below
-/// ack_wait, or JetStream redelivers events still in hand (harmless, wasteful). Reconnects and
-/// retries after errors (logged). Delivery is at least once: pair it with once_per_event or
-/// another idempotency guard.
+/// A durable consumer of `subject` (a topic()) on a thread, from start() to stop(), on
+/// lakh::nats::consume: fetches up to `fetch` events at a time, hands each to the handler,
+/// acknowledges it after the handler returned. Events of a batch wait for those before them:
+/// keep fetch x (slowest handler) below ack_wait, or JetStream redelivers events still in hand
+/// (harmless, wasteful). Reconnects and retries after errors (logged). Delivery is at least
+/// once: pair it with once_per_event or another idempotency guard.
 class event_consumer {
 public:
   event_consumer(std::string service, lakh::nats::jetstream &js, std::string subject,
                  std::string durable, event_handler handler, lakh::registry &metrics,
                  std::chrono::milliseconds ack_wait = std::chrono::seconds(10), int fetch = 64)
-      : service_(std::move(service)), js_(&js), subject_(std::move(subject)),
-        durable_(std::move(durable)), handler_(std::move(handler)), ack_wait_(ack_wait),
-        fetch_(fetch),
+      : service_(std::move(service)), js_(&js), handler_(std::move(handler)),
         handled_(&metrics.make_counter("saas_events_handled_total", "events handled and acked",
-                                       {{"service", service_}, {"subject", subject_}})),
+                                       {{"service", service_}, {"subject", subject}})),
         failed_(&metrics.make_counter("saas_events_failed_total",
                                       "events whose handler threw (redelivered later)",
-                                      {{"service", service_}, {"subject", subject_}})) {}
+                                      {{"service", service_}, {"subject", subject}})) {
+    options_.stream = stream_name();
+    options_.subject = std::move(subject);
+    options_.durable = std::move(durable);
+    options_.ack_wait = ack_wait;
+    options_.batch = fetch;
+    options_.on_error = [this](const std::exception &e) {
+      log(service_, "error", "", "consumer " + options_.durable + ": " + e.what() + " (retrying)");
+    };
+  }
 
   void start() {
-    thread_.emplace([this](std::stop_token st) { loop(st); });
+    thread_.emplace([this](std::stop_token st) {
+      lakh::nats::consume(
+          *js_, options_, [this](lakh::nats::delivery &d) { return handle(d); }, st);
+    });
   }
   /// Finishes (and acknowledges) the batch in hand, then returns.
   void stop() { thread_.reset(); }
 
 private:
-  void loop(std::stop_token st) {
-    std::optional<lakh::nats::pull_consumer> consumer;
-    unsigned failures = 0;
-    while (!st.stop_requested()) {
-      try {
-        if (!consumer) {
-          consumer.emplace(*js_, stream_name(), subject_, durable_, ack_wait_);
-        }
-        for (auto &d : consumer->fetch(fetch_, std::chrono::milliseconds(200))) {
-          handle(d);
-        }
-        failures = 0;
-      } catch (const std::exception &e) {
-        log(service_, "error", "", "consumer " + durable_ + ": " + e.what() + " (retrying)");
-        consumer.reset();
-        (void)lakh::sleep_for(retry_.delay(failures++), st);
-      }
-    }
-  }
-
-  void handle(lakh::nats::delivery &d) {
+  lakh::nats::verdict handle(const lakh::nats::delivery &d) {
     const auto tp = trace_context::parse(d.header("traceparent"));
     event ev{d.id(),
              std::string(d.subject()),
@@ -172,8 +162,7 @@ private:
       // A malformed event can never succeed: acknowledge it (and say so) instead of looping.
       log(service_, "error", ev.trace.trace_id, "dropped a malformed event",
           {{"subject", ev.subject}, {"payload", std::string(d.payload())}});
-      d.ack();
-      return;
+      return lakh::nats::verdict::ack;
     }
     ev.tenant_id = ev.body["tenant_id"].get<std::int64_t>();
     try {
@@ -182,22 +171,18 @@ private:
       failed_->add();
       log(service_, "error", ev.trace.trace_id, "event handler failed (redelivered later)",
           {{"subject", ev.subject}, {"event", ev.id}, {"error", e.what()}});
-      return; // not acked: JetStream redelivers it after ack_wait
+      return lakh::nats::verdict::leave; // JetStream redelivers it after ack_wait
     }
-    d.ack();
     handled_->add();
+    return lakh::nats::verdict::ack;
   }
 
   std::string service_;
   lakh::nats::jetstream *js_;
-  std::string subject_;
-  std::string durable_;
   event_handler handler_;
-  std::chrono::milliseconds ack_wait_;
-  int fetch_;
   lakh::counter *handled_;
   lakh::counter *failed_;
-  lakh::backoff retry_{std::chrono::milliseconds(50), std::chrono::seconds(2)};
+  lakh::nats::consume_options options_;
   std::optional<std::jthread> thread_;
 };
 

@@ -1,15 +1,10 @@
 #pragma once
-// lakh/nats/jetstream.hpp: a thin RAII layer over cnats (libnats-dev 3.x) for JetStream: a
-// connection with its JetStream context, stream creation, and batch publishing with
-// asynchronous acknowledgements (js_PublishMsgAsync, then js_PublishAsyncComplete) that
-// reports, per message, whether the stream stored it, already had it (a duplicate by its
-// Nats-Msg-Id within the stream's duplicate window), or did not acknowledge it.
-//
-// Differs from raw cnats: ownership is RAII (no natsMsg/jsCtx/natsConnection leaks on any
-// path), results are per message instead of one error callback, messages still unacknowledged
-// at the timeout are taken back (never reported later into another batch), and every error
-// throws lakh::nats::nats_error naming the server URL and cnats's status text. Unlike Go's
-// nats.go, there is no context.Context: timeouts are explicit.
+// lakh/nats/jetstream.hpp: a NATS connection with its JetStream context (RAII over cnats,
+// libnats-dev 3.x), streams created idempotently, and batch publishing whose result says, per
+// message, stored / duplicate (by Nats-Msg-Id) / failed. Unlike raw cnats nothing leaks on any
+// path and errors throw lakh::nats::nats_error naming the server; unlike nats.go, timeouts are
+// explicit (no context.Context). Consuming: lakh/nats/pull_consumer.hpp (included here).
+// Docs: docs/nats.md.
 
 #include <nats/nats.h>
 
@@ -18,7 +13,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -101,16 +95,16 @@ struct jetstream_options {
 /// connect it reconnects forever; publishes during an outage are buffered by cnats and
 /// acknowledged (or time out) once the server is back.
 ///
-/// Thread-safety: all members are safe; concurrent publish_batch calls run one after the
-/// other (a batch owns the acknowledgement state). Memory ordering: a message's status in the
+/// Every member is thread-safe (concurrent publish_batch calls run one after the other: a
+/// batch owns the acknowledgement state), may allocate, and blocks only where it says so.
+/// Memory ordering: a message's status in the
 /// result happens-after the server's acknowledgement of it (cnats's thread writes it under a
 /// mutex the caller takes before returning).
 class jetstream {
 public:
   /// Connects to `url` ("nats://127.0.0.1:4222").
-  /// Thread-safety: n/a. Blocks: while connecting (cnats's connect timeout, 2 s).
+  /// Blocks: while connecting (cnats's connect timeout, 2 s).
   /// @throws lakh::nats::nats_error naming the URL and the cnats status if it fails.
-  /// Allocates: may.
   explicit jetstream(std::string url, jetstream_options opts = {})
       : url_(std::move(url)), state_(std::make_unique<state>()) {
     natsOptions *o = nullptr;
@@ -139,11 +133,10 @@ public:
 
   /// Creates the stream if it does not exist; if it does, updates its subjects, duplicate
   /// window and the limits `cfg` sets to `cfg`'s when they differ, keeping every other
-  /// setting of the existing stream (limits `cfg` leaves unset, replicas). Thread-safety: safe.
+  /// setting of the existing stream (limits `cfg` leaves unset, replicas).
   /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
   /// lakh::nats::nats_error if the server refuses or the stream exists with the other storage.
-  /// Allocates: may.
   void ensure_stream(const stream_config &cfg) {
     const std::string who = "lakh::nats::jetstream::ensure_stream: ";
     if (cfg.name.empty() || cfg.name.find_first_of(" \t.*>") != std::string::npos) {
@@ -215,8 +208,7 @@ public:
     }
   }
 
-  /// Messages stored in stream `name`. Thread-safety: safe. Blocks: a request.
-  /// @throws lakh::nats::nats_error. Allocates: may.
+  /// Messages stored in stream `name`. Blocks: a request. @throws lakh::nats::nats_error.
   std::uint64_t stream_messages(const std::string &name) {
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
@@ -227,43 +219,7 @@ public:
     return n;
   }
 
-  /// Message `seq` (1-based) of stream `name`, with its headers (Nats-Msg-Id included).
-  /// Thread-safety: safe. Blocks: a request. @throws lakh::nats::nats_error (also when there is
-  /// no such message). Allocates: the message.
-  message get_message(const std::string &name, std::uint64_t seq) {
-    natsMsg *m = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    check(js_GetMsg(&m, state_->js, name.c_str(), seq, nullptr, &jerr),
-          "js_GetMsg " + name + " #" + std::to_string(seq), jerr);
-    std::unique_ptr<natsMsg, void (*)(natsMsg *)> owned(m, natsMsg_Destroy);
-    message out;
-    out.subject = natsMsg_GetSubject(m);
-    out.payload.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
-    const char **keys = nullptr;
-    int nkeys = 0;
-    if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
-      for (int k = 0; k < nkeys; ++k) {
-        const char **values = nullptr;
-        int nvalues = 0;
-        if (natsMsgHeader_Values(m, keys[k], &values, &nvalues) == NATS_OK) {
-          for (int v = 0; v < nvalues; ++v) {
-            out.headers.push_back({keys[k], values[v]});
-          }
-          std::free(static_cast<void *>(values)); // NOLINT: cnats allocates the array
-        }
-      }
-      std::free(static_cast<void *>(keys)); // NOLINT
-    }
-    for (const auto &h : out.headers) {
-      if (h.name == "Nats-Msg-Id") {
-        out.id = h.value;
-      }
-    }
-    return out;
-  }
-
-  /// Deletes stream `name` if it exists. Thread-safety: safe. Blocks: a request.
-  /// @throws nothing (a failure is ignored). Allocates: may.
+  /// Deletes stream `name` if it exists (a failure is ignored). Blocks: a request.
   void delete_stream(const std::string &name) noexcept {
     jsErrCode jerr = static_cast<jsErrCode>(0);
     (void)js_DeleteStream(state_->js, name.c_str(), nullptr, &jerr);
@@ -273,9 +229,9 @@ public:
   /// `timeout` for all acknowledgements; returns each message's status. Messages not
   /// acknowledged by then are taken back and reported failed (a late acknowledgement is
   /// ignored): publish them again with the same ids and JetStream keeps one copy.
-  /// Thread-safety: safe (batches are serialized). Blocks: until every message is
-  /// acknowledged or `timeout`. @throws std::invalid_argument if timeout is not positive.
-  /// Never for a message that cannot be sent: it is reported failed. Allocates: may.
+  /// Blocks: until every message is acknowledged or `timeout`.
+  /// @throws std::invalid_argument if timeout is not positive; never for a message that
+  /// cannot be sent: it is reported failed.
   publish_result publish_batch(std::span<const message> batch,
                                std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
     if (timeout.count() <= 0) {
@@ -337,13 +293,14 @@ public:
     return r;
   }
 
-  /// The server URL given to the constructor. Thread-safety: safe. Blocks: never.
-  /// Allocates: never.
+  /// The server URL given to the constructor.
   [[nodiscard]] const std::string &url() const noexcept { return url_; }
 
-private:
-  friend class pull_consumer;
+  /// The cnats JetStream context, for calls lakh does not wrap; owned by this object and
+  /// valid while it lives.
+  [[nodiscard]] jsCtx *native_handle() const noexcept { return state_->js; }
 
+private:
   struct state {
     natsConnection *nc = nullptr;
     jsCtx *js = nullptr;
@@ -442,156 +399,7 @@ private:
   std::unique_ptr<state> state_;
 };
 
-/// One message fetched by a pull_consumer. Move-only; owns the cnats message. Ack it after
-/// the effects of processing it committed (lakh::pg::inbox); an unacknowledged message is
-/// redelivered after the consumer's ack wait.
-class delivery {
-public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
-  explicit delivery(natsMsg *m, std::string url) noexcept : msg_(m), url_(std::move(url)) {}
-  delivery(delivery &&o) noexcept : msg_(std::exchange(o.msg_, nullptr)), url_(std::move(o.url_)) {}
-  delivery &operator=(delivery &&o) noexcept {
-    if (this != &o) {
-      natsMsg_Destroy(msg_);
-      msg_ = std::exchange(o.msg_, nullptr);
-      url_ = std::move(o.url_);
-    }
-    return *this;
-  }
-  delivery(const delivery &) = delete;
-  delivery &operator=(const delivery &) = delete;
-  /// Frees the message (without acking it). Thread-safety: n/a. Blocks: never.
-  ~delivery() { natsMsg_Destroy(msg_); }
-
-  /// The subject. Thread-safety: safe. Blocks: never. Allocates: never.
-  [[nodiscard]] std::string_view subject() const noexcept { return natsMsg_GetSubject(msg_); }
-  /// The payload. Thread-safety: safe. Blocks: never. Allocates: never.
-  [[nodiscard]] std::string_view payload() const noexcept {
-    return {natsMsg_GetData(msg_), static_cast<std::size_t>(natsMsg_GetDataLength(msg_))};
-  }
-  /// Header `name`'s first value, empty if absent ("Nats-Msg-Id": the publisher's id).
-  /// Thread-safety: safe. Blocks: never. Allocates: the string.
-  [[nodiscard]] std::string header(const char *name) const {
-    const char *v = nullptr;
-    return natsMsgHeader_Get(msg_, name, &v) == NATS_OK && v != nullptr ? std::string(v)
-                                                                        : std::string();
-  }
-  /// The Nats-Msg-Id header (the outbox event's id). Thread-safety: safe. Allocates: may.
-  [[nodiscard]] std::string id() const { return header("Nats-Msg-Id"); }
-  /// How many times JetStream delivered this message (1 the first time).
-  /// Thread-safety: safe. Blocks: never. Allocates: briefly.
-  [[nodiscard]] std::uint64_t delivery_count() const {
-    jsMsgMetaData *meta = nullptr;
-    if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) {
-      return 0;
-    }
-    const auto n = meta->NumDelivered;
-    jsMsgMetaData_Destroy(meta);
-    return n;
-  }
-  /// Acknowledges the message (no redelivery). Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::nats_error naming the server and the status. Allocates: may.
-  void ack() { check(natsMsg_Ack(msg_, nullptr), "natsMsg_Ack"); }
-  /// Asks for a redelivery now. Thread-safety: one thread. Blocks: a send.
-  /// @throws lakh::nats::nats_error. Allocates: may.
-  void nak() { check(natsMsg_Nak(msg_, nullptr), "natsMsg_Nak"); }
-
-private:
-  void check(natsStatus s, const char *what) const {
-    if (s != NATS_OK) {
-      throw nats_error(std::string("lakh::nats: ") + what + " (" + url_ +
-                       "): " + natsStatus_GetText(s));
-    }
-  }
-  natsMsg *msg_;
-  std::string url_;
-};
-
-/// A durable pull consumer on a stream (js_PullSubscribe): fetch batches, process, ack each.
-/// Move-only. Thread-safety: fetch from one thread at a time; deliveries may be acked from
-/// any one thread each. Delivery is at least once: pair it with lakh::pg::inbox.
-class pull_consumer {
-public:
-  /// Binds durable consumer `durable` on `stream`, filtered by `subject` (created if
-  /// missing; explicit acks, redelivery after `ack_wait`). `js` must outlive it.
-  /// Thread-safety: n/a. Blocks: a request.
-  /// @throws std::invalid_argument if durable or subject is empty or ack_wait not positive;
-  /// lakh::nats::nats_error naming the server if JetStream refuses. Allocates: may.
-  pull_consumer(jetstream &js, const std::string &stream, const std::string &subject,
-                const std::string &durable,
-                std::chrono::milliseconds ack_wait = std::chrono::seconds(30))
-      : url_(js.url()), sub_(nullptr, natsSubscription_Destroy) {
-    if (durable.empty() || subject.empty() || ack_wait.count() <= 0) {
-      throw std::invalid_argument("lakh::nats::pull_consumer: durable (\"" + durable +
-                                  "\") and subject (\"" + subject +
-                                  "\") must be non-empty and ack_wait (" +
-                                  std::to_string(ack_wait.count()) + " ms) positive");
-    }
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = stream.c_str();
-    so.Config.AckPolicy = js_AckExplicit;
-    so.Config.AckWait = std::chrono::duration_cast<std::chrono::nanoseconds>(ack_wait).count();
-    natsSubscription *sub = nullptr;
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    const natsStatus s = js_PullSubscribe(&sub, js.state_->js, subject.c_str(), durable.c_str(),
-                                          nullptr, &so, &jerr);
-    if (s != NATS_OK) {
-      throw nats_error("lakh::nats: js_PullSubscribe " + stream + "/" + durable + " (" + url_ +
-                       "): " + natsStatus_GetText(s) +
-                       (jerr != 0
-                            ? " (JetStream error " + std::to_string(static_cast<int>(jerr)) + ")"
-                            : std::string()));
-    }
-    sub_.reset(sub);
-  }
-
-  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. While
-  /// late deliveries of an earlier call wait in the subscription, one message per call (a
-  /// libnats 3.4 workaround, below).
-  /// Thread-safety: one thread at a time. Blocks: until a message or `timeout`.
-  /// @throws std::invalid_argument if max < 1; lakh::nats::nats_error for a failure other than a
-  /// timeout. Allocates: the deliveries.
-  std::vector<delivery> fetch(int max, std::chrono::milliseconds timeout) {
-    if (max < 1) {
-      throw std::invalid_argument("lakh::nats::pull_consumer::fetch: max (" + std::to_string(max) +
-                                  ") must be at least 1");
-    }
-    // libnats 3.4 (Debian 12) writes past its result array in natsSubscription_Fetch when
-    // messages already wait in the subscription (late deliveries for an earlier fetch's
-    // request) and more than half of the batch is taken from them: it asks the server for
-    // the rest and then loops until the count equals the smaller number (fixed upstream in
-    // nats.c 3.8.2, #749). A batch of 1 cannot overflow, so waiting messages are handed out
-    // one per call. (Messages that land between this check and the fetch's own are not
-    // covered; they need an earlier request still open at that instant.)
-    int waiting = 0;
-    int waiting_bytes = 0;
-    if (natsSubscription_GetPending(sub_.get(), &waiting, &waiting_bytes) == NATS_OK &&
-        waiting > 0) {
-      max = 1;
-    }
-    natsMsgList list{};
-    jsErrCode jerr = static_cast<jsErrCode>(0);
-    const natsStatus s = natsSubscription_Fetch(&list, sub_.get(), max, timeout.count(), &jerr);
-    std::vector<delivery> out;
-    if (s == NATS_OK) {
-      out.reserve(static_cast<std::size_t>(list.Count));
-      for (int i = 0; i < list.Count; ++i) {
-        out.emplace_back(std::exchange(list.Msgs[i], nullptr), url_);
-      }
-      natsMsgList_Destroy(&list);
-      return out;
-    }
-    natsMsgList_Destroy(&list);
-    if (s == NATS_TIMEOUT) {
-      return out;
-    }
-    throw nats_error("lakh::nats: natsSubscription_Fetch (" + url_ + "): " + natsStatus_GetText(s));
-  }
-
-private:
-  std::string url_;
-  std::unique_ptr<natsSubscription, void (*)(natsSubscription *)> sub_;
-};
-
 } // namespace lakh::nats
+
+// The consumer side, so that code including only this header keeps compiling.
+#include <lakh/nats/pull_consumer.hpp>

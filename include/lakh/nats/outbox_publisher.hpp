@@ -1,19 +1,9 @@
 #pragma once
-// lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's publisher for NATS JetStream. Each
-// event goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event id>",
-// so that JetStream drops the duplicates an at-least-once relay sends after a crash or a
-// failed batch (within the stream's duplicate window). Needs both targets: lakh::pg and
-// lakh::nats.
-//
-// Per-key order on a partial failure: JetStream stores pipelined messages in the order they
-// arrive, but a message can fail (a reconnect loses it in flight, a timeout) while a later
-// one is stored. With key_order::strict (the default) a batch goes out in waves: wave n holds
-// the n-th event of each key, all pipelined; the next wave starts when the previous one is
-// acknowledged, and a key whose event failed sends nothing more in this call (reported
-// not_sent). So a later event of a key is never stored before an earlier one. Throughput
-// follows the number of distinct keys per batch (one key: one round trip per event).
-// key_order::pipelined sends the whole batch at once: fastest, order kept only while
-// nothing fails.
+// lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's publisher for NATS JetStream. Each event
+// goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event id>", so
+// JetStream drops what an at-least-once relay sends twice; key_order::strict keeps a key's
+// events in order even when a publish fails. Needs both targets, lakh::pg and lakh::nats.
+// Docs: docs/outbox.md.
 
 #include <lakh/nats/jetstream.hpp>
 #include <lakh/pg/outbox.hpp>
@@ -32,7 +22,11 @@
 
 namespace lakh::nats {
 
-/// How a publisher keeps the order of one key's events when a publish fails.
+/// How a publisher keeps the order of one key's events when a publish fails. JetStream stores
+/// pipelined messages in arrival order, but one can fail (lost in a reconnect, a timeout)
+/// while a later one is stored; strict sends a batch in waves (wave n: the n-th event of each
+/// key, pipelined; a key whose event failed sends nothing more, reported not_sent), so
+/// throughput follows the number of distinct keys per batch.
 enum class key_order : std::uint8_t {
   strict,    ///< waves: an event is sent only after its key's earlier ones were acknowledged
   pipelined, ///< everything at once: order kept unless a message fails and a later one lands
@@ -41,16 +35,16 @@ enum class key_order : std::uint8_t {
 /// Settings of an outbox_publisher.
 struct outbox_publisher_options {
   std::string id_prefix;                       ///< keeps outboxes apart ("billing-")
-  key_order order = key_order::strict;         ///< see the header comment
+  key_order order = key_order::strict;         ///< see key_order
   std::chrono::milliseconds ack_timeout{5000}; ///< per wave; > 0
 };
 
 /// A lakh::pg::outbox_publisher over a lakh::nats::jetstream (which must outlive it).
-/// Memory ordering: outcomes are written before publish() returns (see jetstream).
+/// Memory ordering: outcomes are written before publish() returns (see jetstream). Members
+/// may allocate; publish() is called by one thread at a time.
 class outbox_publisher : public lakh::pg::outbox_publisher {
 public:
-  /// Thread-safety: n/a. Blocks: never. Allocates: may.
-  /// @throws std::invalid_argument if ack_timeout is not positive.
+  /// Blocks: never. @throws std::invalid_argument if ack_timeout is not positive.
   explicit outbox_publisher(jetstream &js, outbox_publisher_options opts = {})
       : js_(&js), opts_(std::move(opts)) {
     if (opts_.ack_timeout.count() <= 0) {
@@ -62,8 +56,8 @@ public:
 
   /// Publishes the events (in waves per key with key_order::strict) and reports each one:
   /// acked, duplicate (JetStream had the id), failed, or not_sent (an earlier event of its
-  /// key failed). Thread-safety: one caller at a time. Blocks: until every wave is
-  /// acknowledged or timed out. @throws std::bad_alloc only. Allocates: may.
+  /// key failed). Blocks: until every wave is acknowledged or timed out.
+  /// @throws std::bad_alloc only.
   void publish(std::span<const lakh::pg::outbox_event> events,
                std::span<lakh::pg::publish_outcome> outcomes) override {
     using lakh::pg::publish_outcome;
@@ -113,10 +107,10 @@ public:
   }
 
   /// The last failure's text (names the server and cnats's status), empty if none yet.
-  /// Thread-safety: the publishing thread. Blocks: never. Allocates: never.
+  /// Thread-safety: the publishing thread.
   [[nodiscard]] const std::string &last_error() const noexcept { return last_error_; }
 
-  /// The Nats-Msg-Id of event `id`. Thread-safety: safe. Allocates: the string.
+  /// The Nats-Msg-Id of event `id`. Thread-safety: safe.
   [[nodiscard]] std::string message_id(std::int64_t id) const {
     return opts_.id_prefix + std::to_string(id);
   }

@@ -1,0 +1,75 @@
+#pragma once
+// Test support for lakh::nats: reading a stream's messages back by sequence number, and a
+// stream that a test creates under a unique name and deletes when done. Tests only: the
+// library's public API has no call to read a message by sequence.
+#include <lakh/nats/jetstream.hpp>
+
+#include <nats/nats.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace lakh::test {
+
+/// Message `seq` (1-based) of stream `name` with its headers (id = its Nats-Msg-Id).
+/// Throws lakh::nats::nats_error naming the server if there is no such message.
+inline lakh::nats::message get_message(lakh::nats::jetstream &js, const std::string &name,
+                                       std::uint64_t seq) {
+  natsMsg *m = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetMsg(&m, js.native_handle(), name.c_str(), seq, nullptr, &jerr);
+  if (s != NATS_OK) {
+    throw lakh::nats::nats_error("js_GetMsg " + name + " #" + std::to_string(seq) + " (" +
+                                 js.url() + "): " + natsStatus_GetText(s) + " (JetStream error " +
+                                 std::to_string(static_cast<int>(jerr)) + ")");
+  }
+  std::unique_ptr<natsMsg, void (*)(natsMsg *)> owned(m, natsMsg_Destroy);
+  lakh::nats::message out;
+  out.subject = natsMsg_GetSubject(m);
+  out.payload.assign(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m)));
+  const char **keys = nullptr;
+  int nkeys = 0;
+  if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
+    for (int k = 0; k < nkeys; ++k) {
+      const char **values = nullptr;
+      int nvalues = 0;
+      if (natsMsgHeader_Values(m, keys[k], &values, &nvalues) == NATS_OK) {
+        for (int v = 0; v < nvalues; ++v) {
+          out.headers.push_back({keys[k], values[v]});
+        }
+        std::free(static_cast<void *>(values)); // NOLINT: cnats allocates the array
+      }
+    }
+    std::free(static_cast<void *>(keys)); // NOLINT
+  }
+  for (const auto &h : out.headers) {
+    if (h.name == "Nats-Msg-Id") {
+      out.id = h.value;
+    }
+  }
+  return out;
+}
+
+/// A stream `name` on subjects `subjects`, deleted first (a leftover of a crashed run) and
+/// again when the test is done.
+class scratch_stream {
+public:
+  scratch_stream(lakh::nats::jetstream &js, lakh::nats::stream_config cfg)
+      : js_(&js), name_(cfg.name) {
+    js_->delete_stream(name_);
+    js_->ensure_stream(cfg);
+  }
+  scratch_stream(const scratch_stream &) = delete;
+  scratch_stream &operator=(const scratch_stream &) = delete;
+  ~scratch_stream() { js_->delete_stream(name_); }
+  [[nodiscard]] const std::string &name() const noexcept { return name_; }
+
+private:
+  lakh::nats::jetstream *js_;
+  std::string name_;
+};
+
+} // namespace lakh::test
