@@ -1,14 +1,16 @@
 #pragma once
-// examples/billing_run/events.hpp: the relay stage. lakh::pg::outbox_relay ->
-// lakh::nats::outbox_publisher (Nats-Msg-Id = event id), and a pull consumer that counts each
-// invoice event once through lakh::pg::inbox.
+// examples/billing_run/events.hpp: the relay stage. lakh::pg::outbox_relay_thread ->
+// lakh::nats::outbox_publisher (Nats-Msg-Id = event id), and a lakh::nats::consume loop that
+// counts each invoice event once through lakh::pg::inbox.
 
 #include "database.hpp"
 
 #include <lakh/nats/outbox_publisher.hpp>
+#include <lakh/nats/pull_consumer.hpp>
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/outbox.hpp>
+#include <lakh/pg/outbox_relay.hpp>
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -41,67 +44,57 @@ inline void ensure_stream(lakh::nats::jetstream &js, const names &n, bool reset)
 }
 
 /// The consumer: fetches invoice events and records each once (inbox + notified row in one
-/// transaction), acking after the commit. Runs until `st` is stopped; survives broker and
-/// database restarts (a failed batch is not acked, so it is redelivered and deduplicated).
+/// transaction per batch), acked after the commit, on lakh::nats::consume. Runs until `st` is
+/// stopped; survives broker and database restarts (a failed batch is nak'ed, redelivered and
+/// deduplicated).
 inline void count_events(lakh::pg::pool &p, lakh::nats::jetstream &js, const names &n,
                          relay_stats &stats, std::stop_token st) {
   auto inbox = make_inbox(p);
   auto retry = patient_retrier();
-  std::optional<lakh::nats::pull_consumer> consumer;
-  while (!st.stop_requested()) {
-    try {
-      if (!consumer) {
-        consumer.emplace(js, n.stream(), n.subject(), n.durable(), std::chrono::seconds(5));
-      }
-      auto batch = consumer->fetch(500, std::chrono::milliseconds(100));
-      if (batch.empty()) {
-        continue;
-      }
-      std::vector<std::string> ids;
-      ids.reserve(batch.size());
-      for (const auto &d : batch) {
-        ids.push_back(d.id());
-      }
-      const auto [first, again] = retry.run(
-          p,
-          [&](pqxx::work &w) {
-            // One statement records the batch's ids; one more applies the new ones' effects.
-            const auto fresh = inbox.first_deliveries(w, consumer_name, ids);
-            std::vector<std::int64_t> tenants;
-            std::vector<std::int64_t> cents;
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-              if (fresh[i]) {
-                const auto e = nlohmann::json::parse(batch[i].payload());
-                tenants.push_back(e.at("tenant_id").get<std::int64_t>());
-                cents.push_back(e.at("total_cents").get<std::int64_t>());
-              }
-            }
-            const std::uint64_t f = tenants.size();
-            if (f != 0) {
-              // Were a tenant's event counted twice, verify would see deliveries > 1.
-              w.exec_params("INSERT INTO billing.notified AS n (tenant_id, cents) "
-                            "SELECT * FROM unnest($1::int[], $2::bigint[]) "
-                            "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = n.deliveries + 1",
-                            lakh::pg::int_array(tenants), lakh::pg::int_array(cents));
-            }
-            return std::pair<std::uint64_t, std::uint64_t>{f, batch.size() - f};
-          },
-          st);
-      for (auto &d : batch) {
-        d.ack();
-      }
-      stats.consumed += first;
-      stats.redelivered += again;
-    } catch (const std::exception &e) {
-      if (st.stop_requested()) {
-        break;
-      }
+  lakh::nats::consume_options o{n.stream(), n.subject(), n.durable(), std::chrono::seconds(5)};
+  o.batch = 500;
+  o.fetch_wait = std::chrono::milliseconds(100);
+  o.on_error = [&](const std::exception &e) {
+    if (!st.stop_requested()) {
       ++stats.errors;
       std::fprintf(stderr, "billing_run consumer: %s (retrying)\n", e.what());
-      consumer.reset();
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-  }
+  };
+  const auto count_batch = [&](std::span<lakh::nats::delivery> batch) {
+    std::vector<std::string> ids;
+    ids.reserve(batch.size());
+    for (const auto &d : batch) {
+      ids.push_back(d.id());
+    }
+    const auto [first, again] = retry.run(
+        p,
+        [&](pqxx::work &w) {
+          // One statement records the batch's ids; one more applies the new ones' effects.
+          const auto fresh = inbox.first_deliveries(w, consumer_name, ids);
+          std::vector<std::int64_t> tenants;
+          std::vector<std::int64_t> cents;
+          for (std::size_t i = 0; i < batch.size(); ++i) {
+            if (fresh[i]) {
+              const auto e = nlohmann::json::parse(batch[i].payload());
+              tenants.push_back(e.at("tenant_id").get<std::int64_t>());
+              cents.push_back(e.at("total_cents").get<std::int64_t>());
+            }
+          }
+          const std::uint64_t f = tenants.size();
+          if (f != 0) {
+            // Were a tenant's event counted twice, verify would see deliveries > 1.
+            w.exec_params("INSERT INTO billing.notified AS n (tenant_id, cents) "
+                          "SELECT * FROM unnest($1::int[], $2::bigint[]) "
+                          "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = n.deliveries + 1",
+                          lakh::pg::int_array(tenants), lakh::pg::int_array(cents));
+          }
+          return std::pair<std::uint64_t, std::uint64_t>{f, batch.size() - f};
+        },
+        st);
+    stats.consumed += first;
+    stats.redelivered += again;
+  };
+  lakh::nats::consume(js, o, count_batch, st);
 }
 
 /// The outbox relay and the counting consumer on two threads: start() starts both, stop()
@@ -113,22 +106,21 @@ struct relay_threads {
   lakh::pg::outbox box = make_outbox(pool);
   lakh::nats::outbox_publisher pub{
       js, {names.database + "-", lakh::nats::key_order::strict, std::chrono::milliseconds(5000)}};
-  lakh::pg::outbox_relay relay{box, pub, {}};
   relay_stats consumer_stats;
+  std::optional<lakh::pg::outbox_relay_thread> relay;
   // Constructed in place (emplace): GCC 12 with sanitizers warns falsely about a moved-from
   // temporary jthread's stop_source.
-  std::optional<std::jthread> relay_thread;
   std::optional<std::jthread> consumer_thread;
 
   relay_threads(lakh::pg::pool &p, lakh::nats::jetstream &j, billing::names n)
       : pool(p), js(j), names(std::move(n)) {}
   void start() {
-    relay_thread.emplace([this](std::stop_token st) { relay.run(st); });
+    relay.emplace(box, pub);
     consumer_thread.emplace(
         [this](std::stop_token st) { count_events(pool, js, names, consumer_stats, st); });
   }
   void stop() {
-    relay_thread.reset(); // requests stop and joins
+    relay.reset(); // requests stop and joins
     consumer_thread.reset();
   }
 };
