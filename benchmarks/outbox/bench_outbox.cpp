@@ -6,6 +6,7 @@
 // (timed). One invocation, same servers, same stream settings. Prints events/s for each.
 // DATABASE_URL and NATS_URL name the servers (scripts/bench-outbox starts them).
 #include <lakh/nats/outbox_publisher.hpp>
+#include <lakh/pg/outbox_relay.hpp>
 
 #include <CLI/CLI.hpp>
 #include <pqxx/pqxx>
@@ -15,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <span>
-#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -72,20 +72,18 @@ double relay_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &js
   }
   lakh::nats::outbox_publisher pub(js, {"bench-", order});
   timed_publisher timed(pub);
-  lakh::pg::outbox_relay relay(box, timed,
-                               {s.batch, std::chrono::milliseconds(1),
-                                std::chrono::milliseconds(10), std::chrono::milliseconds(1000),
-                                overlap});
+  const lakh::pg::outbox_relay_options opts{s.batch, std::chrono::milliseconds(1),
+                                            std::chrono::milliseconds(10),
+                                            std::chrono::milliseconds(1000), overlap};
   const auto target = static_cast<std::uint64_t>(s.events);
   const auto t0 = std::chrono::steady_clock::now();
   if (overlap) { // run(): the overlapped rounds live there
-    std::stop_source stop;
-    std::jthread relay_thread([&] { relay.run(stop.get_token()); });
+    lakh::pg::outbox_relay_thread relay(box, timed, opts);
     while (relay.metrics().published.value() < target) {
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    stop.request_stop();
   } else {
+    lakh::pg::outbox_relay relay(box, timed, opts);
     while (relay.metrics().published.value() < target) {
       const auto r = relay.run_once();
       if (r.failed > 0) {
