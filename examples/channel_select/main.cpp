@@ -1,8 +1,10 @@
 // A consumer waits on two channels at once with select_for: orders to process, alerts to
 // page, and a timeout to flush on (docs/channel.md). A closed channel ends the loop once
 // drained. Checks: every order is processed exactly once, in total.
+// [doc:select]
 #include <lakh/channel.hpp>
 #include <lakh/task_group.hpp>
+// [doc:select]
 
 #include <chrono>
 #include <cstdio>

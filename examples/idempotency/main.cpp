@@ -1,7 +1,9 @@
 // An idempotent HTTP handler (docs/idempotency.md): POST /v1/charges with an Idempotency-Key
 // charges once however often the client retries. Needs DATABASE_URL (scripts/services run).
 // Checks: a retry replays the first response; the key reused for another body gets 422.
+// [doc:guard]
 #include <lakh/pg/idempotency_store.hpp>
+// [doc:guard]
 
 #include <cstdio>
 #include <cstdlib>
@@ -41,15 +43,15 @@ int main() {
     const std::string tenant_id = req.header("X-Tenant");
     const long amount = std::stol(req.body);
     // [doc:guard]
+    auto charge = [&](pqxx::work &tx) { // the business transaction
+      const auto row = tx.exec_params1("INSERT INTO example_charges (tenant, amount) "
+                                       "VALUES ($1, $2) RETURNING id",
+                                       tenant_id, amount);
+      return lakh::stored_response{201, R"({"id":)" + row[0].as<std::string>() + "}"};
+    };
     auto r = guard.run(tenant_id, req.header("Idempotency-Key"),
                        lakh::fingerprint("POST", "/v1/charges", req.body),
-                       [&](pqxx::work &tx) { // the business transaction
-                         auto id = tx.exec_params1("INSERT INTO example_charges (tenant, amount) "
-                                                   "VALUES ($1, $2) RETURNING id",
-                                                   tenant_id, amount)[0]
-                                       .as<long>();
-                         return lakh::stored_response{201, R"({"id":)" + std::to_string(id) + "}"};
-                       }); // response recorded in tx, then COMMIT
+                       charge); // runs charge, records the response in its tx, then COMMIT
     switch (r.outcome) {
     case lakh::idempotency_outcome::executed:
     case lakh::idempotency_outcome::replayed:

@@ -2,7 +2,9 @@
 // change that asks for it, and a job_worker runs it with its writes and its completion in
 // one transaction (docs/job_queue.md). Needs DATABASE_URL (scripts/services run).
 // Checks: each of 20 jobs wrote exactly one invoice.
+// [doc:jobs]
 #include <lakh/pg/job_worker.hpp>
+// [doc:jobs]
 
 #include <chrono>
 #include <cstdio>
@@ -23,11 +25,11 @@ int main() {
     std::fprintf(stderr, "DATABASE_URL is not set: run under scripts/services run\n");
     return 2;
   }
-  // [doc:setup]
+  // [doc:jobs]
   lakh::pg::pool pool(std::getenv("DATABASE_URL"), 8);
   lakh::pg::job_queue jobs(pool, {"example_jobs.jobs"}); // schema "example_jobs" is created
   jobs.create_schema();                                  // or apply share/lakh/job_queue.sql
-  // [doc:setup]
+  // [doc:jobs]
   {
     auto c = pool.acquire();
     pqxx::nontransaction n(*c);
@@ -38,18 +40,18 @@ int main() {
   }
   for (int id = 1; id <= 20; ++id) {
     const std::string plan = "pro";
-    // [doc:enqueue]
+    // [doc:jobs]
     // Producer: the job commits with the business change that asked for it.
     auto c = pool.acquire();
     pqxx::work w(*c);
     w.exec_params("UPDATE example_jobs.subscriptions SET plan = $1 WHERE id = $2", plan, id);
     jobs.enqueue(w, {"invoices", std::to_string(id), "sub:" + std::to_string(id), {}, 5});
     w.commit();
-    // [doc:enqueue]
+    // [doc:jobs]
   }
   std::stop_source shutdown;
   const auto shutdown_token = shutdown.get_token();
-  // [doc:worker]
+  // [doc:jobs]
   // Workers: the handler's writes and the fenced completion commit together.
   lakh::pg::job_worker_options opts;
   opts.queue = "invoices";
@@ -62,7 +64,7 @@ int main() {
             write_invoice(w, job.payload); // throw to fail: the text is kept, the job retried
           }));
   worker.start(shutdown_token); // or worker.stop(); the destructor stops too
-  // [doc:worker]
+  // [doc:jobs]
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (worker.done() < 20 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -1,9 +1,11 @@
 // The transactional outbox (docs/outbox.md): an event is written in the transaction of the
 // change it reports, a relay publishes it to NATS JetStream, and a consumer applies it once
 // with an inbox. Needs DATABASE_URL, NATS_URL. Checks: the invoice issued here is charged.
-#include <lakh/nats/jetstream.hpp>
+// [doc:outbox]
 #include <lakh/nats/outbox_publisher.hpp>
 #include <lakh/pg/inbox.hpp>
+// [doc:outbox]
+#include <lakh/nats/jetstream.hpp>
 #include <lakh/pg/outbox.hpp>
 
 #include <chrono>
@@ -42,6 +44,7 @@ int main() {
   { // the business change and its event: one transaction
     auto c = pool.acquire();
     pqxx::work w(*c);
+    // per-invoice order: lock the invoice before enqueuing its event
     w.exec_params("SELECT 1 FROM example_outbox.invoices WHERE id = $1 FOR UPDATE", invoice_id);
     w.exec_params("UPDATE example_outbox.invoices SET state = 'issued' WHERE id = $1", invoice_id);
     const std::vector<lakh::pg::outbox_header> h{{"traceparent", traceparent}};

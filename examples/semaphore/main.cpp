@@ -1,7 +1,9 @@
 // A weighted semaphore bounds concurrent work by its cost, not by a count of tasks: uploads
 // of different sizes share a budget of 64 MiB in flight (docs/semaphore.md).
 // Checks: every upload completes and the bytes in flight never exceed the budget.
+// [doc:upload]
 #include <lakh/semaphore.hpp>
+// [doc:upload]
 #include <lakh/task_group.hpp>
 
 #include <algorithm>

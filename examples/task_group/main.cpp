@@ -2,7 +2,9 @@
 // shard that fails stops the others and wait() rethrows its exception (docs/task_group.md).
 // Checks: a clean run loads every shard; a run with a bad shard throws its error, and the
 // shards still loading see the stop request and return early.
+// [doc:load_all]
 #include <lakh/task_group.hpp>
+// [doc:load_all]
 
 #include <atomic>
 #include <chrono>
