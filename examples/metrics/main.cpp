@@ -38,20 +38,18 @@ int main() {
   lakh::counter done;
   std::vector<lakh::latency_histogram> per_worker(workers); // 43 KiB each
   lakh::progress_line progress("rows", total, [&] { return done.value(); });
-  // [doc:batch]
   lakh::task_group group;
   for (std::size_t w = 0; w < workers; ++w) {
     group.spawn([&, w] {
       for (std::size_t i = 0; i < total / workers; ++i) {
         const auto t0 = std::chrono::steady_clock::now();
-        handle();
+        handle(); // one row's work
         per_worker[w].record(std::chrono::steady_clock::now() - t0);
         done.add(1);
       }
     });
   }
   group.wait();
-  // [doc:batch]
   progress.finish(); // the final line: "rows 100.0% 100000/100000 2.1M/s ETA 0.0s"
   lakh::latency_histogram all;
   for (const auto &h : per_worker) {

@@ -34,29 +34,33 @@ int main() {
   std::vector<tenant_id> tenants(20);
   std::iota(tenants.begin(), tenants.end(), 1); // tenants 1..20
   const int row = 7;
-  // [doc:pool]
-  lakh::worker_pool pool(8, 1024); // 8 threads, at most 1024 queued tasks
+  {
+    // [doc:pool]
+    lakh::worker_pool pool(8, 1024); // 8 threads, at most 1024 queued tasks
 
-  // Results through futures; submit blocks while 1024 tasks are waiting.
-  std::vector<std::future<invoice>> invoices;
-  for (tenant_id t : tenants) {
-    invoices.push_back(pool.submit(make_invoice, t));
-  }
-  for (auto &f : invoices) {
-    try {
-      store(f.get()); // rethrows make_invoice's exception, if any
-    } catch (const std::runtime_error &) {
-      ++failed;
+    // Results through futures; submit blocks while 1024 tasks are waiting.
+    std::vector<std::future<invoice>> invoices;
+    for (tenant_id t : tenants) {
+      invoices.push_back(pool.submit(make_invoice, t));
     }
-  }
+    for (auto &f : invoices) {
+      try {
+        store(f.get()); // rethrows make_invoice's exception, if any
+      } catch (const std::runtime_error &) {
+        ++failed;
+      }
+    }
 
-  // Fire and forget, with a deadline on the backpressure.
-  auto r = pool.submit_for([row] { aggregate(row); }, std::chrono::milliseconds(50));
-  if (r.status == lakh::status::timeout) {
-    shed_load(); // the pool stayed full for 50 ms
+    // Fire and forget, with a deadline on the backpressure.
+    auto r = pool.submit_for([row] { aggregate(row); }, std::chrono::milliseconds(50));
+    if (r.status == lakh::status::timeout) {
+      shed_load(); // the pool stayed full for 50 ms
+    }
+
+    pool.shutdown(); // drain, join, rethrow a posted task's exception
+    // [doc:pool]
   }
-  // [doc:pool]
-  pool.wait_idle();
+  lakh::worker_pool pool(1);
   // [doc:cancel]
   pool.post([](std::stop_token st) {
     while (!st.stop_requested()) { // a long job: runs until the pool stops it
