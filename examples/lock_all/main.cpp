@@ -1,10 +1,10 @@
-// lakh::lock_all takes several ranked mutexes in one global order, so transfers between
-// accounts in opposite directions never deadlock; the lock-order checker reports an order
-// that could deadlock even if this run got lucky (docs/lock_order.md).
-// Checks: 8 threads move money both ways and the total is kept with no checker report; then
-// a rank inversion is refused (throw_error mode) before it can lock.
+// lakh::lock_all takes ranked mutexes in one global order, so transfers between accounts
+// both ways never deadlock; the lock-order checker refuses an order that could deadlock even
+// if this run got lucky (docs/lock_order.md). Checks: the total is kept with no report, a rank
+// inversion is refused before it locks, and lock_all's order is by rank, then name.
 #include <lakh/lock_order.hpp>
 
+#include <array>
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -68,7 +68,12 @@ int main() {
   }
   const auto reports = lakh::lock_order::report_count();
   const std::string refused = check_inversion();
+  // [doc:order]
+  const auto guard = lakh::lock_all(ledger, bank[2].mu, accounts);
+  const auto order = guard.acquisition_order(); // std::array: argument positions in locking order
+  // [doc:order]
   std::printf("total %ld, reports %llu\nrefused: %s\n", total,
               static_cast<unsigned long long>(reports), refused.c_str());
-  return total == 4000 && reports == 0 && !refused.empty() ? 0 : 1;
+  const bool ordered = order == std::array<std::size_t, 3>{1, 2, 0}; // rank, then name
+  return total == 4000 && reports == 0 && !refused.empty() && ordered ? 0 : 1;
 }
