@@ -1,7 +1,6 @@
-// A durable job queue in PostgreSQL: a job is enqueued in the transaction of the business
-// change that asks for it, and a job_worker runs it with its writes and its completion in
-// one transaction (docs/job_queue.md). Needs DATABASE_URL (scripts/services run).
-// Checks: each of 20 jobs wrote exactly one invoice.
+// A durable job queue in PostgreSQL (docs/job_queue.md): a job is enqueued in the transaction
+// of the change that asks for it; a job_worker runs it, its writes and its completion in one
+// transaction. Needs DATABASE_URL. Checks: each of 20 jobs wrote exactly one invoice.
 // [doc:jobs]
 #include <lakh/pg/job_worker.hpp>
 // [doc:jobs]
@@ -30,14 +29,11 @@ int main() {
   lakh::pg::job_queue jobs(pool, {"example_jobs.jobs"}); // schema "example_jobs" is created
   jobs.create_schema();                                  // or apply share/lakh/job_queue.sql
   // [doc:jobs]
-  {
-    auto c = pool.acquire();
-    pqxx::nontransaction n(*c);
-    n.exec("TRUNCATE example_jobs.jobs; DROP TABLE IF EXISTS example_jobs.invoices, "
-           "example_jobs.subscriptions; CREATE TABLE example_jobs.invoices (subscription int); "
-           "CREATE TABLE example_jobs.subscriptions AS SELECT id, 'basic' AS plan "
-           "FROM generate_series(1, 20) id");
-  }
+  pqxx::nontransaction(*pool.acquire())
+      .exec("TRUNCATE example_jobs.jobs; DROP TABLE IF EXISTS example_jobs.invoices, "
+            "example_jobs.subscriptions; CREATE TABLE example_jobs.invoices (subscription int); "
+            "CREATE TABLE example_jobs.subscriptions AS SELECT id, 'basic' AS plan "
+            "FROM generate_series(1, 20) id");
   for (int id = 1; id <= 20; ++id) {
     const std::string plan = "pro";
     // [doc:jobs]

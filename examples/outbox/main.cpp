@@ -2,11 +2,11 @@
 // change it reports, a relay publishes it to NATS JetStream, and a consumer applies it once
 // with an inbox. Needs DATABASE_URL, NATS_URL. Checks: the invoice issued here is charged.
 // [doc:outbox]
+#include <lakh/nats/jetstream.hpp> // lakh::nats::jetstream, pull_consumer
 #include <lakh/nats/outbox_publisher.hpp>
 #include <lakh/pg/inbox.hpp>
+#include <lakh/pg/outbox.hpp> // lakh::pg::outbox, outbox_relay
 // [doc:outbox]
-#include <lakh/nats/jetstream.hpp>
-#include <lakh/pg/outbox.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -15,9 +15,7 @@
 #include <thread>
 
 std::string charged; // the last payload charged
-void charge(pqxx::transaction_base &, std::string_view p) {
-  charged = p;
-}
+const auto charge = [](pqxx::transaction_base &, std::string_view p) { charged = p; };
 
 int main() {
   const char *db_url = std::getenv("DATABASE_URL"), *nats_url = std::getenv("NATS_URL");
@@ -30,13 +28,12 @@ int main() {
   lakh::pg::outbox events(pool, {"example_outbox.outbox"});
   events.create_schema();
   // [doc:outbox]
-  const auto invoice_id = lakh::pg::with_connection(pool, [](pqxx::connection &c) {
-    pqxx::work w(c); // events.create_schema() created the schema
-    w.exec("CREATE TABLE IF NOT EXISTS example_outbox.invoices (id serial, state text)");
-    const auto r = w.exec1("INSERT INTO example_outbox.invoices VALUES (DEFAULT, '') RETURNING id");
-    w.commit();
-    return r[0].as<long>();
-  });
+  const auto invoice_id = // a draft invoice (events.create_schema() made the schema)
+      pqxx::nontransaction(*pool.acquire())
+          .exec1("CREATE TABLE IF NOT EXISTS example_outbox.invoices (id serial, state text);"
+                 "INSERT INTO example_outbox.invoices (state) VALUES ('') RETURNING id")[0]
+          .as<long>();
+
   const std::string json = R"({"invoice":)" + std::to_string(invoice_id) + "}";
   const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   // [doc:outbox]
