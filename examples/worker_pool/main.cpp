@@ -33,7 +33,7 @@ const auto shed_load = [] { ++shed; };
 int main() {
   std::vector<tenant_id> tenants(20);
   std::iota(tenants.begin(), tenants.end(), 1); // tenants 1..20
-  const int row = 7;
+  const int row = tenants.back();               // something to aggregate
   {
     // [doc:pool]
     lakh::worker_pool pool(8, 1024); // 8 threads, at most 1024 queued tasks
