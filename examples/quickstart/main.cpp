@@ -1,5 +1,6 @@
 // The README's first example: a producer and four consumers over a bounded channel, in a
 // task group that joins them and rethrows the first exception.
+// [doc:quickstart]
 #include <lakh/lakh.hpp>
 
 #include <atomic>
@@ -8,7 +9,7 @@
 int main() {
   lakh::channel<int> jobs(64); // bounded: send blocks while 64 items wait
   std::atomic<long> sum{0};
-  lakh::task_group group;
+  lakh::task_group group; // errgroup: joins all, first exception stops the rest
   group.spawn([&] {
     for (int i = 1; i <= 1000; ++i) {
       (void)jobs.send(i); // status::closed if a consumer closed the channel
@@ -25,3 +26,4 @@ int main() {
   group.wait(); // joins all; rethrows the first exception after stopping the others
   std::printf("sum %ld\n", sum.load()); // sum 500500
 }
+// [doc:quickstart]
