@@ -2,11 +2,15 @@
 // change it reports, a relay publishes it to NATS JetStream, and a consumer applies it once
 // with an inbox. Needs DATABASE_URL, NATS_URL. Checks: the invoice issued here is charged.
 // [doc:outbox]
-#include <lakh/nats/jetstream.hpp> // lakh::nats::jetstream, pull_consumer
+#include <lakh/nats/jetstream.hpp>
 #include <lakh/nats/outbox_publisher.hpp>
+#include <lakh/nats/pull_consumer.hpp> // lakh::nats::consume
 #include <lakh/pg/inbox.hpp>
-#include <lakh/pg/outbox.hpp> // lakh::pg::outbox, outbox_relay
+#include <lakh/pg/outbox.hpp>
+#include <lakh/pg/outbox_relay.hpp> // lakh::pg::outbox_relay_thread
 // [doc:outbox]
+
+#include <lakh/channel.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -14,8 +18,10 @@
 #include <string>
 #include <thread>
 
-std::string charged; // the last payload charged
-const auto charge = [](pqxx::transaction_base &, std::string_view p) { charged = p; };
+lakh::channel<std::string> charges(16); // what charge() did, for main() to check
+void charge(pqxx::transaction_base &, std::string_view payload) {
+  (void)charges.try_send(std::string(payload));
+}
 
 int main() {
   const char *db_url = std::getenv("DATABASE_URL"), *nats_url = std::getenv("NATS_URL");
@@ -33,18 +39,16 @@ int main() {
           .exec1("CREATE TABLE IF NOT EXISTS example_outbox.invoices (id serial, state text);"
                  "INSERT INTO example_outbox.invoices (state) VALUES ('') RETURNING id")[0]
           .as<long>();
-
   const std::string json = R"({"invoice":)" + std::to_string(invoice_id) + "}";
-  const std::string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   // [doc:outbox]
 
   { // the business change and its event: one transaction
     auto c = pool.acquire();
     pqxx::work w(*c);
-    // per-invoice order: lock the invoice before enqueuing its event
-    w.exec_params("SELECT 1 FROM example_outbox.invoices WHERE id = $1 FOR UPDATE", invoice_id);
+    // the UPDATE locks the invoice row: one invoice's events are enqueued in order
     w.exec_params("UPDATE example_outbox.invoices SET state = 'issued' WHERE id = $1", invoice_id);
-    const std::vector<lakh::pg::outbox_header> h{{"traceparent", traceparent}};
+    const std::vector<lakh::pg::outbox_header> h{
+        {"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}};
     events.enqueue(w, "invoice.issued", std::to_string(invoice_id), json, h);
     w.commit();
   }
@@ -54,26 +58,27 @@ int main() {
   js.ensure_stream(
       {"INVOICES", {"invoice.>"}, lakh::nats::storage::file, std::chrono::minutes(10)});
   lakh::nats::outbox_publisher publisher(js, {"billing-"});
-  lakh::pg::outbox_relay relay(events, publisher, {.batch = 1000});
-  std::jthread relay_thread([&](std::stop_token st) { relay.run(st); });
+  lakh::pg::outbox_relay_thread relay(events, publisher, {.batch = 1000});
 
-  // A consumer, exactly once:
+  // A consumer, exactly once: the effect and its inbox row commit together; consume() acks
+  // after the handler returns, reconnects with backoff and stops on the token.
   lakh::pg::inbox seen(pool, {"example_outbox.inbox"});
   seen.create_schema();
-  lakh::nats::pull_consumer sub(js, "INVOICES", "invoice.issued", "payments");
-  // [doc:outbox]
-  for (int round = 0; round < 30 && charged != json; ++round) {
-    // [doc:outbox]
-    for (auto &m : sub.fetch(64, std::chrono::seconds(1))) {
+  std::jthread consumer([&](std::stop_token st) {
+    const auto apply = [&](lakh::nats::delivery &m) {
       auto c = pool.acquire();
       pqxx::work w(*c);
       if (seen.first_delivery(w, "payments", m.id())) {
         charge(w, m.payload());
       }
       w.commit();
-      m.ack(); // after the commit: a crash before it means a redelivery the inbox skips
-    }
-    // [doc:outbox]
+    };
+    lakh::nats::consume(js, {"INVOICES", "invoice.issued", "payments"}, apply, st);
+  });
+  // [doc:outbox]
+  std::string charged; // a rerun on the same servers may see earlier invoices first
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (charged != json && charges.try_recv_until(charged, until) == lakh::status::ok) {
   }
   std::printf("charged %s (expected %s)\n", charged.c_str(), json.c_str());
   return charged == json ? 0 : 1;
