@@ -90,6 +90,12 @@ inline void record_params(lakh::pg::retrier &retry, lakh::pg::pool &p, std::uint
   });
 }
 
+/// Claims of a chunk's job before it is dead. The job's SQL is the same at every attempt, so an
+/// attempt is lost only to its worker's death or an outage, and --chaos kills workers every
+/// few hundred milliseconds: on a loaded machine, where a chunk takes seconds, one chunk can
+/// lose ten attempts in a row. The budget is for chaos, not for a poison job.
+inline constexpr int chunk_attempts = 100;
+
 /// Copies one batch (chunk first_index / batch) in one transaction with its chunk record and
 /// its job. Returns false if the chunk was committed already (a resumed load: skipped).
 inline bool copy_chunk(lakh::pg::retrier &retry, lakh::pg::pool &p, lakh::pg::job_queue &queue,
@@ -115,9 +121,9 @@ inline bool copy_chunk(lakh::pg::retrier &retry, lakh::pg::pool &p, lakh::pg::jo
               return std::make_tuple(static_cast<std::int64_t>(r.id), r.tenant_id, r.user_id,
                                      static_cast<int>(r.kind), r.quantity, r.ts);
             });
-        const auto job =
-            queue.enqueue(w, {queue_name, std::to_string(first_id) + "," + std::to_string(last_id),
-                              "chunk-" + std::to_string(chunk), std::chrono::milliseconds(0), 10});
+        const auto job = queue.enqueue(
+            w, {queue_name, std::to_string(first_id) + "," + std::to_string(last_id),
+                "chunk-" + std::to_string(chunk), std::chrono::milliseconds(0), chunk_attempts});
         if (!job) {
           throw std::logic_error("billing_run load: chunk " + std::to_string(chunk) +
                                  " has a live job but no chunk record");
