@@ -1,9 +1,9 @@
 #pragma once
 // lakh/lock_all.hpp: lakh::lock_all(a, b, ...), a scoped guard that locks any mix of ranked
 // mutexes and keyed lockables (lakh/lock_order.hpp) in ONE global order, rank, then name,
-// then key instance, then address, whatever order they are written in; and with_locks(fn,
-// a, b, ...). Unlike std::scoped_lock (try and back off), the order is the same for every
-// call and every thread, and the checker sees each acquisition. Guide: docs/lock_order.md.
+// then key instance and subinstance, then address, whatever order they are written in; and
+// with_locks(fn, a, b, ...). Unlike std::scoped_lock (try and back off), the order is the same for
+// every call and every thread, and the checker sees each acquisition. Guide: docs/lock_order.md.
 
 #include <lakh/detail/source_location.hpp>
 #include <lakh/lock_order.hpp>
@@ -21,8 +21,8 @@
 namespace lakh {
 
 /// lock_all(a, b, ...): locks all its arguments in the ONE global order (rank, then name,
-/// then key instance, then address) whatever order they are passed in, and unlocks them in
-/// reverse when it goes out of scope. Written like a function call:
+/// then key instance and subinstance, then address) whatever order they are passed in, and unlocks
+/// them in reverse when it goes out of scope. Written like a function call:
 ///
 ///     const auto guard = lakh::lock_all(accounts_mu, ledger_mu, pg_tenant_lock);
 ///

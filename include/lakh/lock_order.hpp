@@ -129,6 +129,9 @@ private:
 struct key {
   lock_class cls;
   std::uint64_t instance = 0;
+  /// The tie-breaker after `instance`, for lockables whose identities need more than 64 bits
+  /// (lakh::pg's advisory keys: the key's form). 0 unless set.
+  std::uint64_t subinstance = 0;
 
   /// Blocks: briefly (interning). Allocates: may.
   key(std::uint32_t rank, std::string_view name, std::uint64_t inst = 0)
@@ -166,7 +169,7 @@ concept ordered_lockable = has_lock_key<L> && requires(L &l) {
 };
 
 /// True when (a, address_a) comes before (b, address_b) in the global order: rank, then name,
-/// then instance, then address.
+/// then instance, then subinstance, then address.
 [[nodiscard]] inline bool ordered_before(const key &a, const void *address_a, const key &b,
                                          const void *address_b) noexcept {
   if (a.cls.rank() != b.cls.rank()) {
@@ -177,6 +180,9 @@ concept ordered_lockable = has_lock_key<L> && requires(L &l) {
   }
   if (a.instance != b.instance) {
     return a.instance < b.instance;
+  }
+  if (a.subinstance != b.subinstance) {
+    return a.subinstance < b.subinstance;
   }
   return std::less<const void *>{}(address_a, address_b);
 }

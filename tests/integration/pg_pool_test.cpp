@@ -1,10 +1,15 @@
 // Integration tests of lakh::pg::pool against a real PostgreSQL (DATABASE_URL).
+#include <lakh/pg/conninfo.hpp>
 #include <lakh/pg/pool.hpp>
 
 #include <support/lsan_libpqxx.hpp>
 #include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -36,6 +41,14 @@ void terminate_backend(int pid) {
   auto ok = lakh::test::pg::scalar<bool>(database_url(), "SELECT pg_terminate_backend(" +
                                                              std::to_string(pid) + ", 5000)");
   REQUIRE(ok);
+}
+
+/// An option of the client's socket of `c` (what libpq applied to the TCP connection).
+int socket_option(pqxx::connection &c, int level, int name) {
+  int v = -1;
+  socklen_t n = sizeof v;
+  REQUIRE(::getsockopt(c.sock(), level, name, &v, &n) == 0);
+  return v;
 }
 
 } // namespace
@@ -336,4 +349,45 @@ TEST_CASE("pg.pool.acquire_timeout.bounds_the_helpers_wait" * doctest::timeout(3
   CHECK(p.stats().timeouts == 1);
   held.release();
   CHECK(pg::with_connection(p, [](pqxx::connection &c) { return select_one(c); }) == 1);
+}
+
+TEST_CASE("pg.pool.connections_bound_a_half_open_connection") {
+  // lakh's conninfo defaults reach the socket: keepalive probes after 30 s idle, every 10 s,
+  // 3 unanswered ones end the connection, and so do 60 s of unacknowledged data.
+  pg::pool p(database_url(), 1);
+  {
+    auto c = p.acquire();
+    REQUIRE(c);
+    CHECK(socket_option(*c, SOL_SOCKET, SO_KEEPALIVE) == 1);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPIDLE) == 30);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPINTVL) == 10);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPCNT) == 3);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_USER_TIMEOUT) == 60000);
+  }
+  // The caller's connection string wins, in the URI form and the key=value form.
+  const std::string url = database_url();
+  pg::pool uri(url + (url.find('?') == std::string::npos ? "?" : "&") +
+                   "keepalives_idle=77&tcp_user_timeout=5000",
+               1);
+  {
+    auto c = uri.acquire();
+    REQUIRE(c);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPIDLE) == 77);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_USER_TIMEOUT) == 5000);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPCNT) == 3);
+  }
+  const auto key_value = pg::with_database(url, "postgres");
+  pg::pool count(key_value + " keepalives_count=5", 1);
+  {
+    auto c = count.acquire();
+    REQUIRE(c);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPCNT) == 5);
+    CHECK(socket_option(*c, IPPROTO_TCP, TCP_KEEPIDLE) == 30);
+  }
+  pg::pool off(key_value + " keepalives=0", 1); // libpq then sets no tcp_user_timeout either
+  {
+    auto c = off.acquire();
+    REQUIRE(c);
+    CHECK(socket_option(*c, SOL_SOCKET, SO_KEEPALIVE) == 0);
+  }
 }

@@ -111,3 +111,33 @@ TEST_CASE("pg.conninfo.bad_input_is_named_without_the_password") {
   CHECK_THROWS_AS((void)lakh::pg::with_database(std::string("host=h\0x", 8), "d"),
                   std::invalid_argument);
 }
+
+TEST_CASE("pg.conninfo.connection_defaults_fill_only_what_the_caller_left_unset") {
+  const kv defaults{{"keepalives", "1"},
+                    {"keepalives_idle", "30"},
+                    {"keepalives_interval", "10"},
+                    {"keepalives_count", "3"},
+                    {"tcp_user_timeout", "60000"}};
+  auto with = [&defaults](kv s) {
+    s.insert(defaults.begin(), defaults.end());
+    return s;
+  };
+  using lakh::pg::with_connection_defaults;
+  CHECK(settings(with_connection_defaults("host=db port=5433 dbname=app")) ==
+        with({{"host", "db"}, {"port", "5433"}, {"dbname", "app"}}));
+  CHECK(settings(with_connection_defaults("")) == defaults);
+  CHECK(settings(with_connection_defaults("postgresql://ann@db:5433/app")) ==
+        with({{"user", "ann"}, {"host", "db"}, {"port", "5433"}, {"dbname", "app"}}));
+  CHECK(settings(with_connection_defaults("postgres://db/app?sslmode=disable")) ==
+        with({{"host", "db"}, {"dbname", "app"}, {"sslmode", "disable"}}));
+  CHECK(settings(with_connection_defaults("postgresql://db/app?")) ==
+        with({{"host", "db"}, {"dbname", "app"}}));
+  // The caller's own values win, in either form, even to turn keepalives off.
+  CHECK(settings(with_connection_defaults("host=db keepalives_idle=77 tcp_user_timeout=0")) ==
+        with({{"host", "db"}, {"keepalives_idle", "77"}, {"tcp_user_timeout", "0"}}));
+  CHECK(settings(with_connection_defaults("postgresql://db?keepalives=0&keepalives_count=9")) ==
+        with({{"host", "db"}, {"keepalives", "0"}, {"keepalives_count", "9"}}));
+  // What libpq cannot parse is left as it is, for connect() to report.
+  CHECK(with_connection_defaults("host='unterminated") == "host='unterminated");
+  CHECK(with_connection_defaults("host=h nonsense=1") == "host=h nonsense=1");
+}

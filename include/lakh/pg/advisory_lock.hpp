@@ -5,9 +5,10 @@
 // session_advisory_lock (held by the connection until unlocked) and lock_all_advisory for
 // several keys in ONE order. Both lockables carry a lakh::lock_order::key and call the
 // checker's hooks, so lakh::lock_all(mutex, pg_lock) orders a ranked mutex and an advisory
-// lock together and the checker sees both. A lockable belongs to the thread that owns its
-// connection (libpqxx connections are single-threaded). Guide: docs/pg.md (API:
-// lakh/pg/advisory_lock.hpp).
+// lock together and the checker sees both. A session lock whose release fails closes its
+// connection (a pool never lends out a session that still holds locks). A lockable belongs to the
+// thread that owns its connection (libpqxx connections are single-threaded). Guide: docs/pg.md
+// (API: lakh/pg/advisory_lock.hpp).
 //
 // One header over ~500 lines because it is one concept, the advisory lock, in its two
 // scopes and its two forms (one key, several keys), which share the key and its order.
@@ -35,9 +36,10 @@ inline constexpr std::size_t max_advisory_name_size = 1024;
 
 /// The key of a PostgreSQL advisory lock: one int64 (pg_advisory_lock(bigint)) or a pair of
 /// int32 (pg_advisory_lock(int, int)). The two forms are different locks even for equal
-/// bits. Ordered (<=>): every int64 key before every pair, then by value; this is the order
-/// in which lakh takes several keys. A value type: members are pure (thread-safe, never
-/// block, never allocate) unless noted.
+/// bits. Ordered (<=>) by ordinal(), then the int64 key before the pair of equal ordinal:
+/// the order in which lakh takes several keys, lock_all_advisory and lakh::lock_all alike
+/// (both forms interleave). A value type: members are pure (thread-safe, never block, never
+/// allocate) unless noted.
 class advisory_key {
 public:
   /// The 64-bit key `k`.
@@ -60,16 +62,32 @@ public:
     return advisory_key(static_cast<std::int64_t>(fnv1a64(check_name("hashed", name))));
   }
 
-  /// The pair (ns, fold32(FNV-1a 64 of name)): a hashed name within namespace `ns`.
+  /// The pair (ns, fold32(FNV-1a 64 of name)): a hashed name within namespace `ns`. Only 32
+  /// bits of the name survive: among n names of one namespace some two collide with
+  /// probability about 1 - exp(-n^2 / 2^33), one in two at about 77,000 names; where the
+  /// namespace can be part of a 64-bit key, hashed64(ns, name) keeps 64 bits.
   /// @throws std::invalid_argument if name is empty or longer than max_advisory_name_size.
   [[nodiscard]] static advisory_key hashed(std::int32_t ns, std::string_view name) {
     auto h = fnv1a64(check_name("hashed", name));
     return {ns, static_cast<std::int32_t>(static_cast<std::uint32_t>(h ^ (h >> 32U)))};
   }
 
-  /// FNV-1a 64 as used by hashed().
-  [[nodiscard]] static constexpr std::uint64_t fnv1a64(std::string_view s) noexcept {
-    std::uint64_t h = 14695981039346656037ULL;
+  /// The int64 key FNV-1a 64 of ns's four bytes (big-endian) followed by name's bytes: a
+  /// hashed name within namespace `ns` that keeps 64 bits (one in two for a collision at
+  /// about 5 billion names), in the int64 key space shared with hashed(name) and plain int64
+  /// keys. Stable like hashed(name).
+  /// @throws std::invalid_argument if name is empty or longer than max_advisory_name_size.
+  [[nodiscard]] static advisory_key hashed64(std::int32_t ns, std::string_view name) {
+    const auto n = static_cast<std::uint32_t>(ns);
+    const char prefix[4] = {static_cast<char>(n >> 24U), static_cast<char>(n >> 16U),
+                            static_cast<char>(n >> 8U), static_cast<char>(n)};
+    return advisory_key(static_cast<std::int64_t>(
+        fnv1a64(check_name("hashed64", name), fnv1a64(std::string_view(prefix, 4)))));
+  }
+
+  /// FNV-1a 64 as used by hashed(), continuing from `h` (default: the offset basis).
+  [[nodiscard]] static constexpr std::uint64_t
+  fnv1a64(std::string_view s, std::uint64_t h = 14695981039346656037ULL) noexcept {
     for (char c : s) {
       h ^= static_cast<std::uint8_t>(c);
       h *= 1099511628211ULL;
@@ -103,11 +121,12 @@ public:
     return pair_ ? "(" + sql_args() + ")" : sql_args();
   }
 
-  /// An order-preserving unsigned image of the key (int64 keys first), used as the
-  /// lock-order instance so that lakh::lock_all orders advisory locks as lakh::pg does.
+  /// The key's place in lakh's order: an order-preserving unsigned image within each form
+  /// (sign bits flipped; for a pair, in each half), the two forms sharing the range. An
+  /// int64 key and a pair may have the same ordinal; the form breaks the tie (int64 first).
+  /// The lock-order instance (the form its subinstance), so that lakh::lock_all orders
+  /// advisory locks as lakh::pg does.
   [[nodiscard]] constexpr std::uint64_t ordinal() const noexcept {
-    // Both forms share the range (the instance is 64 bits); within one form the map is
-    // order-preserving: sign bits flipped, for a pair in each half.
     if (pair_) {
       return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(ns()) ^ 0x80000000U) << 32U) |
              (static_cast<std::uint32_t>(id()) ^ 0x80000000U);
@@ -118,16 +137,17 @@ public:
   friend constexpr bool operator==(const advisory_key &, const advisory_key &) = default;
   friend constexpr std::strong_ordering operator<=>(const advisory_key &a,
                                                     const advisory_key &b) noexcept {
-    if (a.pair_ != b.pair_) {
-      return a.pair_ ? std::strong_ordering::greater : std::strong_ordering::less;
+    if (auto c = a.ordinal() <=> b.ordinal(); c != 0) {
+      return c;
     }
-    if (a.pair_) {
-      if (auto c = a.ns() <=> b.ns(); c != 0) {
-        return c;
-      }
-      return a.id() <=> b.id();
-    }
-    return a.value_ <=> b.value_;
+    return a.pair_ <=> b.pair_;
+  }
+
+  /// The lock-order key of a lock on this key in class `cls` (see ordinal()).
+  [[nodiscard]] lock_order::key lock_key(const lock_order::lock_class &cls) const noexcept {
+    lock_order::key k(cls, ordinal());
+    k.subinstance = pair_ ? 1 : 0;
+    return k;
   }
 
 private:
@@ -178,32 +198,31 @@ inline std::string batch(const char *fn, const std::vector<advisory_key> &keys) 
   return sql;
 }
 
-/// One statement per key form for many keys already in the order to take them: a function
-/// scan over array literals, which PostgreSQL reads (and so locks) in array order; int64 keys
-/// sort before pairs, so the two statements keep the order. Thousands of keys cost one parse
-/// instead of one per key.
+/// One statement for many keys already in the order to take them: a function scan over
+/// array literals, which PostgreSQL reads (and so locks) in array order, each row an int64
+/// key or a pair. Thousands of keys cost one parse instead of one per key.
 inline std::string lock_in_order_sql(const char *fn, const std::vector<advisory_key> &keys) {
-  std::string singles;
+  std::string pair;
+  std::string single;
   std::string ns;
   std::string ids;
   for (const auto &k : keys) {
-    if (k.is_pair()) {
-      ns += (ns.empty() ? "" : ",") + std::to_string(k.ns());
-      ids += (ids.empty() ? "" : ",") + std::to_string(k.id());
-    } else {
-      singles += (singles.empty() ? "" : ",") + std::to_string(k.value());
-    }
+    const char *sep = pair.empty() ? "" : ",";
+    pair += sep + std::string(k.is_pair() ? "t" : "f");
+    single += sep + std::to_string(k.is_pair() ? 0 : k.value());
+    ns += sep + std::to_string(k.is_pair() ? k.ns() : 0);
+    ids += sep + std::to_string(k.is_pair() ? k.id() : 0);
   }
-  std::string sql;
-  if (!singles.empty()) {
-    sql +=
-        std::string("SELECT count(") + fn + "(k)) FROM unnest('{" + singles + "}'::bigint[]) AS k;";
-  }
-  if (!ids.empty()) {
-    sql += std::string("SELECT count(") + fn + "(a, b)) FROM unnest('{" + ns + "}'::int[], '{" +
-           ids + "}'::int[]) AS t(a, b);";
-  }
-  return sql;
+  return std::string("SELECT count(CASE WHEN p THEN ") + fn + "(a, b) ELSE " + fn +
+         "(k) END) FROM unnest('{" + pair + "}'::bool[], '{" + single + "}'::bigint[], '{" + ns +
+         "}'::int[], '{" + ids + "}'::int[]) AS t(p, k, a, b)";
+}
+
+/// Ends the session of `conn` after a failed release: the server drops every lock it holds,
+/// and a pool (which checks is_open()) replaces the connection instead of lending it out
+/// with locks nobody will release.
+inline void close_after_failed_release(pqxx::connection &conn) noexcept {
+  close_connection(conn);
 }
 
 } // namespace detail
@@ -272,10 +291,8 @@ public:
     }
   }
 
-  /// The lock-order key: this lock's class, instance key().ordinal().
-  [[nodiscard]] lock_order::key lock_key() const noexcept {
-    return lock_order::key(cls_, key_.ordinal());
-  }
+  /// The lock-order key: this lock's class and key().lock_key(class).
+  [[nodiscard]] lock_order::key lock_key() const noexcept { return key_.lock_key(cls_); }
   /// The advisory key.
   [[nodiscard]] advisory_key key() const noexcept { return key_; }
 
@@ -305,7 +322,8 @@ public:
   session_advisory_lock(const session_advisory_lock &) = delete;
   session_advisory_lock &operator=(const session_advisory_lock &) = delete;
 
-  /// Unlocks if held; errors (a lost connection, which released the lock anyway) are ignored.
+  /// Unlocks if held; errors are not reported (unlock() closed the connection, which
+  /// released the lock).
   /// Blocks: one round trip if held. Allocates: may.
   ~session_advisory_lock() {
     if (held_) {
@@ -357,11 +375,13 @@ public:
     return true;
   }
 
-  /// Release the lock (pg_advisory_unlock).
+  /// Release the lock (pg_advisory_unlock). If the statement fails (a cancel, a lost
+  /// connection, a transaction open on the connection), the connection is closed: the server
+  /// releases the lock with the session, and a pool replaces the connection.
   /// Blocks: one round trip.
   /// @throws lakh::usage_error if this object does not hold it, or if the server says the
-  ///         session did not hold it; pqxx errors (e.g. broken_connection: the server released
-  ///         it with the session). The object no longer holds it afterwards in every case.
+  ///         session did not hold it; pqxx errors (the connection is then closed). The object
+  ///         no longer holds it afterwards in every case.
   /// Allocates: may.
   void unlock() {
     if (!held_) {
@@ -370,8 +390,15 @@ public:
     }
     held_ = false;
     lock_order::on_release(this);
-    pqxx::nontransaction tx(*conn_);
-    if (!detail::exec_bool(tx, "SELECT pg_advisory_unlock(" + key_.sql_args() + ")")) {
+    bool was_held = false;
+    try {
+      pqxx::nontransaction tx(*conn_);
+      was_held = detail::exec_bool(tx, "SELECT pg_advisory_unlock(" + key_.sql_args() + ")");
+    } catch (...) {
+      detail::close_after_failed_release(*conn_);
+      throw;
+    }
+    if (!was_held) {
       throw usage_error("lakh::pg::session_advisory_lock::unlock: the server did not hold key " +
                         key_.to_string() + " for this session");
     }
@@ -381,9 +408,7 @@ public:
   [[nodiscard]] bool owns_lock() const noexcept { return held_; }
 
   /// See xact_advisory_lock::lock_key.
-  [[nodiscard]] lock_order::key lock_key() const noexcept {
-    return lock_order::key(cls_, key_.ordinal());
-  }
+  [[nodiscard]] lock_order::key lock_key() const noexcept { return key_.lock_key(cls_); }
   /// The advisory key.
   [[nodiscard]] advisory_key key() const noexcept { return key_; }
 
@@ -455,7 +480,7 @@ public:
   /// Thread-safety: n/a. Blocks: never. Allocates: never.
   session_advisory_locks(session_advisory_locks &&o) noexcept
       : conn_(std::exchange(o.conn_, nullptr)), keys_(std::move(o.keys_)) {}
-  /// Unlocks this guard's keys (errors ignored), then takes over `o`'s.
+  /// Unlocks this guard's keys (errors not reported: see unlock()), then takes over `o`'s.
   /// Thread-safety: the owner. Blocks: one round trip if this guard held keys.
   /// Allocates: may.
   session_advisory_locks &operator=(session_advisory_locks &&o) noexcept {
@@ -469,7 +494,7 @@ public:
   session_advisory_locks(const session_advisory_locks &) = delete;
   session_advisory_locks &operator=(const session_advisory_locks &) = delete;
 
-  /// Unlocks every key (errors ignored: a lost connection released them anyway).
+  /// Unlocks every key (errors not reported: see unlock()).
   /// Thread-safety: the owner. Blocks: one round trip. Allocates: may.
   ~session_advisory_locks() { release_noexcept(); }
 
@@ -481,8 +506,10 @@ public:
   [[nodiscard]] const std::vector<advisory_key> &keys() const noexcept { return keys_; }
 
   /// Unlock now, in reverse order, in one round trip; the guard becomes empty. Idempotent.
+  /// If the statement fails, the connection is closed (the server releases the locks with
+  /// the session, and a pool replaces the connection).
   /// Thread-safety: the owner. Blocks: one round trip.
-  /// @throws pqxx errors (the guard is empty afterwards in every case). Allocates: may.
+  /// @throws pqxx errors (the guard is empty and the connection closed). Allocates: may.
   void unlock() {
     if (conn_ == nullptr) {
       return;
@@ -490,8 +517,16 @@ public:
     auto *c = std::exchange(conn_, nullptr);
     std::vector<advisory_key> rev(keys_.rbegin(), keys_.rend());
     keys_.clear();
-    pqxx::nontransaction tx(*c);
-    tx.exec(detail::batch("pg_advisory_unlock", rev));
+    if (rev.empty()) {
+      return;
+    }
+    try {
+      pqxx::nontransaction tx(*c);
+      tx.exec(detail::batch("pg_advisory_unlock", rev));
+    } catch (...) {
+      detail::close_after_failed_release(*c);
+      throw;
+    }
   }
 
 private:
@@ -510,7 +545,8 @@ private:
 /// per key, so that a failure knows what it holds); the returned guard unlocks them. No transaction
 /// may be open on `conn`. Blocks: until all are granted (or
 /// the server ends the wait).
-/// @throws pqxx errors from the server (locks taken before the error are released).
+/// @throws pqxx errors from the server (locks taken before the error are released, or the
+/// connection closed if that fails).
 /// Allocates: may.
 [[nodiscard]] inline session_advisory_locks lock_all_advisory(pqxx::connection &conn,
                                                               std::vector<advisory_key> keys) {
@@ -528,7 +564,7 @@ private:
     keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
     try {
       session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
-    } catch (...) {
+    } catch (...) { // the connection is closed: the original error says why
     }
     throw;
   }
@@ -536,23 +572,33 @@ private:
 }
 
 /// Try to take session-scoped locks on every key, all or nothing (pg_try_advisory_lock in
-/// sorted order; on a miss, the ones taken are unlocked). The guard is empty on failure.
+/// sorted order; on a miss or an error, the ones taken are unlocked, or the connection is
+/// closed if that fails). The guard is empty on failure.
 /// Blocks: round trips, never on a lock.
 /// @throws pqxx errors from the server. Allocates: may.
 [[nodiscard]] inline session_advisory_locks try_lock_all_advisory(pqxx::connection &conn,
                                                                   std::vector<advisory_key> keys) {
   keys = detail::sorted_unique(std::move(keys));
-  std::vector<advisory_key> taken;
-  pqxx::nontransaction tx(conn);
-  for (const auto &k : keys) {
-    if (!detail::exec_bool(tx, "SELECT pg_try_advisory_lock(" + k.sql_args() + ")")) {
-      if (!taken.empty()) {
-        std::vector<advisory_key> rev(taken.rbegin(), taken.rend());
-        tx.exec(detail::batch("pg_advisory_unlock", rev));
-      }
-      return session_advisory_locks();
+  std::size_t taken = 0;
+  try {
+    pqxx::nontransaction tx(conn);
+    while (taken < keys.size() &&
+           detail::exec_bool(tx, "SELECT pg_try_advisory_lock(" + keys[taken].sql_args() + ")")) {
+      ++taken;
     }
-    taken.push_back(k);
+  } catch (...) {
+    // keys[0, taken) are held: give them back (the error that stopped us propagates).
+    keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
+    try {
+      session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
+    } catch (...) { // the connection is closed: the original error says why
+    }
+    throw;
+  }
+  if (taken < keys.size()) { // a miss: give back what was taken
+    keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
+    session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
+    return session_advisory_locks();
   }
   return session_advisory_locks(conn, std::move(keys), std::adopt_lock);
 }

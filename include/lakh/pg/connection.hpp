@@ -8,8 +8,10 @@
 // as host:port/dbname and quotes libpq's reason, and it never contains the password (it is
 // neither in the target nor, redacted, in libpq's text). connect_error derives from
 // pqxx::broken_connection, so existing `catch (const pqxx::broken_connection&)` sites and
-// lakh::pg::classify() treat it as a lost connection.
+// lakh::pg::classify() treat it as a lost connection. connect() also adds lakh's TCP keepalive
+// and tcp_user_timeout defaults (lakh/pg/conninfo.hpp) where the URL sets none.
 
+#include <lakh/pg/conninfo.hpp>
 #include <lakh/pg/detail/conninfo.hpp>
 #include <lakh/pg/detail/pqxx_compat.hpp>
 
@@ -72,7 +74,10 @@ inline void warm_up_once(pqxx::connection &c) noexcept {
 } // namespace detail
 
 /// Open a connection to `url` (libpq URI "postgresql://user@host:port/db?..." or
-/// key=value "host=... port=... dbname=..."). Add connect_timeout=<seconds> to the URL to
+/// key=value "host=... port=... dbname=..."), with lakh's connection_defaults (TCP
+/// keepalives, tcp_user_timeout) for what the URL does not set: a network path that breaks
+/// without a reset ends the connection (pqxx::broken_connection) instead of blocking for
+/// hours. Add connect_timeout=<seconds> to the URL to
 /// bound the wait for an unreachable host. libpqxx 6's automatic reactivation is inhibited:
 /// a lost connection throws pqxx::broken_connection instead of reopening without its
 /// session state. The first connection of the process also runs
@@ -84,7 +89,7 @@ inline void warm_up_once(pqxx::connection &c) noexcept {
 /// Allocates: may.
 [[nodiscard]] inline std::unique_ptr<pqxx::connection> connect(const std::string &url) {
   try {
-    auto c = std::make_unique<pqxx::connection>(url);
+    auto c = std::make_unique<pqxx::connection>(with_connection_defaults(url));
 #if PQXX_VERSION_MAJOR < 7
     // libpqxx 6 silently reopens a lost connection on its next use, losing every session
     // setting (SET ROLE, application_name, prepared statements) without a word: a lost

@@ -1,12 +1,15 @@
 #pragma once
 // lakh/pg/conninfo.hpp: connection strings rewritten by libpq's own parser (PQconninfoParse):
 // with_database(url, name) is `url` pointed at another database on the same server, for
-// programs that create a database and then connect to it. docs/pg.md, "Connection strings".
+// programs that create a database and then connect to it; with_connection_defaults(url) is
+// `url` with lakh's TCP keepalive and tcp_user_timeout defaults where it sets none (every
+// lakh::pg::connect applies it). docs/pg.md, "Connection strings".
 
 #include <libpq-fe.h>
 
 #include <lakh/pg/detail/conninfo.hpp>
 
+#include <array>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -50,6 +53,62 @@ inline std::string conninfo_parse_reason(std::string reason, std::string_view in
 }
 
 } // namespace detail
+
+/// One libpq connection setting: keyword and value.
+struct conninfo_setting {
+  std::string_view keyword;
+  std::string_view value;
+};
+
+/// What lakh::pg::connect adds to a connection string that does not set it: TCP keepalive
+/// probes after 30 s idle, every 10 s, the connection ended after 3 unanswered ones, and
+/// ended too when sent data stays unacknowledged for 60 s (tcp_user_timeout, in ms). A
+/// network path that breaks without a reset then costs a blocked call about a minute, not
+/// the kernel's two hours. Unix-socket connections ignore them.
+inline constexpr std::array<conninfo_setting, 5> connection_defaults{
+    {{"keepalives", "1"},
+     {"keepalives_idle", "30"},
+     {"keepalives_interval", "10"},
+     {"keepalives_count", "3"},
+     {"tcp_user_timeout", "60000"}}};
+
+/// `conninfo` (URI or key=value) with every setting of connection_defaults that it does not
+/// set itself appended (as URI query parameters or key='value' pairs), so that the caller's
+/// values always win; settings this libpq does not know are skipped. A string libpq cannot
+/// parse is returned unchanged (connecting with it reports the error).
+/// Thread-safety: safe. Blocks: never. Allocates: the string.
+[[nodiscard]] inline std::string with_connection_defaults(std::string_view conninfo) {
+  std::string out(conninfo);
+  if (conninfo.find('\0') != std::string_view::npos) {
+    return out;
+  }
+  char *error = nullptr;
+  const std::unique_ptr<PQconninfoOption, void (*)(PQconninfoOption *)> options(
+      PQconninfoParse(out.c_str(), &error), PQconninfoFree);
+  const std::unique_ptr<char, void (*)(void *)> error_owner(error, PQfreemem);
+  if (!options) {
+    return out;
+  }
+  const bool uri = conninfo.rfind("postgresql://", 0) == 0 || conninfo.rfind("postgres://", 0) == 0;
+  for (const auto &d : connection_defaults) {
+    const PQconninfoOption *o = options.get();
+    while (o->keyword != nullptr && std::string_view(o->keyword) != d.keyword) {
+      ++o;
+    }
+    if (o->keyword == nullptr || o->val != nullptr) {
+      continue; // unknown to this libpq, or set by the caller
+    }
+    if (uri) {
+      const char last = out.back();
+      out += out.find('?') == std::string::npos ? "?" : (last == '?' || last == '&' ? "" : "&");
+      out += std::string(d.keyword) + "=" + std::string(d.value);
+    } else {
+      out += (out.empty() ? "" : " ") + std::string(d.keyword) + "=" +
+             detail::quote_conninfo_value(d.value);
+    }
+  }
+  return out;
+}
 
 /// `conninfo` (a libpq URI "postgresql://user@host:port/db?sslmode=..." or a key=value string
 /// "host=... dbname=...") with its database replaced by `dbname`, every other setting kept as

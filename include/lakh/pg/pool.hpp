@@ -49,7 +49,8 @@ enum class validation {
 /// Settings of a pool.
 struct pool_options {
   /// libpq connection string: URI (postgresql://user@host:port/db?connect_timeout=5) or
-  /// key=value. Ignored when `factory` is set.
+  /// key=value, opened by lakh::pg::connect (with lakh's keepalive defaults where it sets
+  /// none). Ignored when `factory` is set.
   std::string url;
   /// Most connections open at once (idle + leased). 1 ..= max_pool_size.
   std::size_t max_size = 8;

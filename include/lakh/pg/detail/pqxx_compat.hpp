@@ -50,6 +50,19 @@ inline std::string sqlstate_of(const std::exception &e) {
   return {};
 }
 
+/// Closes `c` now (is_open() is false afterwards, and the server ends the session with
+/// everything it held); libpqxx 6 calls it disconnect(), 7 close().
+inline void close_connection(pqxx::connection &c) noexcept {
+#if PQXX_VERSION_MAJOR < 7
+  c.disconnect();
+#else
+  try {
+    c.close();
+  } catch (...) { // closed anyway
+  }
+#endif
+}
+
 /// A double-quoted SQL identifier: "name" with embedded quotes doubled. Used for table
 /// and column names handed to COPY. A dotted name "schema.table" is quoted per part.
 inline std::string quote_identifier(std::string_view name) {
