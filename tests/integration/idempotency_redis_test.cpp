@@ -150,3 +150,28 @@ TEST_CASE("idempotency.redis.connection_errors_name_the_server") {
   }
   CHECK_FALSE(c.broken()); // an error reply does not break the connection
 }
+
+TEST_CASE("idempotency.redis.resent_begin_after_a_lost_reply_acquires") {
+  // The first SET NX reached Redis but its reply was lost (the connection broke): the record
+  // holds the caller's own token. Sending the same begin again must acquire, not report
+  // running (which would block the key for the whole lease).
+  redis_fixture fx;
+  auto o = lakh::test::idem::fast_options();
+  const std::uint64_t fp = lakh::fingerprint("POST", "/x", "");
+  const std::string nonce = "resent-nonce";
+  const std::string value = "R|" + lakh::detail::to_hex16(fp) + "|" + nonce;
+  const std::string k = fx.prefix_ + "1:t:k";
+  (void)fx.pool_.command({"SET", k, value, "NX", "PX", std::to_string(o.lease.count())});
+  auto b = fx.store().begin("t", "k", fp, o, nonce);
+  REQUIRE(b.state == lakh::begin_state::acquired);
+  CHECK(b.token == value);
+  // The token owns the record: completing it works and a later begin replays.
+  CHECK(fx.store().complete("t", "k", b.token, {201, "done"}, o));
+  auto again = fx.store().begin("t", "k", fp, o);
+  CHECK(again.state == lakh::begin_state::completed);
+  CHECK(again.response.body == "done");
+  // Another caller's nonce still finds the record taken.
+  auto other = fx.store().begin("t", "k2", fp, o, "first");
+  REQUIRE(other.state == lakh::begin_state::acquired);
+  CHECK(fx.store().begin("t", "k2", fp, o, "second").state == lakh::begin_state::running);
+}
