@@ -292,6 +292,48 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
   js.delete_stream(stream);
 }
 
+TEST_CASE("nats.jetstream.ensure_stream_keeps_the_operators_settings" * doctest::timeout(60)) {
+  const std::string stream = "LAKH_OPS_" + tag();
+  const std::string a = "lakhops" + tag() + ".a";
+  const std::string b = "lakhops" + tag() + ".b";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream s(js, {stream, {a}, lakh::nats::storage::memory, 5s});
+  lakh::test::operator_update_stream(js, stream, [](jsStreamConfig &c) {
+    c.Description = "set by the operator";
+    c.MaxMsgs = 1000;
+    c.MaxBytes = 1 << 20;
+    c.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(1h).count();
+    c.MaxMsgsPerSubject = 50;
+    c.MaxMsgSize = 4096;
+    c.Discard = js_DiscardNew;
+    c.AllowRollup = true;
+  });
+  // The caller asks only for one more subject (and its duplicate window).
+  js.ensure_stream({stream, {a, b}, lakh::nats::storage::memory, 5s});
+  auto info = lakh::test::stream_info(js, stream);
+  const jsStreamConfig &c = *info->Config;
+  REQUIRE(c.SubjectsLen == 2);
+  CHECK(std::string(c.Subjects[1]) == b);
+  CHECK(c.Duplicates == std::chrono::duration_cast<std::chrono::nanoseconds>(5s).count());
+  CHECK(c.MaxMsgs == 1000);
+  CHECK(c.MaxBytes == 1 << 20);
+  CHECK(c.MaxAge == std::chrono::duration_cast<std::chrono::nanoseconds>(1h).count());
+  CHECK(c.MaxMsgsPerSubject == 50);
+  CHECK(c.MaxMsgSize == 4096);
+  CHECK(c.Discard == js_DiscardNew);
+  CHECK(c.AllowRollup);
+  REQUIRE(c.Description != nullptr);
+  CHECK(std::string(c.Description) == "set by the operator");
+  // A limit the caller does set is applied, the others still kept.
+  lakh::nats::stream_config cfg{stream, {a, b}, lakh::nats::storage::memory, 5s};
+  cfg.max_messages = 10;
+  js.ensure_stream(cfg);
+  auto after = lakh::test::stream_info(js, stream);
+  CHECK(after->Config->MaxMsgs == 10);
+  CHECK(after->Config->MaxMsgSize == 4096);
+  CHECK(after->Config->MaxMsgsPerSubject == 50);
+}
+
 TEST_CASE("nats.connect_error_names_the_server") {
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1"),
                        doctest::Contains("nats://127.0.0.1:1"), lakh::nats::nats_error);

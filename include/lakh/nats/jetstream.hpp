@@ -133,7 +133,8 @@ public:
 
   /// Creates the stream if it does not exist; if it does, updates its subjects, duplicate
   /// window and the limits `cfg` sets to `cfg`'s when they differ, keeping every other
-  /// setting of the existing stream (limits `cfg` leaves unset, replicas).
+  /// setting of the existing stream as it is (limits `cfg` leaves unset, replicas, discard
+  /// policy, per-subject and message-size limits, description, ...: an operator's changes).
   /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
   /// lakh::nats::nats_error if the server refuses or the stream exists with the other storage.
@@ -189,20 +190,25 @@ public:
                        (info->Config->Storage == js_FileStorage ? "file" : "memory") +
                        " storage; storage cannot be changed");
     }
-    // What cfg leaves unset stays as the stream has it.
+    // The update starts from the stream's own configuration (every setting an operator
+    // made: limits, replicas, discard policy, description, ...) and changes only what cfg
+    // asks for. The pointers it copies stay valid while `info` lives.
+    jsStreamConfig up = *info->Config;
+    up.Subjects = sc.Subjects;
+    up.SubjectsLen = sc.SubjectsLen;
+    up.Duplicates = sc.Duplicates;
+    up.MaxAge = cfg.max_age ? sc.MaxAge : up.MaxAge;
+    up.MaxBytes = cfg.max_bytes ? sc.MaxBytes : up.MaxBytes;
+    up.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : up.MaxMsgs;
     const auto &now = *info->Config;
-    sc.MaxAge = cfg.max_age ? sc.MaxAge : now.MaxAge;
-    sc.MaxBytes = cfg.max_bytes ? sc.MaxBytes : now.MaxBytes;
-    sc.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : now.MaxMsgs;
-    sc.Replicas = now.Replicas;
-    bool same = now.Duplicates == sc.Duplicates && now.SubjectsLen == sc.SubjectsLen &&
-                now.MaxAge == sc.MaxAge && now.MaxBytes == sc.MaxBytes && now.MaxMsgs == sc.MaxMsgs;
-    for (int i = 0; same && i < sc.SubjectsLen; ++i) {
-      same = std::string_view(info->Config->Subjects[i]) == subj[static_cast<std::size_t>(i)];
+    bool same = now.Duplicates == up.Duplicates && now.SubjectsLen == up.SubjectsLen &&
+                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes && now.MaxMsgs == up.MaxMsgs;
+    for (int i = 0; same && i < up.SubjectsLen; ++i) {
+      same = std::string_view(now.Subjects[i]) == subj[static_cast<std::size_t>(i)];
     }
     if (!same) {
       jsStreamInfo *updated = nullptr;
-      check(js_UpdateStream(&updated, state_->js, &sc, nullptr, &jerr),
+      check(js_UpdateStream(&updated, state_->js, &up, nullptr, &jerr),
             "js_UpdateStream " + cfg.name, jerr);
       jsStreamInfo_Destroy(updated);
     }
