@@ -1,9 +1,11 @@
 #pragma once
-// Test support for lakh::nats: reading a stream's messages back by sequence number, its
-// configuration, changing it as an operator would, and a stream that a test creates under a
-// unique name and deletes when done. Tests only: the
-// library's public API has no call to read a message by sequence.
+// Test support for lakh::nats: the URL with the test server's credentials, reading a stream's
+// messages back by sequence number, its configuration, changing it as an operator would, and a
+// stream that a test creates under a unique name and deletes when done. Tests only: the library's
+// public API has no call to read a message by sequence.
 #include <lakh/nats/jetstream.hpp>
+
+#include <support/env.hpp>
 
 #include <nats/nats.h>
 
@@ -14,6 +16,12 @@
 #include <utility>
 
 namespace lakh::test {
+
+/// NATS with the credentials of the test server's password-protected user
+/// ("nats://user:password@host:port", from scripts/services).
+inline std::string nats_auth_url() {
+  return require_env("LAKH_NATS_AUTH_URL");
+}
 
 /// Message `seq` (1-based) of stream `name` with its headers (id = its Nats-Msg-Id).
 /// Throws lakh::nats::nats_error naming the server if there is no such message.
