@@ -135,7 +135,86 @@ TEST_CASE("idempotency.redis.parse_url") {
                        std::invalid_argument);
   CHECK_THROWS_AS(lakh::redis::parse_url("redis://h:99999"), std::invalid_argument);
   CHECK_THROWS_AS(lakh::redis::parse_url("redis://h:abc"), std::invalid_argument);
-  CHECK_THROWS_AS(lakh::redis::parse_url("redis://:pw@h:1"), std::invalid_argument);
+  auto a = lakh::redis::parse_url("redis://app:s3cr%40t@cache.example:6380/2");
+  CHECK(a.user == "app");
+  CHECK(a.password == "s3cr@t"); // percent-decoded
+  CHECK(a.host == "cache.example");
+  CHECK(a.port == 6380);
+  CHECK(a.db == 2);
+  auto p = lakh::redis::parse_url("redis://:only-a-password@h");
+  CHECK(p.user.empty());
+  CHECK(p.password == "only-a-password");
+  CHECK(p.host == "h");
+  // An error names the URL with its password masked.
+  try {
+    (void)lakh::redis::parse_url("redis://app:hunter2@h:99999");
+    FAIL("no exception");
+  } catch (const std::invalid_argument &e) {
+    CHECK(std::string(e.what()).find("hunter2") == std::string::npos);
+    CHECK(std::string(e.what()).find("redis://app:***@h:99999") != std::string::npos);
+  }
+  CHECK_THROWS_AS(lakh::redis::parse_url("redis://a:b%zz@h"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(lakh::redis::parse_url("redis://hunter2@h"),
+                       "lakh::redis::parse_url: \"redis://***@h\": credentials must be "
+                       "user:password or :password",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(lakh::redis::parse_url("rediss://h:6380"),
+                       doctest::Contains("no TLS support"), std::invalid_argument);
+}
+
+namespace {
+/// An ACL user created for one test case and deleted after it.
+struct acl_user {
+  lakh::redis::connection admin = lakh::redis::connection::connect(lakh::test::redis_url());
+  std::string name = "lakh_test_" + std::to_string(::getpid());
+  explicit acl_user(const std::string &password, const std::string &keys) {
+    (void)admin.command({"ACL", "DELUSER", name});
+    (void)admin.command({"ACL", "SETUSER", name, "on", ">" + password, "~" + keys, "+@all"});
+  }
+  ~acl_user() {
+    try {
+      (void)admin.command({"ACL", "DELUSER", name});
+    } catch (...) {
+    }
+  }
+  acl_user(const acl_user &) = delete;
+  acl_user &operator=(const acl_user &) = delete;
+};
+
+std::string url_with(const std::string &credentials) {
+  auto o = lakh::redis::parse_url(lakh::test::redis_url());
+  return "redis://" + credentials + "@" + o.host + ":" + std::to_string(o.port);
+}
+} // namespace
+
+TEST_CASE("idempotency.redis.auth_with_an_acl_user") {
+  const std::string prefix = unique_prefix();
+  acl_user u("pass:w/rd", prefix + "*");
+  // The password's ':' and '/' are percent-encoded in the URL.
+  lakh::redis::connection_pool pool(url_with(u.name + ":pass%3Aw%2Frd"));
+  auto who = pool.command({"ACL", "WHOAMI"});
+  CHECK(std::string(who->str, who->len) == u.name);
+  // Authenticated as that user: its key pattern applies.
+  CHECK_THROWS_WITH_AS((void)pool.command({"SET", "not-" + prefix, "x"}),
+                       doctest::Contains("NOPERM"), lakh::redis::redis_error);
+  lakh::redis::idempotency_store store(pool, {prefix});
+  auto o = lakh::test::idem::fast_options();
+  auto b = store.begin("t", "k", 1, o);
+  REQUIRE(b.state == lakh::begin_state::acquired);
+  CHECK(store.release("t", "k", b.token));
+}
+
+TEST_CASE("idempotency.redis.wrong_password_is_a_clear_error_without_the_password") {
+  acl_user u("right-password", "nothing:*");
+  try {
+    (void)lakh::redis::connection::connect(url_with(u.name + ":wrong-password"));
+    FAIL("no exception");
+  } catch (const lakh::redis::redis_error &e) {
+    const std::string what = e.what();
+    CHECK(what.find("wrong-password") == std::string::npos);
+    CHECK(what.find("cannot authenticate as " + u.name) != std::string::npos);
+    CHECK(what.find("WRONGPASS") != std::string::npos);
+  }
 }
 
 TEST_CASE("idempotency.redis.connection_errors_name_the_server") {
@@ -149,4 +228,29 @@ TEST_CASE("idempotency.redis.connection_errors_name_the_server") {
     CHECK(std::string(e.what()).find("NOSUCHCOMMAND on 127.0.0.1:") != std::string::npos);
   }
   CHECK_FALSE(c.broken()); // an error reply does not break the connection
+}
+
+TEST_CASE("idempotency.redis.resent_begin_after_a_lost_reply_acquires") {
+  // The first SET NX reached Redis but its reply was lost (the connection broke): the record
+  // holds the caller's own token. Sending the same begin again must acquire, not report
+  // running (which would block the key for the whole lease).
+  redis_fixture fx;
+  auto o = lakh::test::idem::fast_options();
+  const std::uint64_t fp = lakh::fingerprint("POST", "/x", "");
+  const std::string nonce = "resent-nonce";
+  const std::string value = "R|" + lakh::detail::to_hex16(fp) + "|" + nonce;
+  const std::string k = fx.prefix_ + "1:t:k";
+  (void)fx.pool_.command({"SET", k, value, "NX", "PX", std::to_string(o.lease.count())});
+  auto b = fx.store().begin("t", "k", fp, o, nonce);
+  REQUIRE(b.state == lakh::begin_state::acquired);
+  CHECK(b.token == value);
+  // The token owns the record: completing it works and a later begin replays.
+  CHECK(fx.store().complete("t", "k", b.token, {201, "done"}, o));
+  auto again = fx.store().begin("t", "k", fp, o);
+  CHECK(again.state == lakh::begin_state::completed);
+  CHECK(again.response.body == "done");
+  // Another caller's nonce still finds the record taken.
+  auto other = fx.store().begin("t", "k2", fp, o, "first");
+  REQUIRE(other.state == lakh::begin_state::acquired);
+  CHECK(fx.store().begin("t", "k2", fp, o, "second").state == lakh::begin_state::running);
 }

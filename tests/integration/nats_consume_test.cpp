@@ -236,3 +236,37 @@ TEST_CASE("nats.consume.reports_a_missing_stream_and_retries" * doctest::timeout
   stop.request_stop();
   loop.join();
 }
+
+TEST_CASE("nats.fetch.libnats_before_3_8_2_is_asked_one_message_at_a_time") {
+  using lakh::nats::detail::fetch_overflows;
+  CHECK(fetch_overflows(0x030401U)); // Debian 12
+  CHECK(fetch_overflows(0x030801U));
+  CHECK(fetch_overflows(0x020000U));
+  CHECK_FALSE(fetch_overflows(0x030802U)); // nats.c #749 fixed
+  CHECK_FALSE(fetch_overflows(0x030900U));
+  CHECK_FALSE(fetch_overflows(0x040000U));
+}
+
+TEST_CASE("nats.fetch.takes_one_message_per_call_with_an_affected_libnats" * doctest::timeout(60)) {
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  const std::string t = tag();
+  lakh::test::scratch_stream stream(js, {"LAKH_FETCH1_" + t, {"lakhfetch1" + t + ".>"}});
+  const std::string subject = "lakhfetch1" + t + ".ev";
+  constexpr int n = 5;
+  publish(js, subject, "f" + t + "-", n);
+  lakh::nats::pull_consumer c(js, stream.name(), subject, "fetch1" + t, 5s);
+  const bool affected = lakh::nats::detail::fetch_overflows(nats_GetVersionNumber());
+  std::set<std::string> got;
+  for (int round = 0; round < 4 * n && got.size() < n; ++round) {
+    auto batch = c.fetch(10, 2s);
+    REQUIRE_FALSE(batch.empty());
+    if (affected) {
+      CHECK(batch.size() == 1); // even when more messages are ready at the server
+    }
+    for (auto &d : batch) {
+      got.insert(std::string(d.payload()));
+      d.ack();
+    }
+  }
+  CHECK(got.size() == n);
+}

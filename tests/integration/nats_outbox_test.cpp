@@ -292,7 +292,114 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
   js.delete_stream(stream);
 }
 
+TEST_CASE("nats.jetstream.ensure_stream_keeps_the_operators_settings" * doctest::timeout(60)) {
+  const std::string stream = "LAKH_OPS_" + tag();
+  const std::string a = "lakhops" + tag() + ".a";
+  const std::string b = "lakhops" + tag() + ".b";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream s(js, {stream, {a}, lakh::nats::storage::memory, 5s});
+  lakh::test::operator_update_stream(js, stream, [](jsStreamConfig &c) {
+    c.Description = "set by the operator";
+    c.MaxMsgs = 1000;
+    c.MaxBytes = 1 << 20;
+    c.MaxAge = std::chrono::duration_cast<std::chrono::nanoseconds>(1h).count();
+    c.MaxMsgsPerSubject = 50;
+    c.MaxMsgSize = 4096;
+    c.Discard = js_DiscardNew;
+    c.AllowRollup = true;
+  });
+  // The caller asks only for one more subject (and its duplicate window).
+  js.ensure_stream({stream, {a, b}, lakh::nats::storage::memory, 5s});
+  auto info = lakh::test::stream_info(js, stream);
+  const jsStreamConfig &c = *info->Config;
+  REQUIRE(c.SubjectsLen == 2);
+  CHECK(std::string(c.Subjects[1]) == b);
+  CHECK(c.Duplicates == std::chrono::duration_cast<std::chrono::nanoseconds>(5s).count());
+  CHECK(c.MaxMsgs == 1000);
+  CHECK(c.MaxBytes == 1 << 20);
+  CHECK(c.MaxAge == std::chrono::duration_cast<std::chrono::nanoseconds>(1h).count());
+  CHECK(c.MaxMsgsPerSubject == 50);
+  CHECK(c.MaxMsgSize == 4096);
+  CHECK(c.Discard == js_DiscardNew);
+  CHECK(c.AllowRollup);
+  REQUIRE(c.Description != nullptr);
+  CHECK(std::string(c.Description) == "set by the operator");
+  // A limit the caller does set is applied, the others still kept.
+  lakh::nats::stream_config cfg{stream, {a, b}, lakh::nats::storage::memory, 5s};
+  cfg.max_messages = 10;
+  js.ensure_stream(cfg);
+  auto after = lakh::test::stream_info(js, stream);
+  CHECK(after->Config->MaxMsgs == 10);
+  CHECK(after->Config->MaxMsgSize == 4096);
+  CHECK(after->Config->MaxMsgsPerSubject == 50);
+}
+
 TEST_CASE("nats.connect_error_names_the_server") {
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1"),
                        doctest::Contains("nats://127.0.0.1:1"), lakh::nats::nats_error);
+}
+
+TEST_CASE("nats.connect_errors_mask_the_password") {
+  CHECK(lakh::nats::detail::redact_urls("nats://a:pw@h:1,tls://tok@h2:2,nats://h3:3") ==
+        "nats://a:***@h:1,tls://***@h2:2,nats://h3:3");
+  try {
+    lakh::nats::jetstream js("nats://app:hunter2@127.0.0.1:1");
+    FAIL("no exception");
+  } catch (const lakh::nats::nats_error &e) {
+    const std::string what = e.what();
+    CHECK(what.find("hunter2") == std::string::npos);
+    CHECK(what.find("nats://app:***@127.0.0.1:1") != std::string::npos);
+  }
+  try {
+    lakh::nats::jetstream js("nats://s3cr3t-token@127.0.0.1:1");
+    FAIL("no exception");
+  } catch (const lakh::nats::nats_error &e) {
+    CHECK(std::string(e.what()).find("s3cr3t-token") == std::string::npos);
+  }
+}
+
+TEST_CASE("nats.connect_options_credentials_and_tls") {
+  const std::string url = lakh::test::nats_url();
+  const std::string hostport = url.substr(url.find("://") + 3);
+  {
+    // The test server's password-protected user (scripts/services): the URL's credentials
+    // authenticate, and the object shows the URL with the password masked.
+    const std::string auth = lakh::test::nats_auth_url();
+    const auto at = auth.rfind('@');
+    const auto colon = auth.find(':', auth.find("://") + 3);
+    const std::string password = auth.substr(colon + 1, at - colon - 1);
+    lakh::nats::jetstream js(auth);
+    CHECK(js.url() == auth.substr(0, colon + 1) + "***" + auth.substr(at));
+    CHECK(js.url().find(password) == std::string::npos);
+    lakh::test::scratch_stream s(js, {"LAKH_AUTH_" + tag(), {"lakhauth" + tag() + ".>"}});
+    CHECK(js.publish_batch(std::vector<lakh::nats::message>{{"lakhauth" + tag() + ".a", "p", "1"}})
+              .all_acknowledged());
+    // A wrong password is refused with a clear error that does not echo it.
+    const std::string wrong = auth.substr(0, colon + 1) + "not-the-password" + auth.substr(at);
+    try {
+      lakh::nats::jetstream bad(wrong);
+      FAIL("no exception");
+    } catch (const lakh::nats::nats_error &e) {
+      const std::string what = e.what();
+      CHECK(what.find("not-the-password") == std::string::npos);
+      CHECK(what.find("Authorization Violation") != std::string::npos);
+    }
+  }
+  lakh::nats::jetstream_options tls;
+  tls.tls = true; // the test server offers no TLS: the connect must fail, not fall back
+  CHECK_THROWS_WITH_AS(lakh::nats::jetstream(url, tls), doctest::Contains(url.c_str()),
+                       lakh::nats::nats_error);
+  lakh::nats::jetstream_options ca;
+  ca.ca_file = "/nonexistent/lakh-ca.pem";
+  CHECK_THROWS_WITH_AS(lakh::nats::jetstream(url, ca),
+                       doctest::Contains("CA file /nonexistent/lakh-ca.pem"),
+                       lakh::nats::nats_error);
+  lakh::nats::jetstream_options creds;
+  creds.credentials_file = "/nonexistent/lakh.creds";
+  CHECK_THROWS_WITH_AS(lakh::nats::jetstream(url, creds),
+                       doctest::Contains("/nonexistent/lakh.creds"), lakh::nats::nats_error);
+  lakh::nats::jetstream_options half;
+  half.cert_file = "/tmp/client.pem";
+  CHECK_THROWS_WITH_AS(lakh::nats::jetstream(url, half), doctest::Contains("set both or neither"),
+                       std::invalid_argument);
 }

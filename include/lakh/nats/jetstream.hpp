@@ -84,12 +84,103 @@ struct stream_config {
   std::optional<std::int64_t> max_messages{};
 };
 
-/// Connection settings.
+/// Connection settings. Credentials can also be in the URL: "nats://user:password@host:4222"
+/// or "nats://token@host:4222"; "tls://host:4222" asks for TLS like `tls`.
 struct jetstream_options {
   std::string name = "lakh";                     ///< client name shown by the server
   std::chrono::milliseconds reconnect_wait{250}; ///< between reconnect attempts (forever)
   std::int64_t max_pending = 65536;              ///< async publishes in flight at most
+  /// A credentials file (user JWT and NKey seed, the ".creds" of nsc, NGS or Synadia Cloud);
+  /// read at each connect. Empty: none.
+  std::string credentials_file{};
+  /// TLS: required when true (the server must offer it), and implied by ca_file, cert_file.
+  bool tls = false;
+  /// PEM file of the CAs that sign the server's certificate; empty: the system's default CAs.
+  std::string ca_file{};
+  /// Client certificate and its private key (PEM) for a server that verifies clients (mutual
+  /// TLS); both or neither.
+  std::string cert_file{};
+  std::string key_file{};
 };
+
+namespace detail {
+// `urls` (one URL, or several separated by commas) with every password masked: "user:***@"
+// and a lone token "***@".
+inline std::string redact_urls(std::string_view urls) {
+  std::string out;
+  std::size_t start = 0;
+  while (start <= urls.size()) {
+    auto end = urls.find(',', start);
+    auto u =
+        urls.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+    auto scheme = u.find("://");
+    auto at = u.rfind('@');
+    if (scheme != std::string_view::npos && at != std::string_view::npos && at > scheme) {
+      auto colon = u.find(':', scheme + 3);
+      if (colon == std::string_view::npos || colon > at) {
+        colon = scheme + 2;
+      }
+      out.append(u.substr(0, colon + 1)).append("***").append(u.substr(at));
+    } else {
+      out.append(u);
+    }
+    if (end == std::string_view::npos) {
+      break;
+    }
+    out += ',';
+    start = end + 1;
+  }
+  return out;
+}
+
+using options_ptr = std::unique_ptr<natsOptions, void (*)(natsOptions *)>;
+
+// The cnats options for `url` and `opts`. Throws nats_error naming the setting (and the file)
+// that cnats refused; `shown` is the URL as errors show it (password masked).
+inline options_ptr make_options(const std::string &url, const jetstream_options &opts,
+                                const std::string &shown) {
+  auto check = [&](natsStatus s, const std::string &what) {
+    if (s != NATS_OK) {
+      std::string text = "lakh::nats: " + what + " (" + shown + "): " + natsStatus_GetText(s);
+      const char *last = nats_GetLastError(nullptr);
+      if (last != nullptr && *last != '\0' && text.find(last) == std::string::npos) {
+        text += ": ";
+        text += last;
+      }
+      throw nats_error(text);
+    }
+  };
+  if (opts.cert_file.empty() != opts.key_file.empty()) {
+    throw std::invalid_argument("lakh::nats: jetstream_options cert_file (\"" + opts.cert_file +
+                                "\") and key_file (\"" + opts.key_file +
+                                "\") go together: set both or neither");
+  }
+  natsOptions *o = nullptr;
+  check(natsOptions_Create(&o), "natsOptions_Create");
+  options_ptr owned(o, natsOptions_Destroy);
+  check(natsOptions_SetURL(o, url.c_str()), "natsOptions_SetURL");
+  check(natsOptions_SetName(o, opts.name.c_str()), "natsOptions_SetName");
+  check(natsOptions_SetMaxReconnect(o, -1), "natsOptions_SetMaxReconnect");
+  check(natsOptions_SetReconnectWait(o, opts.reconnect_wait.count()),
+        "natsOptions_SetReconnectWait");
+  if (!opts.credentials_file.empty()) {
+    check(natsOptions_SetUserCredentialsFromFiles(o, opts.credentials_file.c_str(), nullptr),
+          "credentials file " + opts.credentials_file);
+  }
+  if (opts.tls || !opts.ca_file.empty() || !opts.cert_file.empty()) {
+    check(natsOptions_SetSecure(o, true), "TLS (natsOptions_SetSecure)");
+  }
+  if (!opts.ca_file.empty()) {
+    check(natsOptions_LoadCATrustedCertificates(o, opts.ca_file.c_str()),
+          "CA file " + opts.ca_file);
+  }
+  if (!opts.cert_file.empty()) {
+    check(natsOptions_LoadCertificatesChain(o, opts.cert_file.c_str(), opts.key_file.c_str()),
+          "certificate " + opts.cert_file + " with key " + opts.key_file);
+  }
+  return owned;
+}
+} // namespace detail
 
 /// A connection to a NATS server with a JetStream context. Move-only. After a successful
 /// connect it reconnects forever; publishes during an outage are buffered by cnats and
@@ -102,20 +193,16 @@ struct jetstream_options {
 /// mutex the caller takes before returning).
 class jetstream {
 public:
-  /// Connects to `url` ("nats://127.0.0.1:4222").
+  /// Connects to `url` ("nats://127.0.0.1:4222", or several separated by commas; credentials
+  /// may be in it: jetstream_options).
   /// Blocks: while connecting (cnats's connect timeout, 2 s).
-  /// @throws lakh::nats::nats_error naming the URL and the cnats status if it fails.
-  explicit jetstream(std::string url, jetstream_options opts = {})
-      : url_(std::move(url)), state_(std::make_unique<state>()) {
-    natsOptions *o = nullptr;
-    check(natsOptions_Create(&o), "natsOptions_Create");
-    std::unique_ptr<natsOptions, void (*)(natsOptions *)> owned(o, natsOptions_Destroy);
-    check(natsOptions_SetURL(o, url_.c_str()), "natsOptions_SetURL");
-    check(natsOptions_SetName(o, opts.name.c_str()), "natsOptions_SetName");
-    check(natsOptions_SetMaxReconnect(o, -1), "natsOptions_SetMaxReconnect");
-    check(natsOptions_SetReconnectWait(o, opts.reconnect_wait.count()),
-          "natsOptions_SetReconnectWait");
-    check(natsConnection_Connect(&state_->nc, o), "connect");
+  /// @throws lakh::nats::nats_error naming the URL (its password masked) and the cnats status
+  /// if it fails, or the file cnats could not load (ca_file, cert_file, key_file);
+  /// std::invalid_argument if only one of cert_file and key_file is set.
+  explicit jetstream(const std::string &url, jetstream_options opts = {})
+      : url_(detail::redact_urls(url)), state_(std::make_unique<state>()) {
+    auto o = detail::make_options(url, opts, url_);
+    check(natsConnection_Connect(&state_->nc, o.get()), "connect");
     jsOptions jo;
     check(jsOptions_Init(&jo), "jsOptions_Init");
     jo.PublishAsync.MaxPending = opts.max_pending;
@@ -133,7 +220,8 @@ public:
 
   /// Creates the stream if it does not exist; if it does, updates its subjects, duplicate
   /// window and the limits `cfg` sets to `cfg`'s when they differ, keeping every other
-  /// setting of the existing stream (limits `cfg` leaves unset, replicas).
+  /// setting of the existing stream as it is (limits `cfg` leaves unset, replicas, discard
+  /// policy, per-subject and message-size limits, description, ...: an operator's changes).
   /// Blocks: one or two requests.
   /// @throws std::invalid_argument for a bad name, no subjects or a non-positive window;
   /// lakh::nats::nats_error if the server refuses or the stream exists with the other storage.
@@ -189,20 +277,25 @@ public:
                        (info->Config->Storage == js_FileStorage ? "file" : "memory") +
                        " storage; storage cannot be changed");
     }
-    // What cfg leaves unset stays as the stream has it.
+    // The update starts from the stream's own configuration (every setting an operator
+    // made: limits, replicas, discard policy, description, ...) and changes only what cfg
+    // asks for. The pointers it copies stay valid while `info` lives.
+    jsStreamConfig up = *info->Config;
+    up.Subjects = sc.Subjects;
+    up.SubjectsLen = sc.SubjectsLen;
+    up.Duplicates = sc.Duplicates;
+    up.MaxAge = cfg.max_age ? sc.MaxAge : up.MaxAge;
+    up.MaxBytes = cfg.max_bytes ? sc.MaxBytes : up.MaxBytes;
+    up.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : up.MaxMsgs;
     const auto &now = *info->Config;
-    sc.MaxAge = cfg.max_age ? sc.MaxAge : now.MaxAge;
-    sc.MaxBytes = cfg.max_bytes ? sc.MaxBytes : now.MaxBytes;
-    sc.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : now.MaxMsgs;
-    sc.Replicas = now.Replicas;
-    bool same = now.Duplicates == sc.Duplicates && now.SubjectsLen == sc.SubjectsLen &&
-                now.MaxAge == sc.MaxAge && now.MaxBytes == sc.MaxBytes && now.MaxMsgs == sc.MaxMsgs;
-    for (int i = 0; same && i < sc.SubjectsLen; ++i) {
-      same = std::string_view(info->Config->Subjects[i]) == subj[static_cast<std::size_t>(i)];
+    bool same = now.Duplicates == up.Duplicates && now.SubjectsLen == up.SubjectsLen &&
+                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes && now.MaxMsgs == up.MaxMsgs;
+    for (int i = 0; same && i < up.SubjectsLen; ++i) {
+      same = std::string_view(now.Subjects[i]) == subj[static_cast<std::size_t>(i)];
     }
     if (!same) {
       jsStreamInfo *updated = nullptr;
-      check(js_UpdateStream(&updated, state_->js, &sc, nullptr, &jerr),
+      check(js_UpdateStream(&updated, state_->js, &up, nullptr, &jerr),
             "js_UpdateStream " + cfg.name, jerr);
       jsStreamInfo_Destroy(updated);
     }
@@ -293,7 +386,7 @@ public:
     return r;
   }
 
-  /// The server URL given to the constructor.
+  /// The server URL given to the constructor, its password or token masked ("user:***@").
   [[nodiscard]] const std::string &url() const noexcept { return url_; }
 
   /// The cnats JetStream context, for calls lakh does not wrap; owned by this object and

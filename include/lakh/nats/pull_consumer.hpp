@@ -30,6 +30,14 @@
 
 namespace lakh::nats {
 
+namespace detail {
+/// True for a libnats version (nats_GetVersionNumber(): 0xMMmmpp) whose natsSubscription_Fetch
+/// can overflow its result array when asked for more than one message: below 3.8.2.
+constexpr bool fetch_overflows(std::uint32_t version) noexcept {
+  return version < 0x030802U;
+}
+} // namespace detail
+
 /// One message fetched by a pull_consumer. Move-only; owns the cnats message. Ack it after
 /// the effects of processing it committed (lakh::pg::inbox); an unacknowledged message is
 /// redelivered after the consumer's ack wait. Members never block unless noted and are
@@ -136,9 +144,8 @@ public:
     sub_.reset(sub);
   }
 
-  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. While
-  /// late deliveries of an earlier call wait in the subscription, one message per call (a
-  /// libnats 3.4 workaround, below).
+  /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. With
+  /// libnats below 3.8.2 (Debian 12 has 3.4), one message per call (a workaround, below).
   /// Blocks: until a message or `timeout`.
   /// @throws std::invalid_argument if max < 1; lakh::nats::nats_error for a failure other than a
   /// timeout.
@@ -147,17 +154,13 @@ public:
       throw std::invalid_argument("lakh::nats::pull_consumer::fetch: max (" + std::to_string(max) +
                                   ") must be at least 1");
     }
-    // libnats 3.4 (Debian 12) writes past its result array in natsSubscription_Fetch when
+    // libnats before 3.8.2 writes past its result array in natsSubscription_Fetch when
     // messages already wait in the subscription (late deliveries for an earlier fetch's
-    // request) and more than half of the batch is taken from them: it asks the server for
-    // the rest and then loops until the count equals the smaller number (fixed upstream in
-    // nats.c 3.8.2, #749). A batch of 1 cannot overflow, so waiting messages are handed out
-    // one per call. (Messages that land between this check and the fetch's own are not
-    // covered; they need an earlier request still open at that instant.)
-    int waiting = 0;
-    int waiting_bytes = 0;
-    if (natsSubscription_GetPending(sub_.get(), &waiting, &waiting_bytes) == NATS_OK &&
-        waiting > 0) {
+    // request) and more than half of the batch is taken from them (nats.c #749). Such
+    // messages can land at any instant, even inside the call, so no check beforehand closes
+    // the window: with an affected library every fetch asks for one message, which cannot
+    // overflow. The version is the linked library's, read at run time.
+    if (detail::fetch_overflows(nats_GetVersionNumber())) {
       max = 1;
     }
     natsMsgList list{};
@@ -198,7 +201,7 @@ struct consume_options {
   std::string subject; ///< the consumer's filter subject, e.g. "billing.>"
   std::string durable; ///< the durable consumer's name (shared by the loops that split the work)
   std::chrono::milliseconds ack_wait{std::chrono::seconds(30)}; ///< redelivery of unacked ones
-  int batch = 64;                                               ///< messages per fetch, >= 1
+  int batch = 64; ///< messages per fetch, >= 1 (1 with libnats below 3.8.2: fetch())
   std::chrono::milliseconds fetch_wait{200}; ///< the longest fetch: bounds the reaction to stop
   /// The pause before reconnecting after the n-th error in a row is retry.delay(n); a message
   /// nak'ed at its k-th delivery is redelivered after retry.delay(k - 1).

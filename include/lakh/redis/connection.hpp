@@ -2,9 +2,10 @@
 // lakh/redis/connection.hpp: a thin RAII layer over hiredis's synchronous API.
 //
 //   - lakh::redis::reply_ptr / context_ptr: std::unique_ptr with freeReplyObject / redisFree;
-//   - lakh::redis::connection: connect(url) to "redis://host:port[/db]" with connect and
-//     command timeouts, command(args...) sending binary-safe arguments (redisCommandArgv),
-//     errors as lakh::redis::redis_error naming host:port and hiredis's errstr;
+//   - lakh::redis::connection: connect(url) to "redis://[[user]:password@]host:port[/db]"
+//     (AUTH; no TLS: hiredis 0.14 has none) with connect and command timeouts, command(args...)
+//     sending binary-safe arguments (redisCommandArgv), errors as lakh::redis::redis_error naming
+//     host:port and hiredis's errstr;
 //   - lakh::redis::connection_pool: a small pool of connections (one per concurrent user),
 //     where a broken connection is dropped instead of reused.
 //
@@ -57,6 +58,10 @@ struct connection_options {
   std::string host = "127.0.0.1";
   int port = 6379;
   int db = 0;
+  /// AUTH: with a password, `AUTH user password` (Redis 6 ACL user) or, with no user,
+  /// `AUTH password` (requirepass). Empty password and user: no AUTH.
+  std::string user;
+  std::string password;
   /// TCP connect timeout.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(2)};
   /// Read/write timeout of each command (a command that takes longer throws and breaks the
@@ -64,24 +69,86 @@ struct connection_options {
   std::chrono::milliseconds command_timeout{std::chrono::seconds(2)};
 };
 
-/// Parse "redis://host[:port][/db]" (port 6379 and db 0 by default) into options.
+namespace detail {
+// `url` with the password of its credentials (between "user:" and the last '@') masked.
+inline std::string redact_url(std::string_view url) {
+  auto scheme = url.find("://");
+  auto at = url.rfind('@');
+  if (scheme == std::string_view::npos || at == std::string_view::npos || at < scheme) {
+    return std::string(url);
+  }
+  auto colon = url.find(':', scheme + 3);
+  if (colon == std::string_view::npos || colon > at) {
+    colon = scheme + 2; // no "user:": all of it may be a password
+  }
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+// Percent-decodes a URL's user or password into `out`; false for a bad escape.
+inline bool percent_decode(std::string_view in, std::string &out) {
+  out.clear();
+  auto hex = [](char c) {
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+  };
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) {
+      return false;
+    }
+    int hi = hex(in[i + 1]);
+    int lo = hex(in[i + 2]);
+    if (hi < 0 || lo < 0) {
+      return false;
+    }
+    out += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return true;
+}
+} // namespace detail
+
+/// Parse "redis://[[user]:password@]host[:port][/db]" (port 6379 and db 0 by default) into
+/// options; user and password are percent-decoded ("%40" for '@', "%3A" for ':').
 /// Thread-safety: pure. Blocks: never.
-/// @throws std::invalid_argument naming the URL if it is not of that form (passwords and
-///         TLS, rediss://, are not supported).
+/// @throws std::invalid_argument naming the URL, its password masked, if it is not of that
+///         form, and for rediss:// (TLS): Debian 12's hiredis (0.14) has no TLS support.
 /// Allocates: may.
 inline connection_options parse_url(std::string_view url) {
   auto bad = [&](const std::string &why) {
-    return std::invalid_argument("lakh::redis::parse_url: \"" + std::string(url) + "\": " + why);
+    return std::invalid_argument("lakh::redis::parse_url: \"" + detail::redact_url(url) +
+                                 "\": " + why);
   };
+  if (url.substr(0, 9) == "rediss://") {
+    throw bad("rediss:// (TLS) is not supported: lakh::redis is built on hiredis " +
+              std::to_string(HIREDIS_MAJOR) + "." + std::to_string(HIREDIS_MINOR) +
+              " without hiredis_ssl (Debian 12's libhiredis-dev 0.14 has no TLS support); "
+              "reach a TLS-only server through a local TLS tunnel (stunnel) and connect to it "
+              "with redis://");
+  }
   constexpr std::string_view scheme = "redis://";
   if (url.substr(0, scheme.size()) != scheme) {
     throw bad("must start with redis://");
   }
   auto rest = url.substr(scheme.size());
-  if (rest.find('@') != std::string_view::npos) {
-    throw bad("credentials are not supported");
-  }
   connection_options o;
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    auto cred = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    auto colon = cred.find(':');
+    if (colon == std::string_view::npos) {
+      throw bad("credentials must be user:password or :password");
+    }
+    if (!detail::percent_decode(cred.substr(0, colon), o.user) ||
+        !detail::percent_decode(cred.substr(colon + 1), o.password)) {
+      throw bad("bad percent-encoding in the credentials");
+    }
+  }
   auto slash = rest.find('/');
   auto hostport = rest.substr(0, slash);
   auto parse_int = [&](std::string_view s, const char *what, int lo, int hi) {
@@ -130,9 +197,10 @@ inline timeval to_timeval(std::chrono::milliseconds d) {
 /// Memory ordering: n/a (the server orders commands).
 class connection {
 public:
-  /// Connect as `opts` says and SELECT its db (when not 0).
-  /// Blocks: up to connect_timeout (plus one command for SELECT).
-  /// @throws lakh::redis::redis_error "lakh::redis: cannot connect to host:port: <errstr>".
+  /// Connect as `opts` says, AUTH (when it has credentials) and SELECT its db (when not 0).
+  /// Blocks: up to connect_timeout (plus one command each for AUTH and SELECT).
+  /// @throws lakh::redis::redis_error "lakh::redis: cannot connect to host:port: <errstr>", or
+  ///         "lakh::redis: cannot authenticate as <user> to host:port: <server's reason>".
   /// Allocates: may.
   explicit connection(connection_options opts) : opts_(std::move(opts)) {
     auto tv = detail::to_timeval(opts_.connect_timeout);
@@ -147,12 +215,15 @@ public:
     if (redisSetTimeout(ctx_.get(), ctv) != REDIS_OK) {
       throw redis_error("lakh::redis: cannot set timeouts on " + target() + ": " + ctx_->errstr);
     }
+    if (!opts_.user.empty() || !opts_.password.empty()) {
+      authenticate();
+    }
     if (opts_.db != 0) {
       (void)command({"SELECT", std::to_string(opts_.db)});
     }
   }
 
-  /// Connect to "redis://host:port[/db]" with default timeouts.
+  /// Connect to "redis://[[user]:password@]host:port[/db]" with default timeouts.
   /// @throws std::invalid_argument for a malformed URL; lakh::redis::redis_error as above.
   static connection connect(std::string_view url) { return connection(parse_url(url)); }
 
@@ -201,6 +272,25 @@ public:
   [[nodiscard]] redisContext *native_handle() const noexcept { return ctx_.get(); }
 
 private:
+  // AUTH [user] password; a refusal names the user and the server's reason, never the
+  // password.
+  void authenticate() {
+    std::vector<std::string> args{"AUTH"};
+    if (!opts_.user.empty()) {
+      args.push_back(opts_.user);
+    }
+    args.push_back(opts_.password);
+    try {
+      (void)command(args);
+    } catch (const redis_error &e) {
+      const std::string who = opts_.user.empty() ? std::string("the default user") : opts_.user;
+      const std::string what = e.what();
+      const std::string prefix = "lakh::redis: AUTH on " + target() + ": ";
+      throw redis_error("lakh::redis: cannot authenticate as " + who + " to " + target() + ": " +
+                        (what.rfind(prefix, 0) == 0 ? what.substr(prefix.size()) : what));
+    }
+  }
+
   connection_options opts_;
   context_ptr ctx_;
   bool broken_ = false;
@@ -217,7 +307,8 @@ class connection_pool {
 public:
   /// A pool for `opts`; connects lazily.
   explicit connection_pool(connection_options opts) : opts_(std::move(opts)) {}
-  /// A pool for "redis://host:port[/db]". @throws std::invalid_argument for a bad URL.
+  /// A pool for "redis://[[user]:password@]host:port[/db]".
+  /// @throws std::invalid_argument for a bad URL.
   explicit connection_pool(std::string_view url) : opts_(parse_url(url)) {}
 
   /// An exclusive lease on a connection (RAII; returned to the pool unless broken).

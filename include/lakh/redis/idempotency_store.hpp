@@ -44,10 +44,18 @@ public:
   /// Blocks: for up to a few round trips.
   [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
                                    const idempotency_options &opts) {
+    return begin(tenant, key, fp, opts, lakh::detail::random_token());
+  }
+
+  /// begin() with the caller's `nonce` (unique per attempt) in the token it writes. Calling
+  /// it again with the same nonce after it threw (its reply was lost) acquires the record
+  /// the first call wrote, instead of reporting it running.
+  [[nodiscard]] begin_result begin(std::string_view tenant, std::string_view key, std::uint64_t fp,
+                                   const idempotency_options &opts, std::string_view nonce) {
     auto k = record_key(tenant, key);
     auto fph = lakh::detail::to_hex16(fp);
+    auto value = "R|" + fph + "|" + std::string(nonce);
     for (int round = 0; round < 3; ++round) {
-      auto value = "R|" + fph + "|" + lakh::detail::random_token();
       auto set = pool_->command({"SET", k, value, "NX", "PX", std::to_string(opts.lease.count())});
       if (set->type == REDIS_REPLY_STATUS) {
         return {begin_state::acquired, std::move(value), {}};
@@ -57,6 +65,11 @@ public:
         continue; // expired or released in between: try SET NX again
       }
       std::string_view v(got->str, got->len);
+      if (v == value) {
+        // Our own SET NX took it and only its reply was lost (the pool resent it, or the
+        // caller called again with the same nonce).
+        return {begin_state::acquired, std::move(value), {}};
+      }
       if (v.size() < 19 || (v[0] != 'R' && v[0] != 'D') || v[1] != '|' || v[18] != '|') {
         throw redis_error("lakh::redis::idempotency_store: key " + k + " on " + pool_->target() +
                           " holds a value this store did not write");
