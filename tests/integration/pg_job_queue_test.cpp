@@ -158,7 +158,7 @@ TEST_CASE("pg.job_queue.calls_without_a_transaction_give_up_at_their_deadline" *
   auto held = pool.acquire();
   // Each call runs on a thread of its own and must end well within a bounded wait; a call
   // that blocked past it is reported, then let go by giving the connection back.
-  const auto timed_out = [&](const char *what, auto call) {
+  const auto timed_out = [&](std::string what, auto call) {
     CAPTURE(what);
     auto result = std::async(std::launch::async, [&] {
       try {

@@ -117,7 +117,7 @@ struct job_queue_health {
 /// Every member may be called concurrently from any number of threads and processes (a
 /// member that takes a transaction runs in the caller's, on the caller's thread). Members
 /// that touch the database block for their round trips, and those without a transaction
-/// first for a pooled connection: until options().acquire_timeout passes or their trailing
+/// first for a pooled connection: until acquire_timeout() passes or their trailing
 /// `st` is stopped (then acquire_error, status timeout or cancelled, and nothing done).
 /// They may throw pqxx errors (and acquire_error when they take a pooled connection), and
 /// allocate. Ordering: jobs are claimed in (run_at, id)
@@ -241,7 +241,7 @@ public:
   /// Claims up to n runnable jobs of `queue` (pending, run_at reached) for `lease`, skipping
   /// rows locked by concurrent claims. Each gets attempts + 1 and a new fencing token.
   /// Returns them (possibly none) sorted by id. Commits on its own connection.
-  /// Blocks: for a pooled connection (up to options().acquire_timeout, or until `st` is
+  /// Blocks: for a pooled connection (up to acquire_timeout(), or until `st` is
   /// stopped), then a round trip, never on another claimer's rows.
   /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
   /// or on a bad queue name; pqxx errors; acquire_error. Allocates: the jobs.
