@@ -395,6 +395,49 @@ TEST_CASE("pg.job_worker.a_job_claimed_with_a_completion_gets_its_whole_lease" *
   CHECK(f.count("attempts = 1 AND last_error IS NULL") == 3);
 }
 
+TEST_CASE("pg.job_worker.a_row_lock_held_elsewhere_does_not_stall_the_other_heartbeats" *
+          doctest::timeout(60)) {
+  // Another transaction holds job A's row for longer than the lease (a user's own
+  // heartbeat(tx, ...) in a long transaction; a worker's completion, briefly). The helper's
+  // beat skips A instead of waiting behind that lock, so B's lease is extended meanwhile and
+  // a rescuer in another process never takes B.
+  fixture f("beat_skip");
+  const auto a = f.enqueue("q", "a");
+  const auto b = f.enqueue("q", "b");
+  auto o = fast("q", 2);
+  o.lease = 600ms; // heartbeat 200 ms
+  o.maintenance = 1h;
+  std::atomic<int> running{0};
+  lakh::pg::job_worker w(f.pool, f.queue, o,
+                         lakh::pg::job_handler([&](const lakh::pg::claimed_job &, std::stop_token) {
+                           ++running;
+                           std::this_thread::sleep_for(3s);
+                         }));
+  w.start();
+  REQUIRE(eventually([&] { return running == 2; }));
+  std::atomic<std::size_t> rescued{0};
+  std::jthread rescuer([&](std::stop_token st) {
+    while (!st.stop_requested()) {
+      rescued += f.queue.rescue_expired(0ms);
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  {
+    auto c = f.pool.acquire();
+    pqxx::work tx(*c);
+    const auto token =
+        tx.exec_params("SELECT token FROM " + f.queue.table() + " WHERE id = $1", a)[0][0]
+            .as<std::int64_t>();
+    REQUIRE(f.queue.heartbeat(tx, {{a, "a", 1, token}}, 10s).size() == 1);
+    std::this_thread::sleep_for(1500ms); // A's row stays locked: 2.5 leases
+    tx.commit();
+  }
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 2; }));
+  CHECK(rescued.load() == 0);
+  CHECK(w.fenced() == 0);
+  CHECK(f.count("id = " + std::to_string(b) + " AND attempts = 1") == 1);
+}
+
 TEST_CASE("pg.job_worker.batches_commit_effects_with_their_fenced_completion" *
           doctest::timeout(120)) {
   fixture f("batch");
