@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -118,13 +119,79 @@ TEST_CASE("pg.job_queue.calls_without_a_transaction_wait_for_a_connection_until_
         lakh::status::cancelled);
   CHECK(stopped([&](std::stop_token st) { f.queue.fail(jobs[0], "x", 1s, st); }) ==
         lakh::status::cancelled);
-  CHECK(stopped([&](std::stop_token st) { f.queue.complete(jobs[0], st); }) ==
+  CHECK(stopped([&](std::stop_token st) { (void)f.queue.complete(jobs[0], st); }) ==
         lakh::status::cancelled);
-  CHECK(stopped([&](std::stop_token st) { f.queue.rescue_expired(st); }) ==
+  CHECK(stopped([&](std::stop_token st) { f.queue.rescue_expired(1s, st); }) ==
         lakh::status::cancelled);
   held.clear();
   CHECK(f.state_of(jobs[0].id) == "running"); // none of them ran
   CHECK(f.queue.complete(jobs[0]));
+}
+
+TEST_CASE("pg.job_queue.calls_without_a_transaction_give_up_at_their_deadline" *
+          doctest::timeout(60)) {
+  // A caller that holds the pool's only connection and calls a member that leases its own
+  // (a hand-written worker with as many threads as connections): the call fails with
+  // status timeout at options().acquire_timeout instead of waiting forever. The pool itself
+  // has no acquire_timeout.
+  lakh::pg::pool pool(lakh::test::database_url(), 1);
+  lakh::pg::job_queue queue(pool, {unique_table("deadline"), true, 200ms});
+  queue.create_schema();
+  struct drop {
+    std::string table;
+    ~drop() {
+      try {
+        exec("DROP TABLE IF EXISTS " + table);
+        exec("DROP SEQUENCE IF EXISTS " + table + "_token_seq");
+      } catch (...) {
+      }
+    }
+  } dropper{queue.table()};
+  {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    REQUIRE(queue.enqueue(w, {"q", "a", {}, 0ms, 5}));
+    w.commit();
+  }
+  const auto jobs = queue.claim("q", 1, 30s);
+  REQUIRE(jobs.size() == 1);
+  auto held = pool.acquire();
+  // Each call runs on a thread of its own and must end well within a bounded wait; a call
+  // that blocked past it is reported, then let go by giving the connection back.
+  const auto timed_out = [&](std::string what, auto call) {
+    CAPTURE(what);
+    auto result = std::async(std::launch::async, [&] {
+      try {
+        call();
+      } catch (const lakh::pg::acquire_error &e) {
+        return e.status();
+      }
+      return lakh::status::ok;
+    });
+    const bool ended = result.wait_for(5s) == std::future_status::ready;
+    CHECK(ended);
+    if (!ended) {
+      held = lakh::pg::pooled_connection();
+    }
+    return result.get() == lakh::status::timeout;
+  };
+  CHECK(timed_out("create_schema", [&] { queue.create_schema(); }));
+  CHECK(timed_out("claim", [&] { queue.claim("q", 1, 30s); }));
+  CHECK(timed_out("heartbeat", [&] { queue.heartbeat(jobs[0], 30s); }));
+  CHECK(timed_out("complete", [&] { (void)queue.complete(jobs[0]); }));
+  CHECK(timed_out("fail", [&] { queue.fail(jobs[0], "x"); }));
+  CHECK(timed_out("rescue_expired", [&] { queue.rescue_expired(); }));
+  CHECK(timed_out("list", [&] { queue.list("dead"); }));
+  CHECK(timed_out("retry_dead", [&] { queue.retry_dead(jobs[0].id); }));
+  CHECK(timed_out("cancel", [&] { queue.cancel(jobs[0].id); }));
+  CHECK(timed_out("delete_dead", [&] { queue.delete_dead(jobs[0].id); }));
+  CHECK(timed_out("delete_finished", [&] { queue.delete_finished(0ms); }));
+  CHECK(timed_out("health", [&] { queue.health(); }));
+  held = lakh::pg::pooled_connection();
+  CHECK(queue.complete(jobs[0])); // none of them ran
+  CHECK_THROWS_WITH_AS(lakh::pg::job_queue(pool, {"t", true, 0ms}),
+                       "lakh::pg::job_queue: acquire_timeout (0 ms) must be positive",
+                       std::invalid_argument);
 }
 
 TEST_CASE("pg.job_queue.enqueue_rolls_back_with_the_callers_transaction") {
@@ -184,9 +251,9 @@ TEST_CASE("pg.job_queue.stalled_worker_is_rescued_and_fenced" * doctest::timeout
   REQUIRE(id);
   auto stalled = f.queue.claim("q", 1, 200ms);
   REQUIRE(stalled.size() == 1);
-  CHECK(f.queue.rescue_expired() == 0); // lease still valid
+  CHECK(f.queue.rescue_expired(0ms) == 0); // lease still valid
   std::this_thread::sleep_for(400ms);
-  CHECK(f.queue.rescue_expired() == 1);
+  CHECK(f.queue.rescue_expired(0ms) == 1);
   auto rerun = f.queue.claim("q", 1, 30s);
   REQUIRE(rerun.size() == 1);
   CHECK(rerun[0].id == *id);
@@ -323,4 +390,51 @@ TEST_CASE("pg.job_queue.100k_jobs_8_workers_2_processes_each_exactly_once" *
   CHECK(scalar("SELECT sum(value) FROM " + log) == n * (n + 1) / 2);
   CHECK(scalar("SELECT count(*) FROM " + f.queue.table() + " WHERE state = 'done'") == n);
   exec("DROP TABLE IF EXISTS " + log);
+}
+
+TEST_CASE("pg.job_queue.fail_after_thousands_of_attempts_schedules_at_the_cap") {
+  fixture f("overflow");
+  auto id = f.enqueue({"q", "p", {}, 0ms, 1'000'000});
+  REQUIRE(id);
+  auto jobs = f.queue.claim("q", 1, 30s);
+  REQUIRE(jobs.size() == 1);
+  // 2^1999 does not fit a float8: the uncapped exponent raised 22003 on every call.
+  exec("UPDATE " + f.queue.table() + " SET attempts = 2000 WHERE id = " + std::to_string(*id));
+  CHECK(f.queue.fail(jobs[0], "again", 1s) == lakh::pg::fail_outcome::retried);
+  CHECK(scalar("SELECT count(*) FROM " + f.queue.table() + " WHERE id = " + std::to_string(*id) +
+               " AND state = 'pending' AND run_at BETWEEN now() + interval '23 hours 59 minutes' "
+               "AND now() + interval '1 day 1 minute'") == 1);
+}
+
+TEST_CASE("pg.job_queue.a_rescued_job_waits_its_backoff") {
+  fixture f("rescue_backoff");
+  auto id = f.enqueue({"q", "p", {}, 0ms, 5});
+  REQUIRE(id);
+  REQUIRE(f.queue.claim("q", 1, 50ms).size() == 1);
+  std::this_thread::sleep_for(150ms);
+  // Its worker likely crashed on it: the next worker gets it after backoff * 2^(attempts-1).
+  CHECK(f.queue.rescue_expired(60s) == 1);
+  CHECK(f.state_of(*id) == "pending");
+  CHECK(f.queue.claim("q", 1, 30s).empty());
+  CHECK(scalar("SELECT count(*) FROM " + f.queue.table() + " WHERE id = " + std::to_string(*id) +
+               " AND run_at > now() + interval '50 seconds' AND last_error = 'lease expired'") ==
+        1);
+}
+
+TEST_CASE("pg.job_queue.delete_finished_removes_dead_jobs_only_when_asked") {
+  fixture f("prune");
+  auto done = f.enqueue({"q", "done", {}, 0ms, 5});
+  auto dead = f.enqueue({"q", "dead", {}, 0ms, 1});
+  auto pending = f.enqueue({"q", "pending", {}, 1h, 5});
+  REQUIRE((done && dead && pending));
+  auto jobs = f.queue.claim("q", 2, 30s);
+  REQUIRE(jobs.size() == 2);
+  CHECK(f.queue.complete(jobs[0]));
+  CHECK(f.queue.fail(jobs[1], "boom", 0ms) == lakh::pg::fail_outcome::dead);
+  CHECK(f.queue.delete_finished(0ms) == 1); // the done job; dead jobs stay by default
+  CHECK(f.state_of(*dead) == "dead");
+  CHECK(f.queue.delete_finished(1h, 10, lakh::pg::finished_jobs::done_and_dead) == 0); // recent
+  CHECK(f.queue.delete_finished(0ms, 10, lakh::pg::finished_jobs::done_and_dead) == 1);
+  CHECK(scalar("SELECT count(*) FROM " + f.queue.table()) == 1);
+  CHECK(f.state_of(*pending) == "pending");
 }

@@ -311,6 +311,133 @@ TEST_CASE("pg.job_worker.n_workers_on_a_pool_of_n_never_deadlock" * doctest::tim
   CHECK(scalar("SELECT count(*) FROM " + f.log) == 60);
 }
 
+TEST_CASE("pg.job_worker.n_workers_on_a_pool_of_n_finish_with_every_kind_of_handler" *
+          doctest::timeout(240)) {
+  // Three workers on a pool of three, with heartbeats and maintenance every 50-200 ms (on
+  // their own connections), each kind of handler in turn: a handler without a transaction
+  // leases a connection of its own for job_queue::heartbeat (it holds none while it runs).
+  constexpr int n = 150;
+  const auto run = [&](const char *what, lakh::pg::job_claim claim, int batch, auto handler) {
+    CAPTURE(what);
+    fixture f(what, 3);
+    {
+      auto c = f.pool.acquire();
+      pqxx::work w(*c);
+      f.queue.enqueue_bulk(w, "q", std::vector<std::string>(n, "x"));
+      w.commit();
+    }
+    auto o = fast("q", 3);
+    o.lease = 600ms;
+    o.maintenance = 50ms;
+    o.claim = claim;
+    o.batch = batch;
+    lakh::pg::job_worker w(f.pool, f.queue, o, handler(f));
+    w.start();
+    // Bounded: a worker stuck on the pool never finishes, and the test says so.
+    REQUIRE(eventually([&] { return f.count("state = 'done'") == n; }, 60s));
+    w.stop();
+    CHECK(f.count("state <> 'done'") == 0);
+  };
+  const auto tx_log = [](fixture &f) { return f.logger(); };
+  run("nn_tx", lakh::pg::job_claim::lease, 1, tx_log);
+  run("nn_row_lock", lakh::pg::job_claim::row_lock, 1, tx_log);
+  run("nn_batch", lakh::pg::job_claim::lease, 5, [](fixture &f) {
+    return lakh::pg::job_batch_handler([&f](const std::vector<lakh::pg::claimed_job> &jobs,
+                                            pqxx::transaction_base &tx, std::stop_token) {
+      for (const auto &j : jobs) {
+        tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                       j.payload);
+      }
+    });
+  });
+  run("nn_no_tx", lakh::pg::job_claim::lease, 1, [](fixture &f) {
+    return lakh::pg::job_handler([&f](const lakh::pg::claimed_job &j, std::stop_token st) {
+      if (!f.queue.heartbeat(j, 600ms, st)) {
+        throw std::runtime_error("lost the lease");
+      }
+    });
+  });
+}
+
+TEST_CASE("pg.job_worker.a_job_claimed_with_a_completion_gets_its_whole_lease" *
+          doctest::timeout(60)) {
+  // The next job is claimed in the transaction of the previous one's completion, which began
+  // before that handler ran: its lease counts from the claim, not from that transaction's
+  // start, or it is born expired and another process's rescue takes it before its first
+  // heartbeat.
+  fixture f("lease_start");
+  for (int i = 0; i < 3; ++i) {
+    f.enqueue("q", std::to_string(i));
+  }
+  auto o = fast("q", 1);
+  o.lease = 2s;
+  o.heartbeat = 1s;
+  o.maintenance = 1h; // the rescuer is the other process below
+  lakh::pg::job_worker w(f.pool, f.queue, o,
+                         lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j,
+                                                      pqxx::transaction_base &tx, std::stop_token) {
+                           std::this_thread::sleep_for(2500ms); // longer than the lease
+                           tx.exec_params("INSERT INTO " + f.log +
+                                              " (job_id, payload) VALUES ($1, $2)",
+                                          j.id, j.payload);
+                         }));
+  std::atomic<std::size_t> rescued{0};
+  std::jthread rescuer([&](std::stop_token st) {
+    while (!st.stop_requested()) {
+      rescued += f.queue.rescue_expired();
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  w.start();
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 3; }, 40s));
+  CHECK(rescued.load() == 0);
+  CHECK(w.fenced() == 0);
+  CHECK(f.count("attempts = 1 AND last_error IS NULL") == 3);
+}
+
+TEST_CASE("pg.job_worker.a_row_lock_held_elsewhere_does_not_stall_the_other_heartbeats" *
+          doctest::timeout(60)) {
+  // Another transaction holds job A's row for longer than the lease (a user's own
+  // heartbeat(tx, ...) in a long transaction; a worker's completion, briefly). The helper's
+  // beat skips A instead of waiting behind that lock, so B's lease is extended meanwhile and
+  // a rescuer in another process never takes B.
+  fixture f("beat_skip");
+  const auto a = f.enqueue("q", "a");
+  const auto b = f.enqueue("q", "b");
+  auto o = fast("q", 2);
+  o.lease = 600ms; // heartbeat 200 ms
+  o.maintenance = 1h;
+  std::atomic<int> running{0};
+  lakh::pg::job_worker w(f.pool, f.queue, o,
+                         lakh::pg::job_handler([&](const lakh::pg::claimed_job &, std::stop_token) {
+                           ++running;
+                           std::this_thread::sleep_for(3s);
+                         }));
+  w.start();
+  REQUIRE(eventually([&] { return running == 2; }));
+  std::atomic<std::size_t> rescued{0};
+  std::jthread rescuer([&](std::stop_token st) {
+    while (!st.stop_requested()) {
+      rescued += f.queue.rescue_expired(0ms);
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  {
+    auto c = f.pool.acquire();
+    pqxx::work tx(*c);
+    const auto token =
+        tx.exec_params("SELECT token FROM " + f.queue.table() + " WHERE id = $1", a)[0][0]
+            .as<std::int64_t>();
+    REQUIRE(f.queue.heartbeat(tx, {{a, "a", 1, token}}, 10s).size() == 1);
+    std::this_thread::sleep_for(1500ms); // A's row stays locked: 2.5 leases
+    tx.commit();
+  }
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 2; }));
+  CHECK(rescued.load() == 0);
+  CHECK(w.fenced() == 0);
+  CHECK(f.count("id = " + std::to_string(b) + " AND attempts = 1") == 1);
+}
+
 TEST_CASE("pg.job_worker.batches_commit_effects_with_their_fenced_completion" *
           doctest::timeout(120)) {
   fixture f("batch");

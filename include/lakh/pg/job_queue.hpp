@@ -24,6 +24,7 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -38,6 +39,12 @@ struct job_queue_options {
   /// commits of notifying transactions on a cluster-wide lock: turn it off when enqueueing at
   /// tens of thousands of transactions per second and let workers poll.
   bool notify = true;
+  /// How long a member that leases a pooled connection of its own (those without a
+  /// transaction parameter) waits for one before it throws acquire_error with status
+  /// timeout, so that a caller that already holds a lease can never block forever on an
+  /// exhausted pool. std::nullopt: the pool's acquire_timeout (pool::acquire_default), which
+  /// may be none.
+  std::optional<std::chrono::milliseconds> acquire_timeout = std::chrono::seconds(30);
 };
 
 /// A job to enqueue.
@@ -79,6 +86,19 @@ enum class fail_outcome {
   refused, ///< the token no longer matches (lease expired and job rescued): nothing changed
 };
 
+/// Which finished jobs delete_finished() removes.
+enum class finished_jobs {
+  done,          ///< done jobs only (dead ones stay for inspection and retry_dead)
+  done_and_dead, ///< done and dead jobs (a dead job's finished_at is when it died)
+};
+
+/// How heartbeat(tx, jobs, lease) treats a job row that another transaction holds locked.
+enum class locked_rows {
+  wait, ///< wait for that transaction to end, then extend the job if it is still running
+  skip, ///< leave the job out of this beat (its lock holder is completing, failing or
+        ///< releasing it, or extending it too): the beat never waits on a row lock
+};
+
 /// Counts and ages a dashboard or an alert wants.
 struct job_queue_health {
   std::int64_t pending = 0;
@@ -96,9 +116,11 @@ struct job_queue_health {
 ///
 /// Every member may be called concurrently from any number of threads and processes (a
 /// member that takes a transaction runs in the caller's, on the caller's thread). Members
-/// that touch the database block for their round trips (those without a transaction first
-/// for a pooled connection, as with_connection), may throw pqxx errors (and acquire_error
-/// when they take a pooled connection), and allocate. Ordering: jobs are claimed in (run_at, id)
+/// that touch the database block for their round trips, and those without a transaction
+/// first for a pooled connection: until acquire_timeout() passes or their trailing
+/// `st` is stopped (then acquire_error, status timeout or cancelled, and nothing done).
+/// They may throw pqxx errors (and acquire_error when they take a pooled connection), and
+/// allocate. Ordering: jobs are claimed in (run_at, id)
 /// order among those not locked by a concurrent claim; no stronger order is promised under
 /// concurrency.
 class job_queue {
@@ -108,16 +130,23 @@ public:
   static constexpr int max_batch = 10000;
 
   /// A queue over table `opts.table` with connections from `p` (which must outlive it).
-  /// @throws std::invalid_argument if the table name is not a lower-case identifier.
+  /// @throws std::invalid_argument if the table name is not a lower-case identifier, or
+  /// acquire_timeout is not positive.
   explicit job_queue(pool &p, job_queue_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::job_queue")),
-        notify_(opts.notify) {}
+        notify_(opts.notify), acquire_timeout_(opts.acquire_timeout) {
+    if (acquire_timeout_ && acquire_timeout_->count() <= 0) {
+      throw std::invalid_argument("lakh::pg::job_queue: acquire_timeout (" +
+                                  std::to_string(acquire_timeout_->count()) +
+                                  " ms) must be positive");
+    }
+  }
 
   /// Creates the table, its indexes and the token sequence if they do not exist. Safe to call
   /// from many processes at once (serialized by an advisory transaction lock).
-  void create_schema() {
+  void create_schema(std::stop_token st = {}) {
     const std::string base = detail::index_base(table_);
-    lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+    with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
@@ -212,22 +241,18 @@ public:
   /// Claims up to n runnable jobs of `queue` (pending, run_at reached) for `lease`, skipping
   /// rows locked by concurrent claims. Each gets attempts + 1 and a new fencing token.
   /// Returns them (possibly none) sorted by id. Commits on its own connection.
-  /// Blocks: for a pooled connection (as with_connection: up to the
-  /// pool's acquire_timeout, or until `st` is stopped), then a round trip, never on another
-  /// claimer's rows.
+  /// Blocks: for a pooled connection (up to acquire_timeout(), or until `st` is
+  /// stopped), then a round trip, never on another claimer's rows.
   /// @throws std::invalid_argument if n is not within 1..max_batch or lease is not positive,
   /// or on a bad queue name; pqxx errors; acquire_error. Allocates: the jobs.
   std::vector<claimed_job> claim(std::string_view queue, int n, std::chrono::milliseconds lease,
                                  std::stop_token st = {}) {
-    return lakh::pg::with_connection(
-        *pool_,
-        [&](pqxx::connection &c) {
-          pqxx::work w(c);
-          auto jobs = claim(w, queue, n, lease);
-          w.commit();
-          return jobs;
-        },
-        st);
+    return with_lease(st, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto jobs = claim(w, queue, n, lease);
+      w.commit();
+      return jobs;
+    });
   }
 
   /// claim() in the caller's transaction `w`: the jobs are the caller's once `w` commits
@@ -239,7 +264,8 @@ public:
                                  std::chrono::milliseconds lease) {
     check_lease(lease, "claim");
     return claim_rows(w, "claim", queue, n,
-                      "state = 'running', attempts = j.attempts + 1, lease_until = now() + " +
+                      "state = 'running', attempts = j.attempts + 1, lease_until = "
+                      "clock_timestamp() + " +
                           std::to_string(lease.count()) +
                           " * interval '1 millisecond', token = nextval('" + table_ +
                           "_token_seq')",
@@ -278,45 +304,61 @@ public:
   }
 
   /// Extends, in the caller's transaction, the lease of every job of `jobs` still running
-  /// with its token, to now() + lease; returns the ids extended (the others were rescued:
-  /// their workers should stop). One statement for any number of jobs.
+  /// with its token, to now + lease; returns the ids extended (with locked_rows::wait, the
+  /// others were rescued: their workers should stop; with skip, an id may also be missing
+  /// because another transaction held its row). One statement for any number of jobs; it
+  /// locks the rows in id order, so two heartbeats never deadlock each other.
+  /// Blocks: a round trip, and with locked_rows::wait on rows other transactions hold.
   /// @throws std::invalid_argument if lease is not positive; pqxx errors.
   std::vector<std::int64_t> heartbeat(pqxx::transaction_base &w,
                                       const std::vector<claimed_job> &jobs,
-                                      std::chrono::milliseconds lease) {
+                                      std::chrono::milliseconds lease,
+                                      locked_rows locked = locked_rows::wait) {
     check_lease(lease, "heartbeat");
-    return fenced_update_batch(w, jobs, "lease_until = now() + $3 * interval '1 millisecond'",
-                               static_cast<long long>(lease.count()));
+    if (jobs.empty()) {
+      return {};
+    }
+    const auto ids = int_array(jobs, &claimed_job::id);
+    const auto tokens = int_array(jobs, &claimed_job::token);
+    auto r =
+        w.exec_params("UPDATE " + table_ +
+                          " j SET lease_until = clock_timestamp() + $3 * "
+                          "interval '1 millisecond' WHERE j.id IN (SELECT t.id FROM " +
+                          table_ +
+                          " t JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, token) ON "
+                          "t.id = c.id AND t.token = c.token WHERE t.state = 'running' "
+                          "ORDER BY t.id FOR UPDATE OF t" +
+                          (locked == locked_rows::skip ? " SKIP LOCKED" : "") + ") RETURNING j.id",
+                      ids, tokens, static_cast<long long>(lease.count()));
+    return ids_of(r);
   }
 
-  /// Extends the job's lease to now() + lease, if the job is still running with its token.
+  /// Extends the job's lease to now + lease, if the job is still running with its token.
   /// Returns false when it is not (the lease expired and the job was rescued): stop working
   /// on it.
   /// @throws std::invalid_argument if lease is not positive; pqxx errors; acquire_error.
   bool heartbeat(const claimed_job &job, std::chrono::milliseconds lease, std::stop_token st = {}) {
     check_lease(lease, "heartbeat");
-    return fenced_update(st, "lease_until = now() + $3 * interval '1 millisecond'", job,
+    return fenced_update(st, "lease_until = clock_timestamp() + $3 * interval '1 millisecond'", job,
                          static_cast<long long>(lease.count()));
   }
 
   /// Marks the job done, if it is still running with its token; returns false (nothing
-  /// changed) otherwise. Commits on its own connection.
-  bool complete(const claimed_job &job, std::stop_token st = {}) {
-    return lakh::pg::with_connection(
-        *pool_,
-        [&](pqxx::connection &c) {
-          pqxx::work w(c);
-          const bool done = complete(w, job);
-          w.commit();
-          return done;
-        },
-        st);
+  /// changed: another worker owns the job now) otherwise. Commits on its own connection.
+  /// @throws pqxx errors; acquire_error.
+  [[nodiscard]] bool complete(const claimed_job &job, std::stop_token st = {}) {
+    return with_lease(st, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const bool done = complete(w, job);
+      w.commit();
+      return done;
+    });
   }
 
   /// Marks the job done in the caller's transaction `w`, if it is still running with its
   /// token; returns false otherwise (then roll back the job's effects: another worker owns
   /// the job now). Committing `w` commits the effects and the completion together.
-  bool complete(pqxx::transaction_base &w, const claimed_job &job) {
+  [[nodiscard]] bool complete(pqxx::transaction_base &w, const claimed_job &job) {
     auto r = w.exec_params("UPDATE " + table_ +
                                " SET state = 'done', finished_at = now(), lease_until = NULL "
                                "WHERE id = $1 AND token = $2 AND state = 'running'",
@@ -368,7 +410,7 @@ public:
             "claimed AS (UPDATE " +
             table_ +
             " j SET state = 'running', attempts = j.attempts + 1, "
-            "lease_until = now() + $5 * interval '1 millisecond', token = nextval('" +
+            "lease_until = clock_timestamp() + $5 * interval '1 millisecond', token = nextval('" +
             table_ +
             "_token_seq') WHERE j.id = ANY(ARRAY(SELECT id FROM next)) "
             "RETURNING j.id, j.payload, j.attempts, j.token, "
@@ -396,15 +438,12 @@ public:
   fail_outcome fail(const claimed_job &job, std::string_view error,
                     std::chrono::milliseconds backoff = std::chrono::seconds(1),
                     std::stop_token st = {}) {
-    return lakh::pg::with_connection(
-        *pool_,
-        [&](pqxx::connection &c) {
-          pqxx::work w(c);
-          const auto outcome = fail(w, job, error, backoff);
-          w.commit();
-          return outcome;
-        },
-        st);
+    return with_lease(st, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const auto outcome = fail(w, job, error, backoff);
+      w.commit();
+      return outcome;
+    });
   }
 
   /// fail() in the caller's transaction `w`. For a job of claim_done() (token 0) whose
@@ -414,10 +453,7 @@ public:
   /// @throws std::invalid_argument if backoff is negative; pqxx errors.
   fail_outcome fail(pqxx::transaction_base &w, const claimed_job &job, std::string_view error,
                     std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
-    if (backoff.count() < 0) {
-      throw std::invalid_argument("lakh::pg::job_queue::fail: backoff (" +
-                                  std::to_string(backoff.count()) + " ms) must not be negative");
-    }
+    check_backoff(backoff, "fail");
     // A claim_done() job is pending again after its rollback: this attempt is counted here
     // ($2 is the attempts it was claimed with); a leased job is fenced by its token ($2).
     const bool unleased = job.token == 0;
@@ -425,9 +461,9 @@ public:
     auto r = w.exec_params("UPDATE " + table_ + " SET attempts = " + counted +
                                ", state = CASE WHEN " + counted +
                                " >= max_attempts THEN 'dead' ELSE 'pending' END, "
-                               "run_at = now() + LEAST($3 * power(2, " +
-                               counted +
-                               " - 1), 86400000) * interval '1 millisecond', "
+                               "run_at = now() + " +
+                               backoff_sql(counted, "$3") +
+                               ", "
                                "finished_at = CASE WHEN " +
                                counted +
                                " >= max_attempts THEN now() END, "
@@ -443,30 +479,38 @@ public:
     return r[0][0].as<std::string>() == "dead" ? fail_outcome::dead : fail_outcome::retried;
   }
 
-  /// Returns running jobs whose lease has passed to pending (run now), or to dead when their
-  /// attempts are used up; their old tokens stop working. Returns how many were rescued.
-  /// Concurrent rescuers skip each other's rows.
-  std::size_t rescue_expired(std::stop_token st = {}) {
-    return lakh::pg::with_connection(
-        *pool_,
-        [&](pqxx::connection &c) {
-          pqxx::work w(c);
-          const auto n = rescue_expired(w);
-          w.commit();
-          return n;
-        },
-        st);
+  /// Returns running jobs whose lease has passed to pending, runnable after the backoff
+  /// fail() would give their attempts (now() + backoff * 2^(attempts - 1), capped at 1 day:
+  /// a job whose worker died, perhaps of that job, is not handed to the next worker at
+  /// once), or to dead when their attempts are used up; their old tokens stop working and
+  /// last_error is 'lease expired'. Returns how many were rescued. Concurrent rescuers skip
+  /// each other's rows.
+  /// @throws std::invalid_argument if backoff is negative; pqxx errors; acquire_error.
+  std::size_t rescue_expired(std::chrono::milliseconds backoff = std::chrono::seconds(1),
+                             std::stop_token st = {}) {
+    check_backoff(backoff, "rescue_expired");
+    return with_lease(st, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      const auto n = rescue_expired(w, backoff);
+      w.commit();
+      return n;
+    });
   }
 
   /// rescue_expired() in the caller's transaction `w`.
-  std::size_t rescue_expired(pqxx::transaction_base &w) {
-    auto r =
-        w.exec("UPDATE " + table_ +
-               " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
-               "END, run_at = now(), lease_until = NULL, last_error = 'lease expired', "
-               "finished_at = CASE WHEN attempts >= max_attempts THEN now() END "
-               "WHERE id IN (SELECT id FROM " +
-               table_ + " WHERE state = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED)");
+  std::size_t rescue_expired(pqxx::transaction_base &w,
+                             std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
+    check_backoff(backoff, "rescue_expired");
+    auto r = w.exec_params(
+        "UPDATE " + table_ +
+            " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
+            "END, run_at = now() + " +
+            backoff_sql("attempts", "$1") +
+            ", lease_until = NULL, last_error = 'lease expired', "
+            "finished_at = CASE WHEN attempts >= max_attempts THEN now() END "
+            "WHERE id IN (SELECT id FROM " +
+            table_ + " WHERE state = 'running' AND lease_until < now() FOR UPDATE SKIP LOCKED)",
+        static_cast<long long>(backoff.count()));
     return static_cast<std::size_t>(r.affected_rows());
   }
 
@@ -475,13 +519,13 @@ public:
   /// @throws std::invalid_argument on an unknown state or limit outside 1..max_batch; pqxx
   /// errors; acquire_error. Allocates: the jobs.
   std::vector<job_info> list(std::string_view state, std::string_view queue = {}, int limit = 100,
-                             std::int64_t after_id = 0) {
+                             std::int64_t after_id = 0, std::stop_token st = {}) {
     check_state(state, "list");
     if (limit < 1 || limit > max_batch) {
       throw std::invalid_argument("lakh::pg::job_queue::list: limit (" + std::to_string(limit) +
                                   ") must be within 1.." + std::to_string(max_batch));
     }
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+    return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("SELECT id, queue, payload, unique_key, state, attempts, "
                              "max_attempts, last_error FROM " +
@@ -506,8 +550,9 @@ public:
 
   /// A dead job runs again: pending now with its attempts reset (its last error kept until
   /// it fails again). False when the job is not dead (or its unique key is live again).
-  bool retry_dead(std::int64_t id) {
-    return admin("UPDATE " + table_ +
+  bool retry_dead(std::int64_t id, std::stop_token st = {}) {
+    return admin(st,
+                 "UPDATE " + table_ +
                      " j SET state = 'pending', attempts = 0, run_at = now(), finished_at = "
                      "NULL WHERE id = $1 AND state = 'dead' AND NOT EXISTS (SELECT 1 FROM " +
                      table_ +
@@ -518,33 +563,38 @@ public:
 
   /// A pending job will not run: dead, with last_error 'cancelled'. A running job cannot be
   /// cancelled here (its worker decides); false then, or when there is no such pending job.
-  bool cancel(std::int64_t id) {
-    return admin("UPDATE " + table_ +
+  bool cancel(std::int64_t id, std::stop_token st = {}) {
+    return admin(st,
+                 "UPDATE " + table_ +
                      " SET state = 'dead', last_error = 'cancelled', finished_at = now() "
                      "WHERE id = $1 AND state = 'pending'",
                  id);
   }
 
   /// Deletes a dead job. False when there is no such dead job.
-  bool delete_dead(std::int64_t id) {
-    return admin("DELETE FROM " + table_ + " WHERE id = $1 AND state = 'dead'", id);
+  bool delete_dead(std::int64_t id, std::stop_token st = {}) {
+    return admin(st, "DELETE FROM " + table_ + " WHERE id = $1 AND state = 'dead'", id);
   }
 
   /// The NOTIFY channel of this queue's table (with options().notify): the table's name.
   [[nodiscard]] const std::string &channel() const noexcept { return table_; }
 
-  /// Deletes up to `limit` done jobs that finished more than `older_than` ago; returns how
-  /// many.
-  /// @throws std::invalid_argument if limit < 1; pqxx errors.
-  std::size_t delete_finished(std::chrono::milliseconds older_than, int limit = 10000) {
+  /// Deletes up to `limit` done jobs (and dead ones with finished_jobs::done_and_dead) that
+  /// finished more than `older_than` ago; returns how many.
+  /// @throws std::invalid_argument if limit < 1; pqxx errors; acquire_error.
+  std::size_t delete_finished(std::chrono::milliseconds older_than, int limit = 10000,
+                              finished_jobs which = finished_jobs::done, std::stop_token st = {}) {
     if (limit < 1) {
       throw std::invalid_argument("lakh::pg::job_queue::delete_finished: limit (" +
                                   std::to_string(limit) + ") must be at least 1");
     }
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+    const std::string states =
+        which == finished_jobs::done ? "state = 'done'" : "state IN ('done', 'dead')";
+    return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
       auto r = w.exec_params("DELETE FROM " + table_ + " WHERE id IN (SELECT id FROM " + table_ +
-                                 " WHERE state = 'done' AND finished_at < now() - $1 * "
+                                 " WHERE " + states +
+                                 " AND finished_at < now() - $1 * "
                                  "interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
                              static_cast<long long>(older_than.count()), limit);
       w.commit();
@@ -554,8 +604,8 @@ public:
 
   /// Counts by state (all queues), the oldest runnable job's age, the table's dead tuples and
   /// the oldest open transaction's age.
-  job_queue_health health() {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+  job_queue_health health(std::stop_token st = {}) {
+    return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
       job_queue_health h;
       for (const auto &row : w.exec("SELECT state, count(*) FROM " + table_ + " GROUP BY state")) {
@@ -587,6 +637,15 @@ public:
 
   /// The table name.
   [[nodiscard]] const std::string &table() const noexcept { return table_; }
+
+  /// job_queue_options::acquire_timeout.
+  [[nodiscard]] std::optional<std::chrono::milliseconds> acquire_timeout() const noexcept {
+    return acquire_timeout_;
+  }
+
+  /// The largest exponent of the backoff: 2^30 ms is past its cap of a day, and the float8
+  /// power() overflows (22003) from 2^1024 on.
+  static constexpr int max_backoff_exponent = 30;
 
 private:
   /// The first column of every row, as ids.
@@ -659,13 +718,50 @@ private:
     }
   }
 
-  bool admin(const std::string &sql, std::int64_t id) {
-    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+  bool admin(std::stop_token st, const std::string &sql, std::int64_t id) {
+    return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
       const bool changed = w.exec_params(sql, id).affected_rows() == 1;
       w.commit();
       return changed;
     });
+  }
+
+  /// Calls f(connection) on a pooled connection leased for up to acquire_timeout_ (or as
+  /// pool::acquire_default when it is unset) or until `st` is stopped, as with_connection.
+  /// @throws acquire_error when no connection came; what f throws.
+  template <class F>
+  auto with_lease(std::stop_token st, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
+    auto lease = acquire_timeout_ ? pool_->acquire_for(*acquire_timeout_, std::move(st))
+                                  : pool_->acquire_default(std::move(st));
+    if (!lease) {
+      throw acquire_error(lease.status(), pool_->target());
+    }
+    try {
+      return f(*lease);
+    } catch (const pqxx::broken_connection &) {
+      lease.mark_broken();
+      throw;
+    } catch (...) {
+      if (!lease->is_open()) {
+        lease.mark_broken();
+      }
+      throw;
+    }
+  }
+
+  /// The backoff in SQL, an interval: base (`param`, milliseconds) * 2^(attempts - 1), the
+  /// exponent capped so that power() cannot overflow, the whole capped at a day.
+  static std::string backoff_sql(const std::string &attempts, const char *param) {
+    return "LEAST(" + std::string(param) + " * power(2, LEAST(" + attempts + " - 1, " +
+           std::to_string(max_backoff_exponent) + ")), 86400000) * interval '1 millisecond'";
+  }
+
+  static void check_backoff(std::chrono::milliseconds backoff, const char *fn) {
+    if (backoff.count() < 0) {
+      throw std::invalid_argument(std::string("lakh::pg::job_queue::") + fn + ": backoff (" +
+                                  std::to_string(backoff.count()) + " ms) must not be negative");
+    }
   }
 
   static void check_lease(std::chrono::milliseconds lease, const char *fn) {
@@ -696,17 +792,14 @@ private:
   template <class... Args>
   bool fenced_update(std::stop_token st, const std::string &set, const claimed_job &job,
                      Args &&...args) {
-    return lakh::pg::with_connection(
-        *pool_,
-        [&](pqxx::connection &c) {
-          pqxx::work w(c);
-          auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
-                                     " WHERE id = $1 AND token = $2 AND state = 'running'",
-                                 job.id, job.token, std::forward<Args>(args)...);
-          w.commit();
-          return r.affected_rows() == 1;
-        },
-        st);
+    return with_lease(st, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
+                                 " WHERE id = $1 AND token = $2 AND state = 'running'",
+                             job.id, job.token, std::forward<Args>(args)...);
+      w.commit();
+      return r.affected_rows() == 1;
+    });
   }
 
   /// In `w`, applies `set` (SQL; $3... are `args`) to every job of `jobs` still running with
@@ -731,6 +824,7 @@ private:
   pool *pool_;
   std::string table_;
   bool notify_;
+  std::optional<std::chrono::milliseconds> acquire_timeout_;
 };
 
 } // namespace lakh::pg

@@ -83,7 +83,8 @@ struct job_worker_options {
   /// How long an idle worker sleeps when no notification comes (the polling fallback).
   std::chrono::milliseconds poll{std::chrono::seconds(1)};
   bool listen = true; ///< LISTEN for enqueues (needs job_queue_options::notify)
-  /// fail()'s backoff base: retry n waits backoff * 2^(n-1).
+  /// fail()'s backoff base: retry n waits backoff * 2^(n-1) (capped at a day); a job rescued
+  /// after its lease expired waits the same.
   std::chrono::milliseconds backoff{std::chrono::seconds(1)};
   /// How often rescue, pruning and periodic enqueues run (one process at a time).
   std::chrono::milliseconds maintenance{std::chrono::seconds(5)};
@@ -651,7 +652,9 @@ private:
       return;
     }
     pqxx::work w(c);
-    (void)queue_->heartbeat(w, jobs, opts_.lease);
+    // A row another transaction holds is being completed, failed or released by its worker:
+    // skipped, so the beat never waits on (nor deadlocks with) a worker's transaction.
+    (void)queue_->heartbeat(w, jobs, opts_.lease, locked_rows::skip);
     w.commit();
   }
 
@@ -663,7 +666,7 @@ private:
              .as<bool>()) {
       return;
     }
-    add(rescued_, queue_->rescue_expired(w));
+    add(rescued_, queue_->rescue_expired(w, opts_.backoff));
     if (opts_.keep_done.count() > 0) {
       w.exec_params("DELETE FROM " + queue_->table() + " WHERE id IN (SELECT id FROM " +
                         queue_->table() +
