@@ -59,6 +59,23 @@ struct pg_outbox {
     return id;
   }
   void wait_ready(std::size_t n) { lakh::test::wait_eligible(pool, box, n); }
+  // The first `limit` rows as events (without headers), published or not.
+  std::vector<lakh::pg::outbox_event> rows(int limit) {
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    std::vector<lakh::pg::outbox_event> out;
+    for (const auto &row : tx.exec_params("SELECT id, topic, key, payload, uuid::text FROM " +
+                                              box.table() + " ORDER BY id LIMIT $1",
+                                          limit)) {
+      out.push_back({row[0].as<std::int64_t>(),
+                     row[1].as<std::string>(),
+                     row[2].as<std::string>(),
+                     row[3].as<std::string>(),
+                     {},
+                     row[4].as<std::string>()});
+    }
+    return out;
+  }
 };
 
 } // namespace
@@ -110,33 +127,22 @@ TEST_CASE("nats.outbox.relay_to_jetstream_once_in_key_order_with_headers" * doct
     }
   }
   CHECK(ids.size() == static_cast<std::size_t>(n));
-  CHECK(ids.count(pub.message_id(1)) == 1); // a fresh table: ids 1..n
-  CHECK(ids.count(pub.message_id(n)) == 1);
+  const auto rows = db.rows(n);
+  CHECK(ids.count(pub.message_id(rows.front())) == 1);
+  CHECK(ids.count(pub.message_id(rows.back())) == 1);
   CHECK(in_order);
   CHECK(with_headers == n);
 
   // A relay that crashed after publishing and before marking sends the same ids again:
   // JetStream acknowledges them as duplicates (PubAck.Duplicate) and stores nothing new.
-  std::vector<lakh::pg::outbox_event> again;
-  {
-    auto c = db.pool.acquire();
-    pqxx::nontransaction tx(*c);
-    for (const auto &row : tx.exec("SELECT id, topic, key, payload FROM " + db.box.table() +
-                                   " ORDER BY id LIMIT 100")) {
-      again.push_back({row[0].as<std::int64_t>(),
-                       row[1].as<std::string>(),
-                       row[2].as<std::string>(),
-                       row[3].as<std::string>(),
-                       {}});
-    }
-  }
+  const auto again = db.rows(100);
   std::vector<lakh::pg::publish_outcome> outcomes(again.size(), lakh::pg::publish_outcome::failed);
   pub.publish(again, outcomes);
   CHECK(std::count(outcomes.begin(), outcomes.end(), lakh::pg::publish_outcome::duplicate) == 100);
   CHECK(js.stream_messages(stream) == static_cast<std::uint64_t>(n));
 
   // The same through the raw batch API.
-  std::vector<lakh::nats::message> raw{{subject, "x", pub.message_id(again[0].id)},
+  std::vector<lakh::nats::message> raw{{subject, "x", pub.message_id(again[0])},
                                        {subject, "fresh", "fresh-" + tag()}};
   const auto r = js.publish_batch(raw);
   CHECK(r.status == std::vector<lakh::nats::ack_status>{lakh::nats::ack_status::duplicate,
@@ -214,10 +220,7 @@ TEST_CASE("nats.outbox.end_to_end_exactly_once_with_the_inbox" * doctest::timeou
     (void)relay.run_once();
   }
   { // a relay that lost its marks publishes the first 20 again: all duplicates
-    std::vector<lakh::pg::outbox_event> again;
-    for (std::int64_t id = 1; id <= 20; ++id) {
-      again.push_back({id, subject, "k", std::to_string(id - 1), {}});
-    }
+    const auto again = db.rows(20);
     std::vector<lakh::pg::publish_outcome> out(again.size(), lakh::pg::publish_outcome::failed);
     pub.publish(again, out);
     CHECK(std::count(out.begin(), out.end(), lakh::pg::publish_outcome::duplicate) == 20);
@@ -295,4 +298,40 @@ TEST_CASE("nats.jetstream.streams_and_bad_input" * doctest::timeout(60)) {
 TEST_CASE("nats.connect_error_names_the_server") {
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1"),
                        doctest::Contains("nats://127.0.0.1:1"), lakh::nats::nats_error);
+}
+
+TEST_CASE("nats.outbox.recreated_table_does_not_reuse_event_identities" * doctest::timeout(120)) {
+  // The outbox table is recreated (as after a restore, or a failover to a replica that lacked
+  // the tail): its sequence hands id 1 to a new event. The new event has its own identity, so
+  // JetStream stores it instead of answering Duplicate, and an inbox processes it.
+  const std::string stream = "LAKH_IDENT_" + tag();
+  const std::string subject = "lakhident" + tag() + ".invoice";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream scratch(js, {stream, {subject}});
+  lakh::nats::outbox_publisher pub(js, {"ident" + tag() + "-"});
+  std::vector<std::string> ids;
+  for (const char *payload : {"before", "after"}) {
+    pg_outbox db("outbox_ident_" + tag()); // dropped and created afresh
+    CHECK(db.add(subject, "k", payload) == 1);
+    db.wait_ready(1);
+    lakh::pg::outbox_relay relay(db.box, pub, {10});
+    CHECK(relay.run_once().published == 1);
+    CHECK(relay.metrics().duplicates.value() == 0);
+  }
+  REQUIRE(js.stream_messages(stream) == 2);
+  const auto m1 = lakh::test::get_message(js, stream, 1);
+  const auto m2 = lakh::test::get_message(js, stream, 2);
+  CHECK(m2.payload == "after");
+  CHECK(m1.id != m2.id);
+  // A consumer keys its inbox on the message id: both events are first deliveries.
+  lakh::pg::pool pool(lakh::test::database_url(), 2);
+  lakh::pg::inbox inbox(pool, {"inbox_ident_" + tag()});
+  inbox.create_schema();
+  auto c = pool.acquire();
+  {
+    pqxx::work w(*c);
+    CHECK(inbox.first_deliveries(w, "billing", {m1.id, m2.id}) == std::vector<bool>{true, true});
+  }
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP TABLE IF EXISTS " + inbox.table());
 }

@@ -123,6 +123,38 @@ TEST_CASE("pg.outbox.events_exist_only_if_the_transaction_committed") {
   CHECK(f.box.pending() == 0);
 }
 
+TEST_CASE("pg.outbox.each_event_has_a_random_identity_also_in_an_older_table") {
+  fixture f;
+  { // the table as an older lakh created it, holding two events
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    w.exec("DROP TABLE " + f.box.table());
+    w.exec("CREATE TABLE " + f.box.table() +
+           " (id bigserial PRIMARY KEY, topic text NOT NULL, key text NOT NULL, "
+           "payload text NOT NULL, headers text[], "
+           "xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+           "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)");
+    w.exec("INSERT INTO " + f.box.table() +
+           " (topic, key, payload) VALUES ('t', 'k', 'old1'), ('t', 'k', 'old2')");
+    w.commit();
+  }
+  f.box.create_schema();
+  f.box.create_schema(); // idempotent
+  (void)f.add("k", "new");
+  f.wait_eligible(3);
+  auto c = f.pool.acquire();
+  pqxx::work w(*c);
+  const auto events = f.box.ready(w, 10);
+  REQUIRE(events.size() == 3);
+  std::set<std::string> uuids;
+  for (const auto &e : events) {
+    CHECK(e.uuid.size() == 36); // 8-4-4-4-12 hex digits
+    uuids.insert(e.uuid);
+  }
+  CHECK(uuids.size() == 3);
+  CHECK(f.box.ready(w, 10)[0].uuid == events[0].uuid); // fixed, not drawn per read
+}
+
 TEST_CASE("pg.outbox.out_of_order_commit_is_held_back_not_skipped" * doctest::timeout(60)) {
   fixture f;
   recording_publisher pub;

@@ -1,6 +1,6 @@
 #pragma once
 // lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's publisher for NATS JetStream. Each event
-// goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event id>", so
+// goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event uuid>", so
 // JetStream drops what an at-least-once relay sends twice; key_order::strict keeps a key's
 // events in order even when a publish fails. Needs both targets, lakh::pg and lakh::nats.
 // Docs: docs/outbox.md.
@@ -34,7 +34,7 @@ enum class key_order : std::uint8_t {
 
 /// Settings of an outbox_publisher.
 struct outbox_publisher_options {
-  std::string id_prefix;                       ///< keeps outboxes apart ("billing-")
+  std::string id_prefix;                       ///< put before the uuid ("billing-")
   key_order order = key_order::strict;         ///< see key_order
   std::chrono::milliseconds ack_timeout{5000}; ///< per wave; > 0
 };
@@ -110,14 +110,15 @@ public:
   /// Thread-safety: the publishing thread.
   [[nodiscard]] const std::string &last_error() const noexcept { return last_error_; }
 
-  /// The Nats-Msg-Id of event `id`. Thread-safety: safe.
-  [[nodiscard]] std::string message_id(std::int64_t id) const {
-    return opts_.id_prefix + std::to_string(id);
+  /// The Nats-Msg-Id of `e`: the prefix and the event's uuid (consumers key their inbox on
+  /// it). Thread-safety: safe.
+  [[nodiscard]] std::string message_id(const lakh::pg::outbox_event &e) const {
+    return opts_.id_prefix + e.uuid;
   }
 
 private:
   message to_message(const lakh::pg::outbox_event &e) const {
-    message m{e.topic, e.payload, message_id(e.id), {}};
+    message m{e.topic, e.payload, message_id(e), {}};
     m.headers.reserve(e.headers.size());
     for (const auto &h : e.headers) {
       m.headers.push_back({h.name, h.value});

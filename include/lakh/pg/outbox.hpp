@@ -34,11 +34,14 @@ struct outbox_header {
 
 /// An event as the relay hands it to a publisher.
 struct outbox_event {
-  std::int64_t id = 0;                ///< unique, increasing in insertion order: the dedupe id
+  std::int64_t id = 0;                ///< increasing in insertion order: the relay's order
   std::string topic;                  ///< e.g. a NATS subject "invoice.issued"
   std::string key;                    ///< ordering key (docs/outbox.md, per-key order)
   std::string payload;                ///< text (JSON, or base64 for binary)
   std::vector<outbox_header> headers; ///< in the order given to enqueue
+  /// The event's identity, a random UUID fixed at enqueue ("8c0d...-..."): the dedupe id
+  /// (a restored or recreated table hands out `id`s again, never identities).
+  std::string uuid;
 };
 
 /// What a broker said about one event.
@@ -99,8 +102,8 @@ public:
         delete_published_(opts.delete_published) {}
 
   /// Creates the schema (if qualified), the table and its partial index if missing; adds
-  /// columns a table from an older lakh lacks. Safe to run from many processes at once (an
-  /// advisory lock serializes them). Blocks: a few round trips.
+  /// columns a table from an older lakh lacks (existing rows get a fresh uuid each). Safe to run
+  /// from many processes at once (an advisory lock serializes them). Blocks: a few round trips.
   /// @throws pqxx errors; acquire_error if no connection could be leased.
   void create_schema() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
@@ -113,8 +116,11 @@ public:
              " (id bigserial PRIMARY KEY, topic text NOT NULL, key text NOT NULL, "
              "payload text NOT NULL, headers text[], "
              "xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
-             "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)");
+             "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, "
+             "uuid uuid NOT NULL DEFAULT gen_random_uuid())");
       w.exec("ALTER TABLE " + table_ + " ADD COLUMN IF NOT EXISTS headers text[]");
+      w.exec("ALTER TABLE " + table_ +
+             " ADD COLUMN IF NOT EXISTS uuid uuid NOT NULL DEFAULT gen_random_uuid()");
       w.exec("CREATE INDEX IF NOT EXISTS " + detail::index_base(table_) + "_unpublished ON " +
              table_ + " (id) WHERE published_at IS NULL");
       w.commit();
@@ -212,7 +218,7 @@ private:
     auto r = tx.exec_params(
         "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
         "SELECT id, topic, key, payload, headers, xid < s.xmin, "
-        "extract(epoch FROM clock_timestamp() - created_at)::float8 FROM " +
+        "extract(epoch FROM clock_timestamp() - created_at)::float8, uuid::text FROM " +
             table_ +
             ", s WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
         limit, exclude);
@@ -229,7 +235,8 @@ private:
                      row[1].as<std::string>(),
                      row[2].as<std::string>(),
                      row[3].as<std::string>(),
-                     {}};
+                     {},
+                     row[7].as<std::string>()};
       if (!row[4].is_null()) {
         e.headers = parse_headers(row[4]);
       }
