@@ -33,7 +33,8 @@ std::string tag() {
 struct pg_outbox {
   lakh::pg::pool pool{lakh::test::database_url(), 4};
   lakh::pg::outbox box;
-  explicit pg_outbox(const std::string &table) : box(pool, {table}) {
+  explicit pg_outbox(const std::string &table, std::size_t max_payload = std::size_t{1} << 20)
+      : box(pool, {table, false, max_payload}) {
     drop();
     box.create_schema();
   }
@@ -334,4 +335,62 @@ TEST_CASE("nats.outbox.recreated_table_does_not_reuse_event_identities" * doctes
   }
   pqxx::nontransaction tx(*c);
   tx.exec("DROP TABLE IF EXISTS " + inbox.table());
+}
+
+TEST_CASE("nats.outbox.poison_events_are_parked_and_other_keys_flow" * doctest::timeout(120)) {
+  // a1 goes to a subject no stream covers, b1 is over the server's max_payload (1 MiB): the
+  // broker refuses both for good. Key a has more events waiting than a batch holds. Without
+  // parking every round was a1..a4 again, and c1..c3 never went out.
+  const std::string stream = "LAKH_POISON_" + tag();
+  const std::string base = "lakhpoison" + tag();
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream scratch(js, {stream, {base + ".ok.>"}, lakh::nats::storage::memory});
+  pg_outbox db("outbox_poison_" + tag(), 2U << 20); // enqueue lets b1 in
+  const auto a1 = db.add(base + ".nostream", "a", "a1");
+  for (int i = 2; i <= 5; ++i) {
+    (void)db.add(base + ".ok.x", "a", "a" + std::to_string(i));
+  }
+  const auto b1 = db.add(base + ".ok.x", "b", std::string((1 << 20) + 1, 'b'));
+  for (int i = 1; i <= 3; ++i) {
+    (void)db.add(base + ".ok.x", "c", "c" + std::to_string(i));
+  }
+  db.wait_ready(9);
+  lakh::nats::outbox_publisher pub(js, {"p" + tag() + "-", lakh::nats::key_order::strict, 2s});
+  lakh::pg::outbox_relay_options opts;
+  opts.batch = 4;
+  opts.park_after = 2;
+  lakh::pg::outbox_relay relay(db.box, pub, opts);
+  for (int round = 0; round < 20 && (js.stream_messages(stream) < 3 || db.box.parked().size() < 2);
+       ++round) {
+    (void)relay.run_once();
+  }
+  REQUIRE(js.stream_messages(stream) == 3);
+  CHECK(lakh::test::get_message(js, stream, 1).payload == "c1");
+  CHECK(lakh::test::get_message(js, stream, 3).payload == "c3");
+  CHECK(db.box.pending() == 4); // a2..a5 wait behind a1
+  CHECK(relay.metrics().parked.value() == 2);
+  const auto parked = db.box.parked();
+  REQUIRE(parked.size() == 2);
+  CHECK(parked[0].event.id == a1);
+  CHECK(parked[0].attempts == 2);
+  CHECK(parked[0].last_error.find("No responders") != std::string::npos);
+  CHECK(parked[0].failed_at > std::chrono::system_clock::now() - 60s);
+  CHECK(parked[1].event.id == b1);
+  CHECK(parked[1].last_error.find("Maximum Payload") != std::string::npos);
+  CHECK(parked[1].last_error.find("1048577 bytes") != std::string::npos);
+  CHECK(relay.run_once().ready == 0); // nothing but the parked keys left
+
+  // A stream for a1's subject: retried, a1 goes out, then a2..a5 in order. b1 is dropped.
+  lakh::test::scratch_stream fixed(js, {stream + "_NS", {base + ".nostream"}});
+  CHECK(db.box.retry_parked(std::vector<std::int64_t>{a1, 12345}) == 1);
+  CHECK(db.box.drop_parked(std::vector<std::int64_t>{b1}) == 1);
+  CHECK(db.box.parked().empty());
+  db.wait_ready(5);
+  CHECK(relay.run_once().published == 4); // a1..a4: a batch
+  CHECK(relay.run_once().published == 1);
+  CHECK(js.stream_messages(stream + "_NS") == 1);
+  CHECK(js.stream_messages(stream) == 7);
+  CHECK(lakh::test::get_message(js, stream, 4).payload == "a2");
+  CHECK(lakh::test::get_message(js, stream, 7).payload == "a5");
+  CHECK(db.box.pending() == 0);
 }

@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -484,6 +485,35 @@ TEST_CASE("pg.outbox.run_backs_off_on_failures_and_stops_on_request" * doctest::
   CHECK_FALSE(relay.active()); // run() gave the lock up
 }
 
+TEST_CASE("pg.outbox.run_backs_off_per_key_and_other_keys_flow" * doctest::timeout(120)) {
+  // Key a's event fails on every publish. Its pause grows (up to 4 s), but it is a's alone:
+  // each event of key b goes out within the idle pause, not after a's backoff.
+  fixture f;
+  recording_publisher pub;
+  pub.fail_ids = {f.add("a", "failing")};
+  lakh::pg::outbox_relay_options opts;
+  opts.idle = 5ms;
+  opts.backoff_base = 400ms;
+  opts.backoff_cap = 4s;
+  lakh::pg::outbox_relay_thread relay(f.box, pub, opts);
+  std::this_thread::sleep_for(1500ms); // a has failed a few times
+  for (int i = 0; i < 5; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto id = f.add("b", "b" + std::to_string(i));
+    auto published = [&] {
+      const auto ids = pub.ids();
+      return std::find(ids.begin(), ids.end(), id) != ids.end();
+    };
+    while (!published() && std::chrono::steady_clock::now() - start < 20s) {
+      std::this_thread::sleep_for(5ms);
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  }
+  CHECK(relay.metrics().failed.value() >= 2);
+  relay.stop();
+  CHECK(f.box.pending() == 1);
+}
+
 TEST_CASE("pg.outbox.relay_thread_runs_until_stopped_then_hands_over" * doctest::timeout(60)) {
   fixture f;
   recording_publisher pub1;
@@ -582,6 +612,20 @@ TEST_CASE("pg.outbox.bad_input") {
   const std::vector<lakh::pg::outbox_header> too_many(65, {"X-A", "v"});
   CHECK_THROWS_AS((void)f.box.enqueue(w, "t", "k", "p", too_many), std::invalid_argument);
   CHECK_THROWS_AS((void)f.box.ready(w, 0), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "t", "k", std::string((1 << 20) + 1, 'p')),
+                       "lakh::pg::outbox::enqueue: payload (1048577 bytes) exceeds max_payload "
+                       "(1048576 bytes)",
+                       std::invalid_argument);
+  lakh::pg::outbox small(f.pool, {f.box.table(), false, 10});
+  CHECK_THROWS_AS((void)small.enqueue(w, "t", "k", "01234567890"), std::invalid_argument);
+  lakh::pg::outbox_relay_options no_park;
+  no_park.park_after = 0;
+  CHECK_THROWS_WITH_AS(lakh::pg::outbox_relay(f.box, pub, no_park),
+                       "lakh::pg::outbox_relay: park_after (0) must be at least 1",
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)f.box.parked(0), std::invalid_argument);
   w.commit();
   CHECK(f.box.pending() == 0); // nothing half-written
+  CHECK(f.box.parked().empty());
+  CHECK(f.box.retry_parked({}) == 0);
 }

@@ -55,8 +55,9 @@ public:
   }
 
   /// Publishes the events (in waves per key with key_order::strict) and reports each one:
-  /// acked, duplicate (JetStream had the id), failed, or not_sent (an earlier event of its
-  /// key failed). Blocks: until every wave is acknowledged or timed out.
+  /// acked, duplicate (JetStream had the id), failed, rejected (ack_status::refused: no
+  /// stream for its subject, or over the server's max_payload), or not_sent (an earlier event
+  /// of its key failed). Blocks: until every wave is acknowledged or timed out.
   /// @throws std::bad_alloc only.
   void publish(std::span<const lakh::pg::outbox_event> events,
                std::span<lakh::pg::publish_outcome> outcomes) override {
@@ -73,6 +74,7 @@ public:
       }
     }
     failed_keys_.clear();
+    errors_.assign(events.size(), std::string());
     for (std::size_t w = 0; w < waves; ++w) {
       batch_.clear();
       positions_.clear();
@@ -101,9 +103,22 @@ public:
           outcomes[i] = publish_outcome::failed;
           failed_keys_.insert(events[i].key);
           break;
+        case ack_status::refused:
+          outcomes[i] = publish_outcome::rejected;
+          failed_keys_.insert(events[i].key);
+          break;
+        }
+        if (!r.errors.empty()) {
+          errors_[i] = r.errors[j];
         }
       }
     }
+  }
+
+  /// Why event `i` of the last publish() failed (names the server and cnats's status).
+  /// Thread-safety: the publishing thread.
+  [[nodiscard]] std::string error(std::size_t i) const override {
+    return i < errors_.size() ? errors_[i] : std::string();
   }
 
   /// The last failure's text (names the server and cnats's status), empty if none yet.
@@ -134,6 +149,7 @@ private:
   std::vector<message> batch_;
   std::vector<std::size_t> positions_;
   std::string last_error_;
+  std::vector<std::string> errors_; // per event of the last publish
 };
 
 } // namespace lakh::nats
