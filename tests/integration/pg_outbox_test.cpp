@@ -573,6 +573,44 @@ TEST_CASE("pg.outbox.lag_metric_reports_a_held_back_event") {
   CHECK(pub.ids() == std::vector<std::int64_t>{id});
 }
 
+TEST_CASE("pg.outbox.lag_grows_while_the_relay_is_stuck" * doctest::timeout(60)) {
+  // The publisher hangs (as on a half-open connection): the relay makes no progress, and
+  // the lag a monitor reads must keep growing instead of freezing at its last value.
+  fixture f;
+  struct stuck_publisher : lakh::pg::outbox_publisher {
+    std::atomic<bool> entered{false};
+    std::atomic<bool> release{false};
+    void publish(std::span<const lakh::pg::outbox_event>,
+                 std::span<lakh::pg::publish_outcome> outcomes) override {
+      entered = true;
+      while (!release) {
+        std::this_thread::sleep_for(1ms);
+      }
+      std::fill(outcomes.begin(), outcomes.end(), lakh::pg::publish_outcome::acked);
+    }
+  } pub;
+  (void)f.add("k", "stuck");
+  lakh::pg::outbox_relay_thread relay(f.box, pub);
+  while (!pub.entered) {
+    std::this_thread::sleep_for(1ms);
+  }
+  const auto age1 = f.box.oldest_pending_age();
+  const auto since1 = relay.metrics().since_last_round();
+  std::this_thread::sleep_for(400ms);
+  CHECK(f.box.oldest_pending_age() >= age1 + 300ms);
+  CHECK(relay.metrics().since_last_round() >= since1 + 300ms);
+  CHECK(relay.metrics().since_last_round() >= 300ms);
+  pub.release = true;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (f.box.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(f.box.oldest_pending_age() == 0ms); // nothing waits
+  std::this_thread::sleep_for(200ms);       // idle rounds go on
+  CHECK(relay.metrics().since_last_round() < 2s);
+  relay.stop();
+}
+
 TEST_CASE("pg.outbox.bad_input") {
   fixture f;
   recording_publisher pub;

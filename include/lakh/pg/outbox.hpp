@@ -207,6 +207,24 @@ public:
     });
   }
 
+  /// How long the oldest committed unpublished event (the lowest id, parked ones excluded)
+  /// has waited, by the database's clock; 0 when none waits. It grows while no relay makes
+  /// progress (stopped, hung, or standing by without an active one), unlike the relay's own
+  /// gauges: call it from a monitor on its own pooled connection. Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error.
+  std::chrono::milliseconds oldest_pending_age() {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::nontransaction tx(c);
+      const auto r = tx.exec("SELECT (extract(epoch FROM clock_timestamp() - created_at) * "
+                             "1000)::bigint FROM " +
+                             table_ +
+                             " WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id "
+                             "LIMIT 1");
+      return std::chrono::milliseconds(
+          r.empty() ? 0 : std::max<std::int64_t>(0, r[0][0].as<std::int64_t>()));
+    });
+  }
+
   /// The parked events, in id order, at most `limit`. Blocks: a round trip.
   /// @throws std::invalid_argument if limit < 1; pqxx errors, acquire_error.
   std::vector<parked_event> parked(int limit = 1000) {

@@ -15,6 +15,7 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -35,7 +36,9 @@
 namespace lakh::pg {
 
 /// A relay's counters: plain atomics, readable from any thread while the relay runs (e.g. by
-/// a /metrics endpoint; lakh::registry can expose them under your names).
+/// a /metrics endpoint; lakh::registry can expose them under your names). lag_ms is set by
+/// the relay and so stops moving when the relay does; since_last_round() and
+/// outbox::oldest_pending_age() keep growing then (alert on them).
 struct outbox_relay_metrics {
   lakh::counter published;  ///< events marked published (acknowledged, duplicates included)
   lakh::counter duplicates; ///< of which the broker reported as duplicates (republished ids)
@@ -43,6 +46,20 @@ struct outbox_relay_metrics {
   lakh::counter parked;     ///< events parked: refused for good park_after times
   lakh::counter rounds;     ///< rounds that held the relay lock
   lakh::gauge lag_ms;       ///< age of the oldest unpublished visible event at the last round
+
+  /// Time since the relay last completed a round (active or standing by), or since the
+  /// metrics were created if it never did: computed when read, so it grows while the relay is
+  /// stuck (a hung broker or database connection).
+  [[nodiscard]] std::chrono::milliseconds since_last_round() const noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now().time_since_epoch() -
+        std::chrono::nanoseconds(last_round_ns.load(std::memory_order_relaxed)));
+  }
+
+  /// steady_clock time of the last completed round, in ns since its epoch.
+  std::atomic<std::int64_t> last_round_ns{std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now().time_since_epoch())
+                                              .count()};
 };
 
 /// Settings of a relay.
@@ -344,16 +361,25 @@ private:
     outbox_round round;
     try {
       if (!lock_ && !take_lock()) {
+        note_round(); // standing by is progress too: the relay is not stuck
         return round;
       }
       round.active = true;
       metrics_.rounds.add();
       body(round);
+      note_round();
       return round;
     } catch (...) {
       drop_lock();
       throw;
     }
+  }
+
+  void note_round() noexcept {
+    metrics_.last_round_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count(),
+                                 std::memory_order_relaxed);
   }
 
   void drop_lock() noexcept {
