@@ -73,7 +73,7 @@ struct outbox_relay_options {
   /// failure the prefetched batch is dropped and the next round starts afresh.
   bool overlap = true;
   /// Refusals (publish_outcome::rejected) after which an event is parked, >= 1.
-  int park_after = 3;
+  int park_after = 10;
 };
 
 /// What one relay round did.
