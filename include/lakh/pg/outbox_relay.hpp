@@ -166,6 +166,7 @@ public:
     pacing_ = true;
     while (!st.stop_requested()) {
       std::chrono::nanoseconds pause{0};
+      publisher_threw_ = false; // set by this round's publish, if it has one
       try {
         const auto r = opts_.overlap ? overlapped_round(pipe) : run_once();
         if (publisher_threw_) {
