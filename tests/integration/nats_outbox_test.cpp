@@ -33,7 +33,8 @@ std::string tag() {
 struct pg_outbox {
   lakh::pg::pool pool{lakh::test::database_url(), 4};
   lakh::pg::outbox box;
-  explicit pg_outbox(const std::string &table) : box(pool, {table}) {
+  explicit pg_outbox(const std::string &table, std::size_t max_payload = std::size_t{1} << 20)
+      : box(pool, {table, false, max_payload}) {
     drop();
     box.create_schema();
   }
@@ -59,6 +60,23 @@ struct pg_outbox {
     return id;
   }
   void wait_ready(std::size_t n) { lakh::test::wait_eligible(pool, box, n); }
+  // The first `limit` rows as events (without headers), published or not.
+  std::vector<lakh::pg::outbox_event> rows(int limit) {
+    auto c = pool.acquire();
+    pqxx::nontransaction tx(*c);
+    std::vector<lakh::pg::outbox_event> out;
+    for (const auto &row : tx.exec_params("SELECT id, topic, key, payload, uuid::text FROM " +
+                                              box.table() + " ORDER BY id LIMIT $1",
+                                          limit)) {
+      out.push_back({row[0].as<std::int64_t>(),
+                     row[1].as<std::string>(),
+                     row[2].as<std::string>(),
+                     row[3].as<std::string>(),
+                     {},
+                     row[4].as<std::string>()});
+    }
+    return out;
+  }
 };
 
 } // namespace
@@ -110,33 +128,22 @@ TEST_CASE("nats.outbox.relay_to_jetstream_once_in_key_order_with_headers" * doct
     }
   }
   CHECK(ids.size() == static_cast<std::size_t>(n));
-  CHECK(ids.count(pub.message_id(1)) == 1); // a fresh table: ids 1..n
-  CHECK(ids.count(pub.message_id(n)) == 1);
+  const auto rows = db.rows(n);
+  CHECK(ids.count(pub.message_id(rows.front())) == 1);
+  CHECK(ids.count(pub.message_id(rows.back())) == 1);
   CHECK(in_order);
   CHECK(with_headers == n);
 
   // A relay that crashed after publishing and before marking sends the same ids again:
   // JetStream acknowledges them as duplicates (PubAck.Duplicate) and stores nothing new.
-  std::vector<lakh::pg::outbox_event> again;
-  {
-    auto c = db.pool.acquire();
-    pqxx::nontransaction tx(*c);
-    for (const auto &row : tx.exec("SELECT id, topic, key, payload FROM " + db.box.table() +
-                                   " ORDER BY id LIMIT 100")) {
-      again.push_back({row[0].as<std::int64_t>(),
-                       row[1].as<std::string>(),
-                       row[2].as<std::string>(),
-                       row[3].as<std::string>(),
-                       {}});
-    }
-  }
+  const auto again = db.rows(100);
   std::vector<lakh::pg::publish_outcome> outcomes(again.size(), lakh::pg::publish_outcome::failed);
   pub.publish(again, outcomes);
   CHECK(std::count(outcomes.begin(), outcomes.end(), lakh::pg::publish_outcome::duplicate) == 100);
   CHECK(js.stream_messages(stream) == static_cast<std::uint64_t>(n));
 
   // The same through the raw batch API.
-  std::vector<lakh::nats::message> raw{{subject, "x", pub.message_id(again[0].id)},
+  std::vector<lakh::nats::message> raw{{subject, "x", pub.message_id(again[0])},
                                        {subject, "fresh", "fresh-" + tag()}};
   const auto r = js.publish_batch(raw);
   CHECK(r.status == std::vector<lakh::nats::ack_status>{lakh::nats::ack_status::duplicate,
@@ -214,10 +221,7 @@ TEST_CASE("nats.outbox.end_to_end_exactly_once_with_the_inbox" * doctest::timeou
     (void)relay.run_once();
   }
   { // a relay that lost its marks publishes the first 20 again: all duplicates
-    std::vector<lakh::pg::outbox_event> again;
-    for (std::int64_t id = 1; id <= 20; ++id) {
-      again.push_back({id, subject, "k", std::to_string(id - 1), {}});
-    }
+    const auto again = db.rows(20);
     std::vector<lakh::pg::publish_outcome> out(again.size(), lakh::pg::publish_outcome::failed);
     pub.publish(again, out);
     CHECK(std::count(out.begin(), out.end(), lakh::pg::publish_outcome::duplicate) == 20);
@@ -402,4 +406,98 @@ TEST_CASE("nats.connect_options_credentials_and_tls") {
   half.cert_file = "/tmp/client.pem";
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream(url, half), doctest::Contains("set both or neither"),
                        std::invalid_argument);
+}
+
+TEST_CASE("nats.outbox.recreated_table_does_not_reuse_event_identities" * doctest::timeout(120)) {
+  // The outbox table is recreated (as after a restore, or a failover to a replica that lacked
+  // the tail): its sequence hands id 1 to a new event. The new event has its own identity, so
+  // JetStream stores it instead of answering Duplicate, and an inbox processes it.
+  const std::string stream = "LAKH_IDENT_" + tag();
+  const std::string subject = "lakhident" + tag() + ".invoice";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream scratch(js, {stream, {subject}});
+  lakh::nats::outbox_publisher pub(js, {"ident" + tag() + "-"});
+  std::vector<std::string> ids;
+  for (const char *payload : {"before", "after"}) {
+    pg_outbox db("outbox_ident_" + tag()); // dropped and created afresh
+    CHECK(db.add(subject, "k", payload) == 1);
+    db.wait_ready(1);
+    lakh::pg::outbox_relay relay(db.box, pub, {10});
+    CHECK(relay.run_once().published == 1);
+    CHECK(relay.metrics().duplicates.value() == 0);
+  }
+  REQUIRE(js.stream_messages(stream) == 2);
+  const auto m1 = lakh::test::get_message(js, stream, 1);
+  const auto m2 = lakh::test::get_message(js, stream, 2);
+  CHECK(m2.payload == "after");
+  CHECK(m1.id != m2.id);
+  // A consumer keys its inbox on the message id: both events are first deliveries.
+  lakh::pg::pool pool(lakh::test::database_url(), 2);
+  lakh::pg::inbox inbox(pool, {"inbox_ident_" + tag()});
+  inbox.create_schema();
+  auto c = pool.acquire();
+  {
+    pqxx::work w(*c);
+    CHECK(inbox.first_deliveries(w, "billing", {m1.id, m2.id}) == std::vector<bool>{true, true});
+  }
+  pqxx::nontransaction tx(*c);
+  tx.exec("DROP TABLE IF EXISTS " + inbox.table());
+}
+
+TEST_CASE("nats.outbox.poison_events_are_parked_and_other_keys_flow" * doctest::timeout(120)) {
+  // a1 goes to a subject no stream covers, b1 is over the server's max_payload (1 MiB): the
+  // broker refuses both for good. Key a has more events waiting than a batch holds. Without
+  // parking every round was a1..a4 again, and c1..c3 never went out.
+  const std::string stream = "LAKH_POISON_" + tag();
+  const std::string base = "lakhpoison" + tag();
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::test::scratch_stream scratch(js, {stream, {base + ".ok.>"}, lakh::nats::storage::memory});
+  pg_outbox db("outbox_poison_" + tag(), 2U << 20); // enqueue lets b1 in
+  const auto a1 = db.add(base + ".nostream", "a", "a1");
+  for (int i = 2; i <= 5; ++i) {
+    (void)db.add(base + ".ok.x", "a", "a" + std::to_string(i));
+  }
+  const auto b1 = db.add(base + ".ok.x", "b", std::string((1 << 20) + 1, 'b'));
+  for (int i = 1; i <= 3; ++i) {
+    (void)db.add(base + ".ok.x", "c", "c" + std::to_string(i));
+  }
+  db.wait_ready(9);
+  lakh::nats::outbox_publisher pub(js, {"p" + tag() + "-", lakh::nats::key_order::strict, 2s});
+  lakh::pg::outbox_relay_options opts;
+  opts.batch = 4;
+  opts.park_after = 2;
+  lakh::pg::outbox_relay relay(db.box, pub, opts);
+  for (int round = 0; round < 20 && (js.stream_messages(stream) < 3 || db.box.parked().size() < 2);
+       ++round) {
+    (void)relay.run_once();
+  }
+  REQUIRE(js.stream_messages(stream) == 3);
+  CHECK(lakh::test::get_message(js, stream, 1).payload == "c1");
+  CHECK(lakh::test::get_message(js, stream, 3).payload == "c3");
+  CHECK(db.box.pending() == 4); // a2..a5 wait behind a1
+  CHECK(relay.metrics().parked.value() == 2);
+  const auto parked = db.box.parked();
+  REQUIRE(parked.size() == 2);
+  CHECK(parked[0].event.id == a1);
+  CHECK(parked[0].attempts == 2);
+  CHECK(parked[0].last_error.find("No responders") != std::string::npos);
+  CHECK(parked[0].failed_at > std::chrono::system_clock::now() - 60s);
+  CHECK(parked[1].event.id == b1);
+  CHECK(parked[1].last_error.find("Maximum Payload") != std::string::npos);
+  CHECK(parked[1].last_error.find("1048577 bytes") != std::string::npos);
+  CHECK(relay.run_once().ready == 0); // nothing but the parked keys left
+
+  // A stream for a1's subject: retried, a1 goes out, then a2..a5 in order. b1 is dropped.
+  lakh::test::scratch_stream fixed(js, {stream + "_NS", {base + ".nostream"}});
+  CHECK(db.box.retry_parked(std::vector<std::int64_t>{a1, 12345}) == 1);
+  CHECK(db.box.drop_parked(std::vector<std::int64_t>{b1}) == 1);
+  CHECK(db.box.parked().empty());
+  db.wait_ready(5);
+  CHECK(relay.run_once().published == 4); // a1..a4: a batch
+  CHECK(relay.run_once().published == 1);
+  CHECK(js.stream_messages(stream + "_NS") == 1);
+  CHECK(js.stream_messages(stream) == 7);
+  CHECK(lakh::test::get_message(js, stream, 4).payload == "a2");
+  CHECK(lakh::test::get_message(js, stream, 7).payload == "a5");
+  CHECK(db.box.pending() == 0);
 }

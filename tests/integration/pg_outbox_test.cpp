@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -121,6 +122,38 @@ TEST_CASE("pg.outbox.events_exist_only_if_the_transaction_committed") {
   CHECK(pub.seen[0].payload == "{\"invoice\":1}");
   CHECK(relay.run_once().published == 0); // marked published: never again
   CHECK(f.box.pending() == 0);
+}
+
+TEST_CASE("pg.outbox.each_event_has_a_random_identity_also_in_an_older_table") {
+  fixture f;
+  { // the table as an older lakh created it, holding two events
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    w.exec("DROP TABLE " + f.box.table());
+    w.exec("CREATE TABLE " + f.box.table() +
+           " (id bigserial PRIMARY KEY, topic text NOT NULL, key text NOT NULL, "
+           "payload text NOT NULL, headers text[], "
+           "xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
+           "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)");
+    w.exec("INSERT INTO " + f.box.table() +
+           " (topic, key, payload) VALUES ('t', 'k', 'old1'), ('t', 'k', 'old2')");
+    w.commit();
+  }
+  f.box.create_schema();
+  f.box.create_schema(); // idempotent
+  (void)f.add("k", "new");
+  f.wait_eligible(3);
+  auto c = f.pool.acquire();
+  pqxx::work w(*c);
+  const auto events = f.box.ready(w, 10);
+  REQUIRE(events.size() == 3);
+  std::set<std::string> uuids;
+  for (const auto &e : events) {
+    CHECK(e.uuid.size() == 36); // 8-4-4-4-12 hex digits
+    uuids.insert(e.uuid);
+  }
+  CHECK(uuids.size() == 3);
+  CHECK(f.box.ready(w, 10)[0].uuid == events[0].uuid); // fixed, not drawn per read
 }
 
 TEST_CASE("pg.outbox.out_of_order_commit_is_held_back_not_skipped" * doctest::timeout(60)) {
@@ -452,6 +485,35 @@ TEST_CASE("pg.outbox.run_backs_off_on_failures_and_stops_on_request" * doctest::
   CHECK_FALSE(relay.active()); // run() gave the lock up
 }
 
+TEST_CASE("pg.outbox.run_backs_off_per_key_and_other_keys_flow" * doctest::timeout(120)) {
+  // Key a's event fails on every publish. Its pause grows (up to 4 s), but it is a's alone:
+  // each event of key b goes out within the idle pause, not after a's backoff.
+  fixture f;
+  recording_publisher pub;
+  pub.fail_ids = {f.add("a", "failing")};
+  lakh::pg::outbox_relay_options opts;
+  opts.idle = 5ms;
+  opts.backoff_base = 400ms;
+  opts.backoff_cap = 4s;
+  lakh::pg::outbox_relay_thread relay(f.box, pub, opts);
+  std::this_thread::sleep_for(1500ms); // a has failed a few times
+  for (int i = 0; i < 5; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto id = f.add("b", "b" + std::to_string(i));
+    auto published = [&] {
+      const auto ids = pub.ids();
+      return std::find(ids.begin(), ids.end(), id) != ids.end();
+    };
+    while (!published() && std::chrono::steady_clock::now() - start < 20s) {
+      std::this_thread::sleep_for(5ms);
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  }
+  CHECK(relay.metrics().failed.value() >= 2);
+  relay.stop();
+  CHECK(f.box.pending() == 1);
+}
+
 TEST_CASE("pg.outbox.relay_thread_runs_until_stopped_then_hands_over" * doctest::timeout(60)) {
   fixture f;
   recording_publisher pub1;
@@ -511,6 +573,44 @@ TEST_CASE("pg.outbox.lag_metric_reports_a_held_back_event") {
   CHECK(pub.ids() == std::vector<std::int64_t>{id});
 }
 
+TEST_CASE("pg.outbox.lag_grows_while_the_relay_is_stuck" * doctest::timeout(60)) {
+  // The publisher hangs (as on a half-open connection): the relay makes no progress, and
+  // the lag a monitor reads must keep growing instead of freezing at its last value.
+  fixture f;
+  struct stuck_publisher : lakh::pg::outbox_publisher {
+    std::atomic<bool> entered{false};
+    std::atomic<bool> release{false};
+    void publish(std::span<const lakh::pg::outbox_event>,
+                 std::span<lakh::pg::publish_outcome> outcomes) override {
+      entered = true;
+      while (!release) {
+        std::this_thread::sleep_for(1ms);
+      }
+      std::fill(outcomes.begin(), outcomes.end(), lakh::pg::publish_outcome::acked);
+    }
+  } pub;
+  (void)f.add("k", "stuck");
+  lakh::pg::outbox_relay_thread relay(f.box, pub);
+  while (!pub.entered) {
+    std::this_thread::sleep_for(1ms);
+  }
+  const auto age1 = f.box.oldest_pending_age();
+  const auto since1 = relay.metrics().since_last_round();
+  std::this_thread::sleep_for(400ms);
+  CHECK(f.box.oldest_pending_age() >= age1 + 300ms);
+  CHECK(relay.metrics().since_last_round() >= since1 + 300ms);
+  CHECK(relay.metrics().since_last_round() >= 300ms);
+  pub.release = true;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (f.box.pending() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(f.box.oldest_pending_age() == 0ms); // nothing waits
+  std::this_thread::sleep_for(200ms);       // idle rounds go on
+  CHECK(relay.metrics().since_last_round() < 2s);
+  relay.stop();
+}
+
 TEST_CASE("pg.outbox.bad_input") {
   fixture f;
   recording_publisher pub;
@@ -550,6 +650,20 @@ TEST_CASE("pg.outbox.bad_input") {
   const std::vector<lakh::pg::outbox_header> too_many(65, {"X-A", "v"});
   CHECK_THROWS_AS((void)f.box.enqueue(w, "t", "k", "p", too_many), std::invalid_argument);
   CHECK_THROWS_AS((void)f.box.ready(w, 0), std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)f.box.enqueue(w, "t", "k", std::string((1 << 20) + 1, 'p')),
+                       "lakh::pg::outbox::enqueue: payload (1048577 bytes) exceeds max_payload "
+                       "(1048576 bytes)",
+                       std::invalid_argument);
+  lakh::pg::outbox small(f.pool, {f.box.table(), false, 10});
+  CHECK_THROWS_AS((void)small.enqueue(w, "t", "k", "01234567890"), std::invalid_argument);
+  lakh::pg::outbox_relay_options no_park;
+  no_park.park_after = 0;
+  CHECK_THROWS_WITH_AS(lakh::pg::outbox_relay(f.box, pub, no_park),
+                       "lakh::pg::outbox_relay: park_after (0) must be at least 1",
+                       std::invalid_argument);
+  CHECK_THROWS_AS((void)f.box.parked(0), std::invalid_argument);
   w.commit();
   CHECK(f.box.pending() == 0); // nothing half-written
+  CHECK(f.box.parked().empty());
+  CHECK(f.box.retry_parked({}) == 0);
 }

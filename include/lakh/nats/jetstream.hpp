@@ -54,6 +54,9 @@ enum class ack_status : std::uint8_t {
   failed,    ///< an error, or no acknowledgement before the timeout: publish again (same id)
   stored,    ///< stored in the stream
   duplicate, ///< the stream already had this id (within its duplicate window): nothing stored
+  /// refused for good: no stream covers the subject (no responders) or the message exceeds
+  /// the server's max_payload; publishing it again fails the same way until that is fixed
+  refused,
 };
 
 /// The outcome of publish_batch.
@@ -61,8 +64,10 @@ struct publish_result {
   std::vector<ack_status> status; ///< one per message, in the batch's order
   std::size_t stored = 0;
   std::size_t duplicates = 0;
-  std::size_t failed = 0;
+  std::size_t failed = 0;  ///< refused ones included
   std::string first_error; ///< the first failure's text, empty when none failed
+  /// Empty when none failed, else one per message: its failure's text (empty if none known).
+  std::vector<std::string> errors;
   /// True when every message was stored or was a duplicate.
   [[nodiscard]] bool all_acknowledged() const noexcept { return failed == 0; }
 };
@@ -344,8 +349,14 @@ public:
       const auto s = publish_one(batch[i], i);
       if (s != NATS_OK) {
         std::lock_guard g(state_->mu);
-        note_error(r, "js_PublishMsgAsync " + batch[i].subject + " (" + url_ +
-                          "): " + natsStatus_GetText(s));
+        if (s == NATS_MAX_PAYLOAD) {
+          r.status[i] = ack_status::refused;
+        }
+        note_error(r, i,
+                   "js_PublishMsgAsync " + batch[i].subject + " (" + url_ + "): " +
+                       natsStatus_GetText(s) + " (" + std::to_string(batch[i].payload.size()) +
+                       " bytes, the server's max_payload is " +
+                       std::to_string(natsConnection_GetMaxPayload(state_->nc)) + ")");
         if (s == NATS_CONNECTION_CLOSED) {
           break; // closed for good: the rest cannot go either
         }
@@ -367,7 +378,8 @@ public:
       {
         std::lock_guard g(state_->mu);
         state_->index.clear(); // their statuses stay failed; late acks are ignored
-        note_error(r, "js_PublishAsyncComplete (" + url_ + "): " + natsStatus_GetText(done));
+        note_error(r, r.status.size(),
+                   "js_PublishAsyncComplete (" + url_ + "): " + natsStatus_GetText(done));
       }
       if (took) {
         natsMsgList_Destroy(&pending);
@@ -381,7 +393,7 @@ public:
     for (auto st : r.status) {
       r.stored += st == ack_status::stored ? 1U : 0U;
       r.duplicates += st == ack_status::duplicate ? 1U : 0U;
-      r.failed += st == ack_status::failed ? 1U : 0U;
+      r.failed += st == ack_status::failed || st == ack_status::refused ? 1U : 0U;
     }
     return r;
   }
@@ -443,9 +455,20 @@ private:
     return s;
   }
 
-  static void note_error(publish_result &r, const std::string &text) {
+  // Records message i's failure (i == size: the batch's, for each message failed without one).
+  static void note_error(publish_result &r, std::size_t i, const std::string &text) {
     if (r.first_error.empty()) {
       r.first_error = text;
+    }
+    r.errors.resize(r.status.size());
+    if (i < r.errors.size()) {
+      r.errors[i] = text;
+      return;
+    }
+    for (std::size_t j = 0; j < r.errors.size(); ++j) {
+      if (r.errors[j].empty() && r.status[j] == ack_status::failed) {
+        r.errors[j] = text;
+      }
     }
   }
 
@@ -460,7 +483,10 @@ private:
         if (pa != nullptr) {
           status = pa->Duplicate ? ack_status::duplicate : ack_status::stored;
         } else if (pae != nullptr) {
-          note_error(*st->result,
+          if (pae->Err == NATS_NO_RESPONDERS) { // no stream covers the subject
+            status = ack_status::refused;
+          }
+          note_error(*st->result, it->second,
                      std::string("JetStream refused ") + natsMsg_GetSubject(msg) + ": " +
                          (pae->ErrText != nullptr ? pae->ErrText : natsStatus_GetText(pae->Err)));
         }

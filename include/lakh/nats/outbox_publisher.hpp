@@ -1,6 +1,6 @@
 #pragma once
 // lakh/nats/outbox_publisher.hpp: lakh::pg::outbox's publisher for NATS JetStream. Each event
-// goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event id>", so
+// goes to its topic as subject, with its headers and Nats-Msg-Id = "<prefix><event uuid>", so
 // JetStream drops what an at-least-once relay sends twice; key_order::strict keeps a key's
 // events in order even when a publish fails. Needs both targets, lakh::pg and lakh::nats.
 // Docs: docs/outbox.md.
@@ -34,7 +34,7 @@ enum class key_order : std::uint8_t {
 
 /// Settings of an outbox_publisher.
 struct outbox_publisher_options {
-  std::string id_prefix;                       ///< keeps outboxes apart ("billing-")
+  std::string id_prefix;                       ///< put before the uuid ("billing-")
   key_order order = key_order::strict;         ///< see key_order
   std::chrono::milliseconds ack_timeout{5000}; ///< per wave; > 0
 };
@@ -55,8 +55,9 @@ public:
   }
 
   /// Publishes the events (in waves per key with key_order::strict) and reports each one:
-  /// acked, duplicate (JetStream had the id), failed, or not_sent (an earlier event of its
-  /// key failed). Blocks: until every wave is acknowledged or timed out.
+  /// acked, duplicate (JetStream had the id), failed, rejected (ack_status::refused: no
+  /// stream for its subject, or over the server's max_payload), or not_sent (an earlier event
+  /// of its key failed). Blocks: until every wave is acknowledged or timed out.
   /// @throws std::bad_alloc only.
   void publish(std::span<const lakh::pg::outbox_event> events,
                std::span<lakh::pg::publish_outcome> outcomes) override {
@@ -73,6 +74,7 @@ public:
       }
     }
     failed_keys_.clear();
+    errors_.assign(events.size(), std::string());
     for (std::size_t w = 0; w < waves; ++w) {
       batch_.clear();
       positions_.clear();
@@ -101,23 +103,37 @@ public:
           outcomes[i] = publish_outcome::failed;
           failed_keys_.insert(events[i].key);
           break;
+        case ack_status::refused:
+          outcomes[i] = publish_outcome::rejected;
+          failed_keys_.insert(events[i].key);
+          break;
+        }
+        if (!r.errors.empty()) {
+          errors_[i] = r.errors[j];
         }
       }
     }
+  }
+
+  /// Why event `i` of the last publish() failed (names the server and cnats's status).
+  /// Thread-safety: the publishing thread.
+  [[nodiscard]] std::string error(std::size_t i) const override {
+    return i < errors_.size() ? errors_[i] : std::string();
   }
 
   /// The last failure's text (names the server and cnats's status), empty if none yet.
   /// Thread-safety: the publishing thread.
   [[nodiscard]] const std::string &last_error() const noexcept { return last_error_; }
 
-  /// The Nats-Msg-Id of event `id`. Thread-safety: safe.
-  [[nodiscard]] std::string message_id(std::int64_t id) const {
-    return opts_.id_prefix + std::to_string(id);
+  /// The Nats-Msg-Id of `e`: the prefix and the event's uuid (consumers key their inbox on
+  /// it). Thread-safety: safe.
+  [[nodiscard]] std::string message_id(const lakh::pg::outbox_event &e) const {
+    return opts_.id_prefix + e.uuid;
   }
 
 private:
   message to_message(const lakh::pg::outbox_event &e) const {
-    message m{e.topic, e.payload, message_id(e.id), {}};
+    message m{e.topic, e.payload, message_id(e), {}};
     m.headers.reserve(e.headers.size());
     for (const auto &h : e.headers) {
       m.headers.push_back({h.name, h.value});
@@ -133,6 +149,7 @@ private:
   std::vector<message> batch_;
   std::vector<std::size_t> positions_;
   std::string last_error_;
+  std::vector<std::string> errors_; // per event of the last publish
 };
 
 } // namespace lakh::nats

@@ -78,7 +78,8 @@ public:
   /// The batch form of first_delivery, for a batch fetched from the broker: records every id
   /// in ONE statement in `w` and returns, per position, whether it is the first delivery of
   /// that id (process those in `w`, commit, then ack the whole batch). An id repeated inside
-  /// the batch is a first delivery at its first position only.
+  /// the batch is a first delivery at its first position only. The ids are inserted in
+  /// sorted order, so concurrent batches with overlapping ids never deadlock each other.
   /// Thread-safety: safe (w's thread). Blocks: a round trip, and while a concurrent
   /// transaction holds one of the ids. @throws std::invalid_argument if consumer or any id is
   /// empty or longer than 255 bytes or holds a NUL byte (nothing written); pqxx errors.
@@ -100,10 +101,12 @@ public:
     if (message_ids.empty()) {
       return first;
     }
-    // Rows are inserted in array order; RETURNING names the ids that were new.
+    // Rows are inserted in one order for every caller (byte order), so two batches with
+    // overlapping ids in different orders cannot deadlock; RETURNING names the new ids.
     auto r = w.exec_params("INSERT INTO " + table_ +
                                " (consumer, message_id) SELECT $1, m FROM unnest($2::text[]) "
-                               "AS m ON CONFLICT DO NOTHING RETURNING message_id",
+                               "AS m ORDER BY m COLLATE \"C\" ON CONFLICT DO NOTHING "
+                               "RETURNING message_id",
                            std::string(consumer), array);
     std::unordered_set<std::string> fresh;
     for (const auto &row : r) {

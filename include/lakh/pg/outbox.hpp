@@ -34,11 +34,14 @@ struct outbox_header {
 
 /// An event as the relay hands it to a publisher.
 struct outbox_event {
-  std::int64_t id = 0;                ///< unique, increasing in insertion order: the dedupe id
+  std::int64_t id = 0;                ///< increasing in insertion order: the relay's order
   std::string topic;                  ///< e.g. a NATS subject "invoice.issued"
   std::string key;                    ///< ordering key (docs/outbox.md, per-key order)
   std::string payload;                ///< text (JSON, or base64 for binary)
   std::vector<outbox_header> headers; ///< in the order given to enqueue
+  /// The event's identity, a random UUID fixed at enqueue ("8c0d...-..."): the dedupe id
+  /// (a restored or recreated table hands out `id`s again, never identities).
+  std::string uuid;
 };
 
 /// What a broker said about one event.
@@ -47,6 +50,18 @@ enum class publish_outcome : std::uint8_t {
   not_sent,  ///< withheld (an earlier event of its key failed): retried later
   acked,     ///< stored by the broker
   duplicate, ///< the broker had this id already (a republish): counts as acknowledged
+  /// refused for good (e.g. no stream for the subject, payload over the broker's limit): the
+  /// relay retries it, and parks it after outbox_relay_options::park_after refusals
+  rejected,
+};
+
+/// A parked event: refused by the broker for good, kept out of the relay (with the later
+/// events of its key) until outbox::retry_parked or outbox::drop_parked.
+struct parked_event {
+  outbox_event event;
+  int attempts = 0;                                ///< failed publishes, refusals included
+  std::chrono::system_clock::time_point failed_at; ///< the last failure
+  std::string last_error;                          ///< the publisher's text for it
 };
 
 /// Where a relay publishes: lakh::nats::outbox_publisher (JetStream), or your own.
@@ -57,7 +72,8 @@ enum class publish_outcome : std::uint8_t {
 /// before every earlier event of k in the span was acknowledged, unless its broker applies
 /// them in order whatever happens; withheld events are reported not_sent. The relay marks
 /// acked and duplicate events published (per key, only the prefix before the first other
-/// outcome) and retries the rest later with backoff.
+/// outcome) and retries the rest later with backoff; it parks an event refused for good
+/// (rejected) after a few refusals.
 class outbox_publisher {
 public:
   virtual ~outbox_publisher() = default;
@@ -66,6 +82,12 @@ public:
   /// timeout of the implementation's. @throws anything: the relay counts every event failed.
   virtual void publish(std::span<const outbox_event> events,
                        std::span<publish_outcome> outcomes) = 0;
+  /// Why event `i` of the last publish() failed (kept in the outbox's last_error column);
+  /// empty if unknown, the default. Thread-safety: the relay thread, after publish().
+  [[nodiscard]] virtual std::string error(std::size_t i) const {
+    (void)i;
+    return {};
+  }
 };
 
 /// Settings of an outbox.
@@ -76,6 +98,8 @@ struct outbox_options {
   /// true: published rows are deleted; false: kept with published_at set (an audit trail;
   /// remove them with purge_published()).
   bool delete_published = false;
+  /// enqueue refuses larger payloads (bytes): NATS's default max_payload, 1 MiB.
+  std::size_t max_payload = std::size_t{1} << 20;
 };
 
 /// The outbox table: enqueue in the caller's transaction; read and mark for the relay.
@@ -96,11 +120,11 @@ public:
   /// Blocks: never. @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit outbox(pool &p, outbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::outbox")),
-        delete_published_(opts.delete_published) {}
+        delete_published_(opts.delete_published), max_payload_(opts.max_payload) {}
 
   /// Creates the schema (if qualified), the table and its partial index if missing; adds
-  /// columns a table from an older lakh lacks. Safe to run from many processes at once (an
-  /// advisory lock serializes them). Blocks: a few round trips.
+  /// columns a table from an older lakh lacks (existing rows get a fresh uuid each). Safe to run
+  /// from many processes at once (an advisory lock serializes them). Blocks: a few round trips.
   /// @throws pqxx errors; acquire_error if no connection could be leased.
   void create_schema() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
@@ -113,10 +137,20 @@ public:
              " (id bigserial PRIMARY KEY, topic text NOT NULL, key text NOT NULL, "
              "payload text NOT NULL, headers text[], "
              "xid xid8 NOT NULL DEFAULT pg_current_xact_id(), "
-             "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz)");
+             "created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz, "
+             "uuid uuid NOT NULL DEFAULT gen_random_uuid(), attempts int NOT NULL DEFAULT 0, "
+             "failed_at timestamptz, last_error text, parked_at timestamptz)");
       w.exec("ALTER TABLE " + table_ + " ADD COLUMN IF NOT EXISTS headers text[]");
+      w.exec("ALTER TABLE " + table_ +
+             " ADD COLUMN IF NOT EXISTS uuid uuid NOT NULL DEFAULT gen_random_uuid(), "
+             "ADD COLUMN IF NOT EXISTS attempts int NOT NULL DEFAULT 0, "
+             "ADD COLUMN IF NOT EXISTS failed_at timestamptz, "
+             "ADD COLUMN IF NOT EXISTS last_error text, "
+             "ADD COLUMN IF NOT EXISTS parked_at timestamptz");
       w.exec("CREATE INDEX IF NOT EXISTS " + detail::index_base(table_) + "_unpublished ON " +
              table_ + " (id) WHERE published_at IS NULL");
+      w.exec("CREATE INDEX IF NOT EXISTS " + detail::index_base(table_) + "_parked ON " + table_ +
+             " (key, id) WHERE parked_at IS NOT NULL");
       w.commit();
     });
   }
@@ -125,12 +159,12 @@ public:
   /// returns its id. `tx` is usually a pqxx::work; any pqxx transaction works.
   /// Blocks: a round trip.
   /// @throws std::invalid_argument naming the value if topic is empty or over 255 bytes, key
-  /// is over 255 bytes, any string holds a NUL byte, or a header is malformed (see
-  /// outbox_header) or there are over 64: then nothing was sent to the server. pqxx errors
-  /// from the INSERT.
+  /// is over 255 bytes, the payload is over max_payload, any string holds a NUL byte, or a
+  /// header is malformed (see outbox_header) or there are over 64: then nothing was sent to
+  /// the server. pqxx errors from the INSERT.
   std::int64_t enqueue(pqxx::transaction_base &tx, std::string_view topic, std::string_view key,
                        std::string_view payload, std::span<const outbox_header> headers = {}) {
-    check_event(topic, key, payload, headers);
+    check_event(topic, key, payload, headers, max_payload_);
     const auto sql = "INSERT INTO " + table_ +
                      " (topic, key, payload, headers) VALUES ($1, $2, $3, $4) RETURNING id";
     auto r = headers.empty() ? tx.exec_params(sql, std::string(topic), std::string(key),
@@ -161,14 +195,80 @@ public:
                    ids);
   }
 
-  /// Committed events not yet published. Blocks: a round trip (a count, linear in the
-  /// unpublished rows). @throws pqxx errors, acquire_error.
+  /// Committed events not yet published, parked ones excluded. Blocks: a round trip (a
+  /// count, linear in the unpublished rows). @throws pqxx errors, acquire_error.
   std::int64_t pending() {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
-      return tx.exec("SELECT count(*) FROM " + table_ + " WHERE published_at IS NULL")[0][0]
+      return tx
+          .exec("SELECT count(*) FROM " + table_ +
+                " WHERE published_at IS NULL AND parked_at IS NULL")[0][0]
           .as<std::int64_t>();
     });
+  }
+
+  /// How long the oldest committed unpublished event (the lowest id, parked ones excluded)
+  /// has waited, by the database's clock; 0 when none waits. It grows while no relay makes
+  /// progress (stopped, hung, or standing by without an active one), unlike the relay's own
+  /// gauges: call it from a monitor on its own pooled connection. Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error.
+  std::chrono::milliseconds oldest_pending_age() {
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::nontransaction tx(c);
+      const auto r = tx.exec("SELECT (extract(epoch FROM clock_timestamp() - created_at) * "
+                             "1000)::bigint FROM " +
+                             table_ +
+                             " WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id "
+                             "LIMIT 1");
+      return std::chrono::milliseconds(
+          r.empty() ? 0 : std::max<std::int64_t>(0, r[0][0].as<std::int64_t>()));
+    });
+  }
+
+  /// The parked events, in id order, at most `limit`. Blocks: a round trip.
+  /// @throws std::invalid_argument if limit < 1; pqxx errors, acquire_error.
+  std::vector<parked_event> parked(int limit = 1000) {
+    if (limit < 1) {
+      throw std::invalid_argument("lakh::pg::outbox::parked: limit (" + std::to_string(limit) +
+                                  ") must be at least 1");
+    }
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::nontransaction tx(c);
+      auto r = tx.exec_params(
+          "SELECT id, topic, key, payload, headers, uuid::text, attempts, "
+          "extract(epoch FROM failed_at)::float8, coalesce(last_error, '') FROM " +
+              table_ + " WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id LIMIT $1",
+          limit);
+      std::vector<parked_event> out;
+      out.reserve(r.size());
+      for (const auto &row : r) {
+        parked_event p{{row[0].as<std::int64_t>(), row[1].as<std::string>(),
+                        row[2].as<std::string>(), row[3].as<std::string>(),
+                        row[4].is_null() ? std::vector<outbox_header>{} : parse_headers(row[4]),
+                        row[5].as<std::string>()},
+                       row[6].as<int>(),
+                       {},
+                       row[8].as<std::string>()};
+        p.failed_at = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::duration<double>(row[7].as<double>(0.0))));
+        out.push_back(std::move(p));
+      }
+      return out;
+    });
+  }
+
+  /// Returns parked events `ids` to the relay (attempts start again at 0), e.g. once the
+  /// broker can take them; returns how many were parked. Blocks: a round trip.
+  /// @throws pqxx errors, acquire_error.
+  std::size_t retry_parked(std::span<const std::int64_t> ids) {
+    return change_parked(ids, "UPDATE " + table_ + " SET parked_at = NULL, attempts = 0");
+  }
+
+  /// Deletes parked events `ids` (never published; the later events of their keys go on);
+  /// returns how many were parked. Blocks: a round trip. @throws pqxx errors, acquire_error.
+  std::size_t drop_parked(std::span<const std::int64_t> ids) {
+    return change_parked(ids, "DELETE FROM " + table_);
   }
 
   /// Deletes rows published more than `older_than` ago (kept when delete_published is
@@ -198,9 +298,11 @@ private:
     double oldest_age_s = 0; // of the oldest visible unpublished row, eligible or not
   };
 
-  // `exclude`: a bigint[] literal of ids being published right now (overlapped relay).
+  // `exclude`: a bigint[] literal of ids being published right now (overlapped relay);
+  // `skip_keys`: a text[] literal of keys backing off. Parked events and the later events of
+  // their keys are not read.
   ready_result read_ready(pqxx::transaction_base &tx, int limit, const char *who,
-                          const std::string &exclude = "{}") {
+                          const std::string &exclude = "{}", const std::string &skip_keys = "{}") {
     if (limit < 1) {
       throw std::invalid_argument(std::string(who) + ": limit (" + std::to_string(limit) +
                                   ") must be at least 1");
@@ -211,11 +313,15 @@ private:
     // not by a volatile call per row.
     auto r = tx.exec_params(
         "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
-        "SELECT id, topic, key, payload, headers, xid < s.xmin, "
-        "extract(epoch FROM clock_timestamp() - created_at)::float8 FROM " +
+        "SELECT o.id, o.topic, o.key, o.payload, o.headers, o.xid < s.xmin, "
+        "extract(epoch FROM clock_timestamp() - o.created_at)::float8, o.uuid::text FROM " +
+            table_ + " o, s WHERE o.published_at IS NULL AND o.parked_at IS NULL" +
+            " AND o.id <> ALL($2::bigint[]) AND o.key <> ALL($3::text[]) AND NOT EXISTS "
+            "(SELECT 1 FROM " +
             table_ +
-            ", s WHERE published_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
-        limit, exclude);
+            " p WHERE p.parked_at IS NOT NULL AND p.key = o.key AND p.id < o.id) "
+            "ORDER BY o.id LIMIT $1",
+        limit, exclude, skip_keys);
     ready_result out;
     out.events.reserve(r.size());
     if (!r.empty()) {
@@ -229,7 +335,8 @@ private:
                      row[1].as<std::string>(),
                      row[2].as<std::string>(),
                      row[3].as<std::string>(),
-                     {}};
+                     {},
+                     row[7].as<std::string>()};
       if (!row[4].is_null()) {
         e.headers = parse_headers(row[4]);
       }
@@ -238,9 +345,64 @@ private:
     return out;
   }
 
+  // A failed publish of event `id`: `error` is the publisher's text; `rejected`: refused for
+  // good (the event is parked once it has `park_after` attempts).
+  struct publish_failure {
+    std::int64_t id = 0;
+    std::string error;
+    bool rejected = false;
+  };
+
+  // Counts the failures' attempts, parks the ones due; returns how many were parked.
+  std::size_t record_failures(pqxx::transaction_base &tx,
+                              const std::vector<publish_failure> &failures, int park_after) {
+    if (failures.empty()) {
+      return 0;
+    }
+    std::string rejected = "{";
+    for (const auto &f : failures) {
+      if (rejected.size() > 1) {
+        rejected += ',';
+      }
+      rejected += f.rejected ? 't' : 'f';
+    }
+    rejected += '}';
+    auto r = tx.exec_params(
+        "UPDATE " + table_ +
+            " o SET attempts = o.attempts + 1, failed_at = now(), last_error = f.error, "
+            "parked_at = CASE WHEN f.rejected AND o.attempts + 1 >= $4 THEN now() END "
+            "FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS f(id, error, rejected) "
+            "WHERE o.id = f.id RETURNING o.parked_at IS NOT NULL",
+        int_array(failures, &publish_failure::id), text_array(failures, &publish_failure::error),
+        rejected, park_after);
+    std::size_t parked = 0;
+    for (const auto &row : r) {
+      parked += row[0].as<bool>() ? 1U : 0U;
+    }
+    return parked;
+  }
+
+  std::size_t change_parked(std::span<const std::int64_t> ids, const std::string &change) {
+    if (ids.empty()) {
+      return 0;
+    }
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params(change + " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL",
+                             int_array(ids));
+      w.commit();
+      return static_cast<std::size_t>(r.affected_rows());
+    });
+  }
+
   static void check_event(std::string_view topic, std::string_view key, std::string_view payload,
-                          std::span<const outbox_header> headers) {
+                          std::span<const outbox_header> headers, std::size_t max_payload) {
     const std::string who = "lakh::pg::outbox::enqueue: ";
+    if (payload.size() > max_payload) {
+      throw std::invalid_argument(who + "payload (" + std::to_string(payload.size()) +
+                                  " bytes) exceeds max_payload (" + std::to_string(max_payload) +
+                                  " bytes)");
+    }
     if (topic.empty() || topic.size() > max_topic) {
       throw std::invalid_argument(who + "topic (" + std::to_string(topic.size()) +
                                   " bytes) must be 1..255 bytes");
@@ -305,6 +467,7 @@ private:
   pool *pool_;
   std::string table_;
   bool delete_published_;
+  std::size_t max_payload_;
 };
 
 } // namespace lakh::pg

@@ -15,16 +15,20 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <future>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -32,13 +36,30 @@
 namespace lakh::pg {
 
 /// A relay's counters: plain atomics, readable from any thread while the relay runs (e.g. by
-/// a /metrics endpoint; lakh::registry can expose them under your names).
+/// a /metrics endpoint; lakh::registry can expose them under your names). lag_ms is set by
+/// the relay and so stops moving when the relay does; since_last_round() and
+/// outbox::oldest_pending_age() keep growing then (alert on them).
 struct outbox_relay_metrics {
   lakh::counter published;  ///< events marked published (acknowledged, duplicates included)
   lakh::counter duplicates; ///< of which the broker reported as duplicates (republished ids)
   lakh::counter failed;     ///< publish attempts not acknowledged (retried later)
+  lakh::counter parked;     ///< events parked: refused for good park_after times
   lakh::counter rounds;     ///< rounds that held the relay lock
   lakh::gauge lag_ms;       ///< age of the oldest unpublished visible event at the last round
+
+  /// Time since the relay last completed a round (active or standing by), or since the
+  /// metrics were created if it never did: computed when read, so it grows while the relay is
+  /// stuck (a hung broker or database connection).
+  [[nodiscard]] std::chrono::milliseconds since_last_round() const noexcept {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now().time_since_epoch() -
+        std::chrono::nanoseconds(last_round_ns.load(std::memory_order_relaxed)));
+  }
+
+  /// steady_clock time of the last completed round, in ns since its epoch.
+  std::atomic<std::int64_t> last_round_ns{std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              std::chrono::steady_clock::now().time_since_epoch())
+                                              .count()};
 };
 
 /// Settings of a relay.
@@ -51,6 +72,8 @@ struct outbox_relay_options {
   /// (on the relay's connection, in a helper thread). Marks then lag one round; after a
   /// failure the prefetched batch is dropped and the next round starts afresh.
   bool overlap = true;
+  /// Refusals (publish_outcome::rejected) after which an event is parked, >= 1.
+  int park_after = 10;
 };
 
 /// What one relay round did.
@@ -59,10 +82,13 @@ struct outbox_round {
   std::size_t ready = 0;     ///< eligible events read
   std::size_t published = 0; ///< acknowledged; marked this round (run_once) or the next (overlap)
   std::size_t failed = 0;    ///< not acknowledged (failed or withheld), retried later
+  std::size_t parked = 0;    ///< of which parked (refused park_after times)
 };
 
 /// Publishes an outbox's events through a publisher, in id order, one active relay per
-/// outbox (session advisory lock).
+/// outbox (session advisory lock). Failures count in the row (attempts, failed_at,
+/// last_error); an event refused for good park_after times is parked, and with it the later
+/// events of its key wait (outbox::parked, retry_parked, drop_parked), while other keys flow.
 ///
 /// Memory ordering: an event is marked published in a transaction that starts after the
 /// publisher returned its acknowledgement (so the mark happens-after the broker's store). In
@@ -75,8 +101,8 @@ class outbox_relay {
 public:
   /// A relay of `box` to `pub` (both must outlive it).
   /// Blocks: never.
-  /// @throws std::invalid_argument if batch < 1, idle is negative, or the backoff base is not
-  /// positive or exceeds the cap.
+  /// @throws std::invalid_argument if batch < 1, park_after < 1, idle is negative, or the
+  /// backoff base is not positive or exceeds the cap.
   outbox_relay(outbox &box, outbox_publisher &pub, outbox_relay_options opts = {})
       : box_(&box), pub_(&pub), opts_(opts) {
     const std::string who = "lakh::pg::outbox_relay: ";
@@ -87,6 +113,10 @@ public:
     if (opts_.idle.count() < 0) {
       throw std::invalid_argument(who + "idle (" + std::to_string(opts_.idle.count()) +
                                   " ms) must not be negative");
+    }
+    if (opts_.park_after < 1) {
+      throw std::invalid_argument(who + "park_after (" + std::to_string(opts_.park_after) +
+                                  ") must be at least 1");
     }
     if (opts_.backoff_base.count() <= 0 || opts_.backoff_base > opts_.backoff_cap) {
       throw std::invalid_argument(who + "backoff_base (" +
@@ -105,16 +135,17 @@ public:
 
   /// One round: takes the relay lock if this relay does not hold it (standing by if another
   /// relay does), reads up to `batch` ready events, publishes them, and marks the
-  /// acknowledged ones published (per key, the prefix before the first failure).
-  /// Blocks: round trips and the publisher.
+  /// acknowledged ones published (per key, the prefix before the first failure); counts the
+  /// failures in their rows and parks the events due. Blocks: round trips and the publisher.
   /// @throws pqxx errors and acquire_error (the lock's connection is then given up, so the
   /// next round takes the lock afresh); never for a failing publisher (counted in failed).
   outbox_round run_once() {
     return locked_round([this](outbox_round &round) {
-      auto batch = read();
+      auto batch = read("{}", skip_keys());
       round.ready = batch.events.size();
       if (!batch.events.empty()) {
         auto done = publish(batch.events, round);
+        record_failures(round);
         mark(done);
       }
     });
@@ -122,20 +153,23 @@ public:
 
   /// Runs rounds until stop is requested: at once again after a full batch, after `idle`
   /// when fewer were ready or this relay stands by, and with capped exponential backoff (full
-  /// jitter) after a failed publish or a database error. With `overlap` (the default) the
-  /// database work of neighbouring rounds runs while the broker acknowledges. Before it
-  /// returns it marks what was acknowledged and gives up the relay lock.
+  /// jitter) after a database error or a publisher that threw. A key whose event failed
+  /// backs off alone (its events are not read until its pause is over); other keys go on. With
+  /// `overlap` (the default) the database work of neighbouring rounds runs while the broker
+  /// acknowledges. Before it returns it marks what was acknowledged and gives up the relay lock.
   /// Blocks: until `st` is stopped (a pause is cut short, a round in progress finishes).
   /// @throws nothing but std::bad_alloc: errors are retried.
   void run(std::stop_token st) {
     const lakh::backoff retry(opts_.backoff_base, opts_.backoff_cap);
     unsigned failures = 0;
     pipeline pipe;
+    pacing_ = true;
     while (!st.stop_requested()) {
       std::chrono::nanoseconds pause{0};
+      publisher_threw_ = false; // set by this round's publish, if it has one
       try {
         const auto r = opts_.overlap ? overlapped_round(pipe) : run_once();
-        if (r.failed > 0) {
+        if (publisher_threw_) {
           pause = retry.delay(failures++);
         } else {
           failures = 0;
@@ -177,9 +211,15 @@ private:
     std::vector<outbox_event> to_mark; // acknowledged in the last round, not yet marked
   };
 
-  outbox::ready_result read(const std::string &exclude = "{}") {
+  // A key's pause after its events failed (run() only).
+  struct key_pause {
+    unsigned failures = 0;
+    std::chrono::steady_clock::time_point until;
+  };
+
+  outbox::ready_result read(const std::string &exclude, const std::string &skip) {
     pqxx::nontransaction tx(*lease_);
-    auto batch = box_->read_ready(tx, opts_.batch, "lakh::pg::outbox_relay", exclude);
+    auto batch = box_->read_ready(tx, opts_.batch, "lakh::pg::outbox_relay", exclude, skip);
     metrics_.lag_ms.set(static_cast<std::int64_t>(batch.oldest_age_s * 1000.0));
     return batch;
   }
@@ -194,44 +234,101 @@ private:
     }
   }
 
-  // Publishes `events`; returns the ones to mark: per key, the acknowledged prefix.
+  // The keys pausing now, as a text[] literal (run() only; run_once reads every key).
+  std::string skip_keys() const {
+    std::vector<std::string_view> keys;
+    if (pacing_) {
+      const auto now = std::chrono::steady_clock::now();
+      for (const auto &[key, p] : paused_) {
+        if (p.until > now) {
+          keys.push_back(key);
+        }
+      }
+    }
+    return text_array(keys);
+  }
+
+  // Publishes `events`; returns the ones to mark: per key, the acknowledged prefix. Collects
+  // the failures (record_failures writes them) and pauses their keys.
   std::vector<outbox_event> publish(std::vector<outbox_event> &events, outbox_round &round) {
     outcomes_.assign(events.size(), publish_outcome::failed);
+    std::string thrown;
+    publisher_threw_ = false;
     try {
       pub_->publish(events, outcomes_);
+    } catch (const std::exception &e) {
+      publisher_threw_ = true;
+      thrown = std::string("the publisher threw: ") + e.what();
     } catch (...) {
+      publisher_threw_ = true;
+      thrown = "the publisher threw";
+    }
+    if (publisher_threw_) {
       std::fill(outcomes_.begin(), outcomes_.end(), publish_outcome::failed);
     }
     blocked_.clear();
+    failures_.clear();
     std::vector<outbox_event> done;
     done.reserve(events.size());
     for (std::size_t i = 0; i < events.size(); ++i) {
-      const bool ok =
-          outcomes_[i] == publish_outcome::acked || outcomes_[i] == publish_outcome::duplicate;
+      const auto outcome = outcomes_[i];
+      const bool ok = outcome == publish_outcome::acked || outcome == publish_outcome::duplicate;
       if (!ok || blocked_.count(events[i].key) != 0) {
         blocked_.insert(events[i].key);
-        if (outcomes_[i] == publish_outcome::failed) {
+        if (outcome == publish_outcome::failed || outcome == publish_outcome::rejected) {
           metrics_.failed.add();
+          failures_.push_back({events[i].id, publisher_threw_ ? thrown : error_of(i),
+                               outcome == publish_outcome::rejected});
         }
         ++round.failed;
         continue;
       }
-      if (outcomes_[i] == publish_outcome::duplicate) {
+      if (outcome == publish_outcome::duplicate) {
         metrics_.duplicates.add();
       }
+      paused_.erase(events[i].key);
       done.push_back(std::move(events[i]));
+    }
+    const lakh::backoff retry(opts_.backoff_base, opts_.backoff_cap);
+    const auto now = std::chrono::steady_clock::now();
+    for (const auto &key : blocked_) {
+      auto &p = paused_[key];
+      p.until = now + retry.delay(p.failures++);
     }
     round.published = done.size();
     return done;
+  }
+
+  std::string error_of(std::size_t i) const {
+    try {
+      auto text = pub_->error(i);
+      text.erase(std::remove(text.begin(), text.end(), '\0'), text.end());
+      return text;
+    } catch (...) {
+      return {};
+    }
+  }
+
+  // Writes the last publish's failures to their rows; parks the events due.
+  void record_failures(outbox_round &round) {
+    if (!failures_.empty()) {
+      pqxx::work w(*lease_);
+      const auto n = box_->record_failures(w, failures_, opts_.park_after);
+      w.commit();
+      failures_.clear();
+      metrics_.parked.add(n);
+      round.parked = n;
+    }
   }
 
   // One overlapped round: publish the prefetched batch while a helper thread marks the last
   // round's acknowledged events and reads the next batch (excluding the one in flight).
   outbox_round overlapped_round(pipeline &pipe) {
     return locked_round([this, &pipe](outbox_round &round) {
+      const auto skip = skip_keys();
       if (!pipe.have_next) {
         mark(pipe.to_mark);
-        pipe.next = read();
+        pipe.next = read("{}", skip);
       }
       pipe.have_next = false;
       auto current = std::move(pipe.next.events);
@@ -243,12 +340,13 @@ private:
       const auto in_flight = int_array(current, &outbox_event::id);
       // The helper uses the relay's connection while this thread only talks to the broker;
       // future::get() orders the two.
-      auto db = std::async(std::launch::async, [this, &pipe, &in_flight] {
+      auto db = std::async(std::launch::async, [this, &pipe, &in_flight, &skip] {
         mark(pipe.to_mark);
-        return read(in_flight);
+        return read(in_flight, skip);
       });
       auto done = publish(current, round);
       auto next = db.get();
+      record_failures(round);
       pipe.to_mark = std::move(done);
       if (round.failed == 0) {
         pipe.next = std::move(next);
@@ -264,16 +362,25 @@ private:
     outbox_round round;
     try {
       if (!lock_ && !take_lock()) {
+        note_round(); // standing by is progress too: the relay is not stuck
         return round;
       }
       round.active = true;
       metrics_.rounds.add();
       body(round);
+      note_round();
       return round;
     } catch (...) {
       drop_lock();
       throw;
     }
+  }
+
+  void note_round() noexcept {
+    metrics_.last_round_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count(),
+                                 std::memory_order_relaxed);
   }
 
   void drop_lock() noexcept {
@@ -305,7 +412,11 @@ private:
   pooled_connection lease_;                     // the relay lock's session
   std::unique_ptr<session_advisory_lock> lock_; // on lease_; destroyed before it
   std::vector<publish_outcome> outcomes_;
-  std::unordered_set<std::string> blocked_;
+  std::unordered_set<std::string> blocked_;           // keys that failed in the last publish
+  std::vector<outbox::publish_failure> failures_;     // of the last publish, not yet recorded
+  std::unordered_map<std::string, key_pause> paused_; // keys that failed, until one succeeds
+  bool pacing_ = false;                               // in run(): paused keys are not read
+  bool publisher_threw_ = false;                      // in the last publish
   outbox_relay_metrics metrics_;
 };
 
