@@ -541,6 +541,20 @@ private:
   std::vector<advisory_key> keys_;
 };
 
+namespace detail {
+
+/// After a failure part way through taking `keys` in order: releases keys[0, taken), newest
+/// first, or closes the connection if that fails (the caller reports its own error).
+inline void give_back(pqxx::connection &conn, std::vector<advisory_key> keys, std::size_t taken) {
+  keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
+  try {
+    session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
+  } catch (...) { // the connection is closed
+  }
+}
+
+} // namespace detail
+
 /// Take session-scoped locks on every key, in sorted order, duplicates once (one statement
 /// per key, so that a failure knows what it holds); the returned guard unlocks them. No transaction
 /// may be open on `conn`. Blocks: until all are granted (or
@@ -560,12 +574,7 @@ private:
   } catch (const pqxx::broken_connection &) {
     throw; // the session and its locks are gone
   } catch (...) {
-    // keys[0, taken) are held: give them back, newest first.
-    keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
-    try {
-      session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
-    } catch (...) { // the connection is closed: the original error says why
-    }
+    detail::give_back(conn, std::move(keys), taken); // the error that stopped us propagates
     throw;
   }
   return session_advisory_locks(conn, std::move(keys), std::adopt_lock);
@@ -587,12 +596,7 @@ private:
       ++taken;
     }
   } catch (...) {
-    // keys[0, taken) are held: give them back (the error that stopped us propagates).
-    keys.erase(keys.begin() + static_cast<std::ptrdiff_t>(taken), keys.end());
-    try {
-      session_advisory_locks(conn, std::move(keys), std::adopt_lock).unlock();
-    } catch (...) { // the connection is closed: the original error says why
-    }
+    detail::give_back(conn, std::move(keys), taken); // the error that stopped us propagates
     throw;
   }
   if (taken < keys.size()) { // a miss: give back what was taken

@@ -732,22 +732,10 @@ private:
   /// @throws acquire_error when no connection came; what f throws.
   template <class F>
   auto with_lease(std::stop_token st, F &&f) -> std::invoke_result_t<F &, pqxx::connection &> {
-    auto lease = acquire_timeout_ ? pool_->acquire_for(*acquire_timeout_, std::move(st))
-                                  : pool_->acquire_default(std::move(st));
-    if (!lease) {
-      throw acquire_error(lease.status(), pool_->target());
-    }
-    try {
-      return f(*lease);
-    } catch (const pqxx::broken_connection &) {
-      lease.mark_broken();
-      throw;
-    } catch (...) {
-      if (!lease->is_open()) {
-        lease.mark_broken();
-      }
-      throw;
-    }
+    return run_on_lease(*pool_,
+                        acquire_timeout_ ? pool_->acquire_for(*acquire_timeout_, std::move(st))
+                                         : pool_->acquire_default(std::move(st)),
+                        f);
   }
 
   /// The backoff in SQL, an interval: base (`param`, milliseconds) * 2^(attempts - 1), the

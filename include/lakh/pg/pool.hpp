@@ -563,18 +563,12 @@ private:
   std::shared_ptr<detail::pool_state> state_;
 };
 
-/// Calls `f(connection)` on a connection leased from `p` and returns what f returns; the
-/// lease goes back to the pool afterwards, and a connection found lost (a
-/// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
-/// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
-/// Blocks: while waiting for a connection (up to
-/// pool_options::acquire_timeout when set, or until `st` is stopped) and while f runs.
-/// @throws acquire_error when no connection could be leased (pool closed, the acquire
-/// timeout passed, or stop requested), and whatever f throws. Allocates: may.
+/// f(*lease) for a lease of `p` just acquired (with_connection's body, for callers that lease
+/// with another deadline): a lease that came empty throws acquire_error naming `p`'s target;
+/// a connection f leaves broken or closed is marked broken, so the pool never lends it again.
 template <class F>
-auto with_connection(pool &p, F &&f, std::stop_token st = {})
+auto run_on_lease(const pool &p, pooled_connection lease, F &f)
     -> std::invoke_result_t<F &, pqxx::connection &> {
-  auto lease = p.acquire_default(st);
   if (!lease) {
     throw acquire_error(lease.status(), p.target());
   }
@@ -589,6 +583,20 @@ auto with_connection(pool &p, F &&f, std::stop_token st = {})
     }
     throw;
   }
+}
+
+/// Calls `f(connection)` on a connection leased from `p` and returns what f returns; the
+/// lease goes back to the pool afterwards, and a connection found lost (a
+/// pqxx::broken_connection, or closed after f threw) is replaced instead of reused. f runs no
+/// transaction of its own unless it opens one (pqxx::work w(c); ... w.commit()).
+/// Blocks: while waiting for a connection (up to
+/// pool_options::acquire_timeout when set, or until `st` is stopped) and while f runs.
+/// @throws acquire_error when no connection could be leased (pool closed, the acquire
+/// timeout passed, or stop requested), and whatever f throws. Allocates: may.
+template <class F>
+auto with_connection(pool &p, F &&f, std::stop_token st = {})
+    -> std::invoke_result_t<F &, pqxx::connection &> {
+  return run_on_lease(p, p.acquire_default(std::move(st)), f);
 }
 
 } // namespace lakh::pg
