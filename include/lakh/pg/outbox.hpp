@@ -3,11 +3,15 @@
 // caller's transaction, so the event exists if and only if the business change committed
 // (unlike Go's usual "db.Commit(); nc.Publish()", which loses events on a crash in between).
 // outbox_publisher is the broker interface a relay publishes through; the relay itself is
-// lakh/pg/outbox_relay.hpp (included at the end). Needs PostgreSQL 13 or later (xid8).
-// Docs: docs/outbox.md (the visibility rule that makes the relay skip nothing, per-key order).
+// lakh/pg/outbox_relay.hpp (included at the end). Needs PostgreSQL 13 or later (xid8). With
+// outbox_store::wal an event is a transactional logical message instead of a row, relayed by
+// lakh::pg::wal_relay (lakh/pg/wal_relay.hpp).
+// Docs: docs/outbox.md (the visibility rule that makes the relay skip nothing, per-key order,
+// the two stores compared).
 
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
+#include <lakh/pg/detail/wal_event.hpp>
 #include <lakh/pg/pool.hpp>
 
 #include <pqxx/pqxx>
@@ -16,6 +20,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -90,6 +95,35 @@ public:
   }
 };
 
+/// Where enqueue writes an event.
+enum class outbox_store : std::uint8_t {
+  /// A row of the outbox table, relayed by outbox_relay (marked or deleted once published).
+  table,
+  /// A transactional logical message in the write-ahead log (pg_logical_emit_message): no
+  /// row, one write; relayed by wal_relay from a logical replication slot in commit order,
+  /// never held back by unrelated long transactions. Needs wal_level=logical and a slot that
+  /// exists before the first enqueue (create_schema makes it). The table keeps only parked
+  /// events. Docs: docs/outbox.md, "The wal store".
+  wal,
+};
+
+/// The setup a wal store needs is missing or wrong (wal_level, the slot, the publication, a
+/// role that may replicate); what() says what and how to fix it.
+class wal_setup_error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A wal store's replication slot as PostgreSQL reports it (pg_replication_slots).
+struct wal_slot_state {
+  bool exists = false;             ///< false: nothing below is set
+  bool active = false;             ///< a relay streams from it now
+  std::int64_t retained_bytes = 0; ///< WAL kept for the slot (current position - restart_lsn)
+  /// WAL written since the last position a relay confirmed (events not yet relayed are in it)
+  std::int64_t unconfirmed_bytes = 0;
+  std::string wal_status; ///< "reserved", "extended", "unreserved" or "lost"
+};
+
 /// Settings of an outbox.
 struct outbox_options {
   /// Lower-case identifier, optionally schema-qualified ("billing.outbox"); a schema that
@@ -100,6 +134,11 @@ struct outbox_options {
   bool delete_published = false;
   /// enqueue refuses larger payloads (bytes): NATS's default max_payload, 1 MiB.
   std::size_t max_payload = std::size_t{1} << 20;
+  /// Rows (the table relay) or logical messages (the wal relay).
+  outbox_store store = outbox_store::table;
+  /// wal store: the replication slot and publication ([a-z0-9_], at most 63 bytes); empty:
+  /// "lakh_<database>_<table>" (detail::wal_slot_name; slots are per cluster).
+  std::string slot{};
 };
 
 /// The outbox table: enqueue in the caller's transaction; read and mark for the relay.
@@ -120,13 +159,85 @@ public:
   /// Blocks: never. @throws std::invalid_argument if the table name is not a lower-case identifier.
   explicit outbox(pool &p, outbox_options opts = {})
       : pool_(&p), table_(detail::checked_table_name(std::move(opts.table), "lakh::pg::outbox")),
-        delete_published_(opts.delete_published), max_payload_(opts.max_payload) {}
+        delete_published_(opts.delete_published), max_payload_(opts.max_payload),
+        store_(opts.store), slot_(std::move(opts.slot)),
+        prefix_(detail::wal_message_prefix(table_)) {
+    const bool slot_ok =
+        slot_.size() <= 63 &&
+        slot_.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+    if (!slot_ok) {
+      throw std::invalid_argument("lakh::pg::outbox: slot \"" + slot_ +
+                                  "\" must be at most 63 of [a-z0-9_]");
+    }
+  }
 
   /// Creates the schema (if qualified), the table and its partial index if missing; adds
   /// columns a table from an older lakh lacks (existing rows get a fresh uuid each). Safe to run
-  /// from many processes at once (an advisory lock serializes them). Blocks: a few round trips.
-  /// @throws pqxx errors; acquire_error if no connection could be leased.
+  /// from many processes at once (an advisory lock serializes them). With the wal store it
+  /// also creates the publication and the replication slot if missing (the slot waits for the
+  /// transactions running then to end; events enqueued before it exists are never relayed).
+  /// Blocks: a few round trips. @throws wal_setup_error (wal store: wal_level is not logical,
+  /// or the role may not create a slot); pqxx errors; acquire_error if no connection could be
+  /// leased.
   void create_schema() {
+    create_table();
+    if (store_ == outbox_store::wal) {
+      create_slot();
+    }
+  }
+
+  /// The store this outbox writes to.
+  [[nodiscard]] outbox_store store() const noexcept { return store_; }
+
+  /// The wal store's slot name (asks the server for the database name when the options named
+  /// no slot). Blocks: a round trip the first time. @throws pqxx errors, acquire_error.
+  std::string wal_slot() {
+    if (!slot_.empty()) {
+      return slot_;
+    }
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) { return wal_slot(c); });
+  }
+
+  /// The wal store's slot now (exists: false if it does not). Call it from a monitor: a slot
+  /// no relay reads keeps every WAL segment from its restart_lsn on (see docs/outbox.md for
+  /// max_slot_wal_keep_size). Blocks: a round trip. @throws pqxx errors, acquire_error.
+  wal_slot_state wal_slot_status() {
+    const auto slot = wal_slot();
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::nontransaction tx(c);
+      const auto r = tx.exec_params(
+          "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+          "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+          "coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+          slot);
+      wal_slot_state s;
+      if (!r.empty()) {
+        s = {true, r[0][0].as<bool>(), r[0][1].as<std::int64_t>(0), r[0][2].as<std::int64_t>(0),
+             r[0][3].as<std::string>()};
+      }
+      return s;
+    });
+  }
+
+  /// Drops the wal store's slot and publication (an abandoned slot retains WAL without
+  /// bound): events not yet relayed are lost, and enqueue goes on writing messages nobody
+  /// reads until create_schema makes a new slot. Returns whether a slot was dropped.
+  /// Blocks: a round trip. @throws pqxx errors (object_in_use while a relay streams from it),
+  /// acquire_error.
+  bool drop_wal_slot() {
+    const auto slot = wal_slot();
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::nontransaction tx(c);
+      const auto r = tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                    "pg_replication_slots WHERE slot_name = $1",
+                                    slot);
+      tx.exec("DROP PUBLICATION IF EXISTS " + slot);
+      return !r.empty();
+    });
+  }
+
+private:
+  void create_table() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
       w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_outbox_schema:" + table_);
@@ -155,6 +266,50 @@ public:
     });
   }
 
+  void create_slot() {
+    lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      const auto slot = wal_slot(c);
+      pqxx::nontransaction tx(c);
+      const auto level = tx.exec("SELECT current_setting('wal_level')")[0][0].as<std::string>();
+      if (level != "logical") {
+        throw wal_setup_error("lakh::pg::outbox: the wal store needs wal_level=logical (the "
+                              "server has wal_level=" +
+                              level +
+                              "): set it in postgresql.conf or with -c wal_level=logical, "
+                              "then restart the server");
+      }
+      if (tx.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", slot).empty()) {
+        try {
+          tx.exec("CREATE PUBLICATION " + slot); // no tables: the slot sends messages only
+        } catch (const pqxx::sql_error &e) {
+          if (e.sqlstate() != "42710") { // duplicate_object: created meanwhile
+            throw;
+          }
+        }
+      }
+      if (!tx.exec_params("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", slot)
+               .empty()) {
+        return;
+      }
+      try {
+        tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot);
+      } catch (const pqxx::sql_error &e) {
+        if (e.sqlstate() == "42710") {
+          return; // created meanwhile
+        }
+        if (e.sqlstate() == "42501") { // insufficient_privilege
+          throw wal_setup_error("lakh::pg::outbox: the role may not create the replication "
+                                "slot \"" +
+                                slot +
+                                "\": it needs the REPLICATION attribute (or run "
+                                "create_schema as a role that has it)");
+        }
+        throw;
+      }
+    });
+  }
+
+public:
   /// Adds an event in the caller's transaction `tx` (it is published only if `tx` commits);
   /// returns its id. `tx` is usually a pqxx::work; any pqxx transaction works.
   /// Blocks: a round trip.
@@ -162,9 +317,15 @@ public:
   /// is over 255 bytes, the payload is over max_payload, any string holds a NUL byte, or a
   /// header is malformed (see outbox_header) or there are over 64: then nothing was sent to
   /// the server. pqxx errors from the INSERT.
+  /// With the wal store the event is a transactional logical message (it is decoded only if
+  /// `tx` commits) and the id returned is the message's WAL position (unique, increasing in
+  /// write order; the relay publishes in commit order).
   std::int64_t enqueue(pqxx::transaction_base &tx, std::string_view topic, std::string_view key,
                        std::string_view payload, std::span<const outbox_header> headers = {}) {
     check_event(topic, key, payload, headers, max_payload_);
+    if (store_ == outbox_store::wal) {
+      return emit(tx, topic, key, payload, headers, nullptr);
+    }
     const auto sql = "INSERT INTO " + table_ +
                      " (topic, key, payload, headers) VALUES ($1, $2, $3, $4) RETURNING id";
     auto r = headers.empty() ? tx.exec_params(sql, std::string(topic), std::string(key),
@@ -178,13 +339,17 @@ public:
   /// visible unpublished rows in id order, cut before the first whose transaction may precede one
   /// still running; at most `limit`. Blocks: a round trip.
   /// @throws std::invalid_argument if limit < 1; pqxx errors.
+  /// @throws std::logic_error with the wal store (its events are in the WAL: see wal_relay).
   std::vector<outbox_event> ready(pqxx::transaction_base &tx, int limit) {
+    table_only("ready");
     return read_ready(tx, limit, "lakh::pg::outbox::ready").events;
   }
 
   /// Marks `events` published (deletes them with delete_published). Run it only after the
   /// broker acknowledged them. Blocks: a round trip. @throws pqxx errors.
+  /// @throws std::logic_error with the wal store.
   void mark_published(pqxx::transaction_base &tx, std::span<const outbox_event> events) {
+    table_only("mark_published");
     if (events.empty()) {
       return;
     }
@@ -196,8 +361,10 @@ public:
   }
 
   /// Committed events not yet published, parked ones excluded. Blocks: a round trip (a
-  /// count, linear in the unpublished rows). @throws pqxx errors, acquire_error.
+  /// count, linear in the unpublished rows). @throws pqxx errors, acquire_error;
+  /// std::logic_error with the wal store (wal_slot_status says how far its relay is behind).
   std::int64_t pending() {
+    table_only("pending");
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
       return tx
@@ -211,8 +378,9 @@ public:
   /// has waited, by the database's clock; 0 when none waits. It grows while no relay makes
   /// progress (stopped, hung, or standing by without an active one), unlike the relay's own
   /// gauges: call it from a monitor on its own pooled connection. Blocks: a round trip.
-  /// @throws pqxx errors, acquire_error.
+  /// @throws pqxx errors, acquire_error; std::logic_error with the wal store.
   std::chrono::milliseconds oldest_pending_age() {
+    table_only("oldest_pending_age");
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
       const auto r = tx.exec("SELECT (extract(epoch FROM clock_timestamp() - created_at) * "
@@ -259,10 +427,34 @@ public:
   }
 
   /// Returns parked events `ids` to the relay (attempts start again at 0), e.g. once the
-  /// broker can take them; returns how many were parked. Blocks: a round trip.
+  /// broker can take them; returns how many were parked. With the wal store they are written
+  /// to the WAL again, in id order and with their identities, and their rows deleted, in one
+  /// transaction. Blocks: a round trip (the wal store: one per event).
   /// @throws pqxx errors, acquire_error.
   std::size_t retry_parked(std::span<const std::int64_t> ids) {
-    return change_parked(ids, "UPDATE " + table_ + " SET parked_at = NULL, attempts = 0");
+    if (store_ == outbox_store::table) {
+      return change_parked(ids, "UPDATE " + table_ + " SET parked_at = NULL, attempts = 0");
+    }
+    if (ids.empty()) {
+      return 0;
+    }
+    return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
+      pqxx::work w(c);
+      auto r = w.exec_params("WITH d AS (DELETE FROM " + table_ +
+                                 " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL "
+                                 "RETURNING id, topic, key, payload, headers, uuid::text) "
+                                 "SELECT * FROM d ORDER BY id",
+                             int_array(ids));
+      for (const auto &row : r) {
+        const auto headers =
+            row[4].is_null() ? std::vector<outbox_header>{} : parse_headers(row[4]);
+        const auto uuid = row[5].as<std::string>();
+        (void)emit(w, row[1].as<std::string>(), row[2].as<std::string>(), row[3].as<std::string>(),
+                   headers, &uuid);
+      }
+      w.commit();
+      return r.size();
+    });
   }
 
   /// Deletes parked events `ids` (never published; the later events of their keys go on);
@@ -292,6 +484,59 @@ public:
 
 private:
   friend class outbox_relay;
+  friend class wal_relay;
+
+  void table_only(const char *what) const {
+    if (store_ == outbox_store::wal) {
+      throw std::logic_error(std::string("lakh::pg::outbox::") + what +
+                             ": not for the wal store (its events are in the WAL, not the "
+                             "table: see wal_relay and wal_slot_status)");
+    }
+  }
+
+  std::string wal_slot(pqxx::connection &c) const {
+    if (!slot_.empty()) {
+      return slot_;
+    }
+    pqxx::nontransaction tx(c);
+    return detail::wal_slot_name(tx.exec("SELECT current_database()")[0][0].as<std::string>(),
+                                 table_);
+  }
+
+  // Writes the event as a transactional logical message; a null `uuid` draws a new one.
+  std::int64_t emit(pqxx::transaction_base &tx, std::string_view topic, std::string_view key,
+                    std::string_view payload, std::span<const outbox_header> headers,
+                    const std::string *uuid) {
+    std::vector<std::string_view> fields{topic, key, payload};
+    for (const auto &h : headers) {
+      fields.push_back(h.name);
+      fields.push_back(h.value);
+    }
+    auto r = tx.exec_params(
+        "SELECT pg_logical_emit_message(true, $1, $2 || coalesce($3, gen_random_uuid()::text) "
+        "|| $4) - '0/0'::pg_lsn",
+        prefix_, std::string(detail::wal_content_version),
+        uuid != nullptr ? std::optional<std::string>(*uuid) : std::nullopt,
+        detail::wal_content_fields(fields));
+    return r[0][0].as<std::int64_t>();
+  }
+
+  // Parks an event the wal relay could not publish (refused park_after times): a row of the
+  // table, listed by parked() like the table store's.
+  void park(pqxx::transaction_base &tx, const outbox_event &e, int attempts,
+            const std::string &error) {
+    std::vector<std::string_view> flat;
+    for (const auto &h : e.headers) {
+      flat.push_back(h.name);
+      flat.push_back(h.value);
+    }
+    tx.exec_params("INSERT INTO " + table_ +
+                       " (topic, key, payload, headers, uuid, attempts, failed_at, last_error, "
+                       "parked_at) VALUES ($1, $2, $3, $4, $5::uuid, $6, now(), $7, now())",
+                   e.topic, e.key, e.payload,
+                   e.headers.empty() ? std::optional<std::string>() : text_array(flat), e.uuid,
+                   attempts, error);
+  }
 
   struct ready_result {
     std::vector<outbox_event> events;
@@ -468,6 +713,9 @@ private:
   std::string table_;
   bool delete_published_;
   std::size_t max_payload_;
+  outbox_store store_;
+  std::string slot_;   // as given (empty: derived from the database and table)
+  std::string prefix_; // of the wal store's messages
 };
 
 } // namespace lakh::pg

@@ -401,6 +401,10 @@ public:
   /// The bound on open connections.
   [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
 
+  /// The connection string the pool opens (password included, if it holds one); empty when a
+  /// factory makes the connections. lakh::pg::wal_relay opens its replication connection with it.
+  [[nodiscard]] const std::string &url() const noexcept { return state_->opts.url; }
+
   /// "host:port/dbname" of the pool's URL (never the password); "(factory)" when a factory
   /// makes the connections.
   [[nodiscard]] std::string target() const {
