@@ -102,3 +102,17 @@ TEST_CASE("wal relay: committed events in commit order, with their identity and 
         std::vector<lakh::pg::outbox_header>{{"traceparent", "00-ab-cd-01"}});
   CHECK(relay.metrics().published.value() == 2);
 }
+
+TEST_CASE("wal store: a lost slot is reported by create_schema, not silently replaced") {
+  wal_fixture f;
+  const auto slot = f.box.wal_slot();
+  lakh::test::pg::exec(f.db.url(), "SELECT pg_drop_replication_slot('" + slot + "')");
+  CHECK_FALSE(f.box.wal_slot_status().exists);
+  CHECK_THROWS_WITH_AS(f.box.create_schema(), doctest::Contains("the slot was lost"),
+                       lakh::pg::wal_setup_error);
+  CHECK(f.box.drop_wal_slot() == false); // the publication goes; there was no slot
+  f.box.create_schema();                 // the gap accepted: a new slot
+  const auto state = f.box.wal_slot_status();
+  CHECK(state.exists);
+  CHECK_FALSE(state.active);
+}

@@ -174,11 +174,11 @@ public:
   /// Creates the schema (if qualified), the table and its partial index if missing; adds
   /// columns a table from an older lakh lacks (existing rows get a fresh uuid each). Safe to run
   /// from many processes at once (an advisory lock serializes them). With the wal store it
-  /// also creates the publication and the replication slot if missing (the slot waits for the
+  /// also creates the replication slot and its publication if missing (the slot waits for the
   /// transactions running then to end; events enqueued before it exists are never relayed).
   /// Blocks: a few round trips. @throws wal_setup_error (wal store: wal_level is not logical,
-  /// or the role may not create a slot); pqxx errors; acquire_error if no connection could be
-  /// leased.
+  /// the role may not create a slot, or the slot was lost: its publication exists without
+  /// it); pqxx errors; acquire_error if no connection could be leased.
   void create_schema() {
     create_table();
     if (store_ == outbox_store::wal) {
@@ -228,10 +228,11 @@ public:
     const auto slot = wal_slot();
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
+      // The publication first: stopped in between, the slot is left, not a "lost slot" sign.
+      tx.exec("DROP PUBLICATION IF EXISTS " + slot);
       const auto r = tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
                                     "pg_replication_slots WHERE slot_name = $1",
                                     slot);
-      tx.exec("DROP PUBLICATION IF EXISTS " + slot);
       return !r.empty();
     });
   }
@@ -266,6 +267,10 @@ private:
     });
   }
 
+  // The slot first, then the publication: a publication without its slot then means the slot
+  // was lost (a failover to a server that had no copy of it, or a drop by hand), and
+  // create_schema says so instead of making a new slot that would hide the gap. A session
+  // advisory lock serializes concurrent callers.
   void create_slot() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       const auto slot = wal_slot(c);
@@ -278,34 +283,49 @@ private:
                               "): set it in postgresql.conf or with -c wal_level=logical, "
                               "then restart the server");
       }
-      if (tx.exec_params("SELECT 1 FROM pg_publication WHERE pubname = $1", slot).empty()) {
-        try {
-          tx.exec("CREATE PUBLICATION " + slot); // no tables: the slot sends messages only
-        } catch (const pqxx::sql_error &e) {
-          if (e.sqlstate() != "42710") { // duplicate_object: created meanwhile
+      const auto lock_key = "lakh_outbox_slot:" + slot;
+      tx.exec_params("SELECT pg_advisory_lock(hashtext($1))", lock_key);
+      try {
+        const auto r = tx.exec_params(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
+            "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            slot);
+        const bool has_slot = r[0][0].as<bool>();
+        const bool has_publication = r[0][1].as<bool>();
+        if (!has_slot && has_publication) {
+          throw wal_setup_error(
+              "lakh::pg::outbox: publication \"" + slot +
+              "\" exists but its replication slot "
+              "does not: the slot was lost (a failover to a server without a copy of it, or "
+              "dropped by hand), and events committed after its last confirmed position were "
+              "never relayed. See docs/outbox.md, \"Failover\"; to accept the gap and go on, "
+              "call drop_wal_slot() and then create_schema()");
+        }
+        if (!has_slot) {
+          try {
+            tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot);
+          } catch (const pqxx::sql_error &e) {
+            if (e.sqlstate() == "42501") { // insufficient_privilege
+              throw wal_setup_error("lakh::pg::outbox: the role may not create the "
+                                    "replication slot \"" +
+                                    slot +
+                                    "\": it needs the REPLICATION attribute (or run "
+                                    "create_schema as a role that has it)");
+            }
             throw;
           }
         }
-      }
-      if (!tx.exec_params("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", slot)
-               .empty()) {
-        return;
-      }
-      try {
-        tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot);
-      } catch (const pqxx::sql_error &e) {
-        if (e.sqlstate() == "42710") {
-          return; // created meanwhile
+        if (!has_publication) {
+          tx.exec("CREATE PUBLICATION " + slot); // no tables: the slot sends messages only
         }
-        if (e.sqlstate() == "42501") { // insufficient_privilege
-          throw wal_setup_error("lakh::pg::outbox: the role may not create the replication "
-                                "slot \"" +
-                                slot +
-                                "\": it needs the REPLICATION attribute (or run "
-                                "create_schema as a role that has it)");
+      } catch (...) {
+        try {
+          tx.exec_params("SELECT pg_advisory_unlock(hashtext($1))", lock_key);
+        } catch (...) { // the connection is gone, and the lock with it
         }
         throw;
       }
+      tx.exec_params("SELECT pg_advisory_unlock(hashtext($1))", lock_key);
     });
   }
 
