@@ -134,7 +134,7 @@ TEST_CASE("nats.wal_relay.killed_relays_lose_nothing_and_duplicate_nothing" *
       kill_it(c);
     } else {
       auto c = child("run");
-      std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 250));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 350));
       kill_it(c);
     }
     if (round == 6) {

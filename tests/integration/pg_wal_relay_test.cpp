@@ -4,7 +4,7 @@
 #include <lakh/pg/wal_relay.hpp>
 
 #include <support/env.hpp>
-#include <support/scratch_database.hpp>
+#include <support/wal_outbox.hpp>
 
 #include <pqxx/pqxx>
 
@@ -90,46 +90,15 @@ std::int64_t as_int(pqxx::transaction_base &tx, const std::string &sql) {
   return tx.exec(sql)[0][0].as<std::int64_t>();
 }
 
-// An outbox with the wal store in a database of its own (its slot is dropped with it).
-struct wal_fixture {
-  lakh::test::pg::scratch_database db{"wal_relay"};
-  lakh::pg::pool pool{db.url(), 8};
-  lakh::pg::outbox box{pool,
-                       {"app.outbox", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal}};
-  wal_fixture() {
-    box.create_schema();
+// An outbox with the wal store in a database of its own, and what the slot shows.
+struct wal_fixture : lakh::test::wal_outbox {
+  wal_fixture() : wal_outbox("wal_relay") {
     box.create_schema(); // idempotent
   }
-  ~wal_fixture() {
-    // A relay's walsender ends a moment after the relay closed its stream; until then the
-    // slot is active and cannot be dropped (nor, with it, the database).
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (true) {
-      try {
-        (void)box.drop_wal_slot();
-        return;
-      } catch (...) {
-        if (std::chrono::steady_clock::now() > deadline) {
-          return;
-        }
-        std::this_thread::sleep_for(20ms);
-      }
-    }
-  }
-  wal_fixture(const wal_fixture &) = delete;
-  wal_fixture &operator=(const wal_fixture &) = delete;
 
   // Enqueues one event in a transaction of its own; returns its id (its WAL position).
   std::int64_t add(const std::string &key, const std::string &payload, bool commit = true) {
-    auto c = pool.acquire();
-    pqxx::work w(*c);
-    w.exec("SET LOCAL synchronous_commit = on"); // decoded once flushed
-    const auto id =
-        box.enqueue(w, "invoice.issued", key, payload, {{{"traceparent", "00-ab-cd-01"}}});
-    if (commit) {
-      w.commit();
-    }
-    return id;
+    return wal_outbox::add("invoice.issued", key, payload, commit);
   }
 
   // The slot's confirmed_flush_lsn as a number (0 if the slot is missing).
