@@ -557,3 +557,47 @@ TEST_CASE("pg.wal_relay_thread.fails_at_start_without_a_slot_and_stops_promptly"
   wait_for([&] { return !f.box.wal_slot_status().active; }, "the slot free after stop()");
   CHECK(relay.metrics().published.value() == static_cast<std::uint64_t>(n));
 }
+
+TEST_CASE("pg.wal_relay.a_relay_that_takes_over_again_never_moves_the_slot_back" *
+          doctest::timeout(60)) {
+  // A streams and confirms X, loses its stream; B takes over and confirms Y > X; B goes, and
+  // A takes over again while its broker fails: what A reports must not take the slot back to
+  // X (the next relay would send again what B confirmed, past the broker's dedupe window).
+  wal_fixture f;
+  recording_publisher a_pub;
+  recording_publisher b_pub;
+  lakh::pg::wal_relay_options o;
+  o.status_interval = 50ms;
+  auto a = std::make_unique<lakh::pg::wal_relay>(f.box, a_pub, o);
+  f.add("k", "e0");
+  relay_until(*a, a_pub, 1);
+  const auto x = a->confirmed_lsn();
+  {
+    auto c = f.pool.acquire();
+    pqxx::nontransaction tx(*c);
+    tx.exec_params("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE "
+                   "slot_name = $1",
+                   f.box.wal_slot());
+  }
+  CHECK_THROWS_AS((void)a->run_once(5s), std::runtime_error); // the server ended the stream
+  CHECK_FALSE(a->active());
+  auto b = std::make_unique<lakh::pg::wal_relay>(f.box, b_pub, o);
+  f.add("k", "e1");
+  const auto e2 = f.add("k", "e2");
+  relay_until(*b, b_pub, 2);
+  CHECK(b_pub.payloads() == std::vector<std::string>{"e1", "e2"});
+  wait_for([&] { return f.slot_confirmed() > e2; }, "B's position confirmed");
+  const auto y = f.slot_confirmed();
+  CHECK(static_cast<std::uint64_t>(y) > x);
+  b.reset();
+  a_pub.set_decide([](const lakh::pg::outbox_event &) { return publish_outcome::failed; });
+  f.add("k", "e3");
+  rounds_until(
+      *a, [&] { return a_pub.attempts_of("e3").size() >= 5; }, "A took over and failed e3");
+  CHECK(f.slot_confirmed() >= y);
+  a.reset();
+  recording_publisher c_pub;
+  lakh::pg::wal_relay c(f.box, c_pub, o);
+  relay_until(c, c_pub, 1);
+  CHECK(c_pub.payloads().front() == "e3"); // nothing B had confirmed comes again
+}
