@@ -124,7 +124,7 @@ template <class Pred> void wait_for(Pred pred, const char *what) {
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) {
-      FAIL("not within 30 s: " << what);
+      FAIL("not within 30 s: " << std::string(what));
     }
     std::this_thread::sleep_for(20ms);
   }
@@ -135,7 +135,7 @@ template <class Pred> void rounds_until(lakh::pg::wal_relay &relay, Pred pred, c
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (!pred()) {
     if (std::chrono::steady_clock::now() > deadline) {
-      FAIL("not within 30 s of relay rounds: " << what);
+      FAIL("not within 30 s of relay rounds: " << std::string(what));
     }
     (void)relay.run_once(50ms);
   }
