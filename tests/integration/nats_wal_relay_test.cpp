@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -95,6 +97,16 @@ private:
   std::jthread thread_;
 };
 
+// The child's first line, waiting up to 30 s for it (a child that never publishes FAILs the
+// test instead of hanging it; its owner kills it).
+std::string first_line(lakh::test::child_process &c) {
+  pollfd fd{::fileno(c.from_child()), POLLIN, 0};
+  if (::poll(&fd, 1, 30000) != 1) {
+    FAIL("the relay child printed nothing within 30 s");
+  }
+  return c.read_line();
+}
+
 } // namespace
 
 TEST_CASE("nats.wal_relay.killed_relays_lose_nothing_and_duplicate_nothing" *
@@ -128,7 +140,7 @@ TEST_CASE("nats.wal_relay.killed_relays_lose_nothing_and_duplicate_nothing" *
       (void)db.add(subject, "fresh-k", fresh);
       committed.insert(fresh);
       auto c = child("pause");
-      const auto line = c.read_line();
+      const auto line = first_line(c);
       INFO("child: " << line);
       CHECK(line.rfind("published ", 0) == 0);
       kill_it(c);
