@@ -515,6 +515,9 @@ private:
     if (!due.empty()) {
       lakh::pg::with_connection(box_->connections(), [&](pqxx::connection &c) {
         pqxx::work w(c);
+        // Flushed before the slot is told to skip these events, even where the server runs
+        // synchronous_commit=off: a crash must not lose the only copy of a parked event.
+        w.exec("SET LOCAL synchronous_commit = on");
         for (const auto i : due) {
           box_->park(w, events_[i], held_[i].refusals, pub_->error(i));
         }
