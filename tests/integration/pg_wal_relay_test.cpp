@@ -601,3 +601,125 @@ TEST_CASE("pg.wal_relay.a_relay_that_takes_over_again_never_moves_the_slot_back"
   relay_until(c, c_pub, 1);
   CHECK(c_pub.payloads().front() == "e3"); // nothing B had confirmed comes again
 }
+
+TEST_CASE("pg.wal_relay.a_transaction_is_confirmed_whole_or_not_at_all" * doctest::timeout(60)) {
+  // T holds a, b, c (three keys); b fails. The position may not pass T: a fresh relay sends
+  // all of T again (a and c are duplicates for the broker), and nothing before T.
+  wal_fixture f;
+  recording_publisher failing;
+  failing.set_decide([](const lakh::pg::outbox_event &e) {
+    return e.payload == "b" ? publish_outcome::failed : publish_outcome::acked;
+  });
+  f.add("k0", "before");
+  std::int64_t id_a = 0;
+  {
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    w.exec("SET LOCAL synchronous_commit = on");
+    id_a = f.box.enqueue(w, "invoice.issued", "k1", "a");
+    (void)f.box.enqueue(w, "invoice.issued", "k2", "b");
+    (void)f.box.enqueue(w, "invoice.issued", "k3", "c");
+    w.commit();
+  }
+  {
+    lakh::pg::wal_relay relay(f.box, failing);
+    rounds_until(
+        relay, [&] { return failing.count() >= 3 && !failing.attempts_of("b").empty(); },
+        "before, a and c acknowledged, b failed");
+    CHECK(failing.payloads() == std::vector<std::string>{"before", "a", "c"});
+    CHECK(relay.confirmed_lsn() > 0);
+    CHECK(relay.confirmed_lsn() < static_cast<std::uint64_t>(id_a));
+  }
+  recording_publisher pub;
+  lakh::pg::wal_relay relay(f.box, pub);
+  relay_until(relay, pub, 3);
+  CHECK(pub.payloads() == std::vector<std::string>{"a", "b", "c"});
+}
+
+TEST_CASE("pg.wal_relay.a_transaction_larger_than_a_batch_goes_out_whole" * doctest::timeout(60)) {
+  wal_fixture f;
+  struct sizes_publisher : recording_publisher {
+    std::vector<std::size_t> sizes;
+    void publish(std::span<const lakh::pg::outbox_event> events,
+                 std::span<publish_outcome> outcomes) override {
+      sizes.push_back(events.size());
+      recording_publisher::publish(events, outcomes);
+    }
+  } pub;
+  lakh::pg::wal_relay_options o;
+  o.batch = 10;
+  lakh::pg::wal_relay relay(f.box, pub, o);
+  std::vector<std::string> expected;
+  {
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    w.exec("SET LOCAL synchronous_commit = on");
+    for (int i = 0; i < 35; ++i) {
+      expected.push_back("big-" + std::to_string(i));
+      (void)f.box.enqueue(w, "invoice.issued", "k" + std::to_string(i % 4), expected.back());
+    }
+    w.commit();
+  }
+  for (int i = 0; i < 12; ++i) {
+    expected.push_back("small-" + std::to_string(i));
+    f.add("k", expected.back());
+  }
+  relay_until(relay, pub, expected.size());
+  CHECK(pub.payloads() == expected);
+  REQUIRE_FALSE(pub.sizes.empty());
+  CHECK(pub.sizes.front() >= 35); // the whole transaction in one publish
+  CHECK(*std::max_element(pub.sizes.begin() + 1, pub.sizes.end()) <= 10);
+}
+
+TEST_CASE("pg.wal_relay.odd_fields_round_trip_and_other_outboxes_are_not_relayed" *
+          doctest::timeout(60)) {
+  wal_fixture f;
+  // Another outbox in the same database, its table name a prefix of ours: its own slot, its
+  // own events.
+  lakh::pg::outbox other(f.pool,
+                         {"app.outbox2", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal});
+  other.create_schema();
+  struct dropped_at_end {
+    lakh::pg::outbox &box;
+    ~dropped_at_end() { lakh::test::drop_slot(box); }
+  } drop_other{other};
+  CHECK(other.wal_slot() != f.box.wal_slot());
+
+  std::vector<lakh::pg::outbox_header> headers;
+  for (int i = 0; i < 64; ++i) {
+    headers.push_back({"h" + std::to_string(i), i == 0 ? std::string(4096, 'v') : "3:x:12:"});
+  }
+  const std::vector<std::string> payloads{"", "5:abc:12:", "{\"a\": \"\\u00e9 ü\"}",
+                                          std::string(1 << 16, ':')};
+  {
+    auto c = f.pool.acquire();
+    pqxx::work w(*c);
+    w.exec("SET LOCAL synchronous_commit = on");
+    (void)other.enqueue(w, "other.topic", "k", "not ours");
+    for (const auto &p : payloads) {
+      (void)f.box.enqueue(w, "t:1:x", "", p, headers);
+    }
+    (void)other.enqueue(w, "other.topic", "k", "not ours either");
+    w.exec("SELECT pg_logical_emit_message(true, 'lakh_outbox:app.outbox', 'not an event')");
+    w.commit();
+  }
+  f.add("k", "last");
+  recording_publisher pub;
+  lakh::pg::wal_relay relay(f.box, pub);
+  relay_until(relay, pub, payloads.size() + 1);
+  auto expected = payloads;
+  expected.push_back("last");
+  CHECK(pub.payloads() == expected);
+  CHECK(relay.metrics().failed.value() == 1); // the message that is not an event: skipped
+  std::lock_guard g(pub.mu);
+  for (std::size_t i = 0; i < payloads.size(); ++i) {
+    CHECK(pub.seen[i].topic == "t:1:x");
+    CHECK(pub.seen[i].key.empty());
+    CHECK(pub.seen[i].headers == headers);
+  }
+
+  recording_publisher other_pub;
+  lakh::pg::wal_relay other_relay(other, other_pub);
+  relay_until(other_relay, other_pub, 2);
+  CHECK(other_pub.payloads() == std::vector<std::string>{"not ours", "not ours either"});
+}

@@ -16,6 +16,24 @@
 
 namespace lakh::test {
 
+/// Drops `box`'s slot and publication, waiting (up to 10 s) while a relay's walsender that is
+/// ending still holds the slot (it ends a moment after the relay closed its stream or was
+/// killed). Never throws: a destructor's call.
+inline void drop_slot(lakh::pg::outbox &box) noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (true) {
+    try {
+      (void)box.drop_wal_slot();
+      return;
+    } catch (...) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+}
+
 /// A wal-store outbox "app.outbox" in a scratch database (prefix `prefix`).
 struct wal_outbox {
   lakh::test::pg::scratch_database db;
@@ -27,22 +45,7 @@ struct wal_outbox {
         box(pool, {"app.outbox", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal}) {
     box.create_schema();
   }
-  ~wal_outbox() {
-    // A relay's walsender ends a moment after the relay closed its stream (or was killed);
-    // until then the slot is active and cannot be dropped.
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (true) {
-      try {
-        (void)box.drop_wal_slot();
-        return;
-      } catch (...) {
-        if (std::chrono::steady_clock::now() > deadline) {
-          return;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-    }
-  }
+  ~wal_outbox() { drop_slot(box); }
   wal_outbox(const wal_outbox &) = delete;
   wal_outbox &operator=(const wal_outbox &) = delete;
 
