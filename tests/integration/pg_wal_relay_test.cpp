@@ -723,3 +723,61 @@ TEST_CASE("pg.wal_relay.odd_fields_round_trip_and_other_outboxes_are_not_relayed
   relay_until(other_relay, other_pub, 2);
   CHECK(other_pub.payloads() == std::vector<std::string>{"not ours", "not ours either"});
 }
+
+TEST_CASE("pg.wal_relay.a_slot_of_another_database_is_a_setup_error" * doctest::timeout(60)) {
+  // Slots are per cluster: an outbox of another database naming the same slot must not
+  // stream this database's events.
+  wal_fixture f;
+  const auto slot = lakh::test::pg::unique_name("lakh_test_slot");
+  lakh::pg::outbox mine(
+      f.pool, {"app.named", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal, slot});
+  mine.create_schema();
+  struct dropped_at_end {
+    lakh::pg::outbox &box;
+    ~dropped_at_end() { lakh::test::drop_slot(box); }
+  } drop_mine{mine};
+  lakh::test::pg::scratch_database other_db("wal_other");
+  lakh::pg::pool other_pool(other_db.url(), 2);
+  lakh::pg::outbox theirs(
+      other_pool, {"app.named", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal, slot});
+  theirs.create_schema(); // the slot exists (in the first database): left as it is
+  recording_publisher pub;
+  lakh::pg::wal_relay relay(theirs, pub);
+  try {
+    relay.check();
+    FAIL("no wal_setup_error");
+  } catch (const lakh::pg::wal_setup_error &e) {
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(what.find("\"" + slot + "\"") != std::string::npos);
+    CHECK(what.find("this database") != std::string::npos);
+  }
+  CHECK_THROWS_AS((void)relay.run_once(10ms), lakh::pg::wal_setup_error);
+  CHECK_FALSE(relay.active());
+}
+
+TEST_CASE("pg.wal_relay_thread.standby_takes_over_when_the_active_one_stops" *
+          doctest::timeout(60)) {
+  wal_fixture f;
+  recording_publisher first_pub;
+  recording_publisher second_pub;
+  lakh::pg::wal_relay_options o;
+  o.standby_poll = 20ms;
+  auto first = std::make_unique<lakh::pg::wal_relay_thread>(f.box, first_pub, o);
+  wait_for([&] { return f.box.wal_slot_status().active; }, "the first relay streams");
+  lakh::pg::wal_relay_thread second(f.box, second_pub, o);
+  std::vector<std::string> all;
+  for (int i = 0; i < 20; ++i) {
+    if (i == 10) {
+      wait_for([&] { return first_pub.count() >= 10; }, "the first relay published 10");
+      first->stop(); // confirms what it published, then frees the slot
+      first.reset();
+    }
+    all.push_back("e" + std::to_string(i));
+    f.add("k", all.back());
+  }
+  wait_for([&] { return second_pub.count() >= 10; }, "the standby took over and published 10");
+  CHECK(first_pub.payloads() == std::vector<std::string>(all.begin(), all.begin() + 10));
+  CHECK(second_pub.payloads() == std::vector<std::string>(all.begin() + 10, all.end()));
+  CHECK(second.metrics().published.value() == 10);
+}
