@@ -336,6 +336,8 @@ TEST_CASE("pg.wal_relay.standby_takes_over_at_the_confirmed_position" * doctest:
   CHECK(f.box.wal_slot_status().active);
   CHECK_FALSE(second.run_once(10ms).active); // the server lets one stream at a time
   CHECK_FALSE(second.active());
+  CHECK_THROWS_AS((void)f.box.drop_wal_slot(), pqxx::sql_error); // in use: not dropped
+  CHECK(f.box.wal_slot_status().exists);
   relay_until(*first, first_pub, 5);
   CHECK_FALSE(second.run_once(10ms).active);
   for (int i = 5; i < 10; ++i) {
@@ -780,4 +782,38 @@ TEST_CASE("pg.wal_relay_thread.standby_takes_over_when_the_active_one_stops" *
   CHECK(first_pub.payloads() == std::vector<std::string>(all.begin(), all.begin() + 10));
   CHECK(second_pub.payloads() == std::vector<std::string>(all.begin() + 10, all.end()));
   CHECK(second.metrics().published.value() == 10);
+}
+
+TEST_CASE("pg.wal_relay.run_reports_a_missing_slot_and_resumes_once_it_exists" *
+          doctest::timeout(60)) {
+  wal_fixture f;
+  recording_publisher pub;
+  REQUIRE(f.box.drop_wal_slot());
+  std::mutex mu;
+  std::vector<std::string> setup_errors;
+  lakh::pg::wal_relay_options o;
+  o.backoff_cap = 50ms;
+  o.on_error = [&](const std::exception &e) {
+    if (dynamic_cast<const lakh::pg::wal_setup_error *>(&e) != nullptr) {
+      std::lock_guard g(mu);
+      setup_errors.emplace_back(e.what());
+    }
+  };
+  lakh::pg::wal_relay relay(f.box, pub, o);
+  std::stop_source stop;
+  std::jthread t([&] { relay.run(stop.get_token()); });
+  wait_for(
+      [&] {
+        std::lock_guard g(mu);
+        return setup_errors.size() >= 2;
+      },
+      "run() reported the missing slot (and retried)");
+  f.box.create_schema();
+  f.add("k", "after the slot came back");
+  wait_for([&] { return pub.count() >= 1; }, "run() resumed and published");
+  stop.request_stop();
+  t.join();
+  CHECK(pub.payloads() == std::vector<std::string>{"after the slot came back"});
+  std::lock_guard g(mu);
+  CHECK(setup_errors.front().find("create_schema") != std::string::npos);
 }
