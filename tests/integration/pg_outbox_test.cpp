@@ -459,6 +459,7 @@ TEST_CASE("pg.outbox.run_backs_off_on_failures_and_stops_on_request" * doctest::
   lakh::pg::outbox_relay relay(f.box, pub, {100, 1ms, 20ms, 40ms});
   const auto id = f.add("k", "x");
   pub.fail_ids = {id};
+  f.wait_eligible(1); // else an open transaction of another test eats the 300 ms below
   std::stop_source stop;
   std::jthread t([&] { relay.run(stop.get_token()); });
   std::this_thread::sleep_for(300ms);

@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -102,8 +103,10 @@ enum class outbox_store : std::uint8_t {
   /// A transactional logical message in the write-ahead log (pg_logical_emit_message): no
   /// row, one write; relayed by wal_relay from a logical replication slot in commit order,
   /// never held back by unrelated long transactions. Needs wal_level=logical and a slot that
-  /// exists before the first enqueue (create_schema makes it). The table keeps only parked
-  /// events. Docs: docs/outbox.md, "The wal store".
+  /// exists before the first enqueue (create_schema makes it). The server decodes a commit
+  /// once its WAL is flushed: with synchronous_commit=off an event waits up to a few
+  /// wal_writer_delay (200 ms by default). The table keeps only parked events.
+  /// Docs: docs/outbox.md, "The wal store".
   wal,
 };
 
@@ -222,18 +225,29 @@ public:
   /// Drops the wal store's slot and publication (an abandoned slot retains WAL without
   /// bound): events not yet relayed are lost, and enqueue goes on writing messages nobody
   /// reads until create_schema makes a new slot. Returns whether a slot was dropped.
-  /// Blocks: a round trip. @throws pqxx errors (object_in_use while a relay streams from it),
-  /// acquire_error.
+  /// Blocks: a round trip; up to 5 s while the slot is active (a relay that just stopped
+  /// leaves it when its server process has ended). @throws pqxx errors (object_in_use if a
+  /// relay still streams from it after 5 s), acquire_error.
   bool drop_wal_slot() {
     const auto slot = wal_slot();
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
       // The publication first: stopped in between, the slot is left, not a "lost slot" sign.
       tx.exec("DROP PUBLICATION IF EXISTS " + slot);
-      const auto r = tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                    "pg_replication_slots WHERE slot_name = $1",
-                                    slot);
-      return !r.empty();
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (true) {
+        try {
+          const auto r = tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                        "pg_replication_slots WHERE slot_name = $1",
+                                        slot);
+          return !r.empty();
+        } catch (const pqxx::sql_error &e) {
+          if (e.sqlstate() != "55006" || std::chrono::steady_clock::now() > deadline) {
+            throw;
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
     });
   }
 
@@ -287,11 +301,19 @@ private:
       tx.exec_params("SELECT pg_advisory_lock(hashtext($1))", lock_key);
       try {
         const auto r = tx.exec_params(
-            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
+            "SELECT (SELECT row(plugin, database = current_database(), database)::text FROM "
+            "pg_replication_slots WHERE slot_name = $1), "
             "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
             slot);
-        const bool has_slot = r[0][0].as<bool>();
+        const bool has_slot = !r[0][0].is_null();
         const bool has_publication = r[0][1].as<bool>();
+        if (has_slot && r[0][0].as<std::string>().rfind("(pgoutput,t,", 0) != 0) {
+          throw wal_setup_error("lakh::pg::outbox: replication slot \"" + slot +
+                                "\" exists but is not a pgoutput slot of this database: " +
+                                r[0][0].as<std::string>() +
+                                " (plugin, here, database); name another with "
+                                "outbox_options::slot");
+        }
         if (!has_slot && has_publication) {
           throw wal_setup_error(
               "lakh::pg::outbox: publication \"" + slot +

@@ -334,6 +334,10 @@ private:
     txn_held_.clear();
     in_txn_ = false;
     received_end_ = 0;
+    // The slot's position is the server's business until the new stream says more (its first
+    // keepalive, or a publish); 0 is a position the server ignores, so a stale one of this
+    // relay never moves the slot back after another relay advanced it.
+    flushable_ = 0;
   }
 
   // Reads the stream until `batch` events are in hand, or events are in hand and nothing more
@@ -515,6 +519,9 @@ private:
     if (!due.empty()) {
       lakh::pg::with_connection(box_->connections(), [&](pqxx::connection &c) {
         pqxx::work w(c);
+        // Flushed before the slot is told to skip these events, even where the server runs
+        // synchronous_commit=off: a crash must not lose the only copy of a parked event.
+        w.exec("SET LOCAL synchronous_commit = on");
         for (const auto i : due) {
           box_->park(w, events_[i], held_[i].refusals, pub_->error(i));
         }
@@ -557,7 +564,7 @@ private:
       return;
     }
     const auto t = clock::now();
-    if (!now && flushable_ == reported_.load(std::memory_order_relaxed) && t < next_status_) {
+    if (!now && flushable_ == sent_ && t < next_status_) {
       return;
     }
     char msg[34];
@@ -574,7 +581,10 @@ private:
     if (PQputCopyData(conn_, msg, sizeof msg) != 1 || PQflush(conn_) != 0) {
       throw std::runtime_error("lakh::pg::wal_relay: cannot report the position: " + server_text());
     }
-    reported_.store(flushable_, std::memory_order_relaxed);
+    sent_ = flushable_;
+    if (flushable_ != 0) {
+      reported_.store(flushable_, std::memory_order_relaxed);
+    }
     next_status_ = t + opts_.status_interval;
   }
 
@@ -638,6 +648,7 @@ private:
   std::chrono::system_clock::time_point commit_time_;
   std::uint64_t received_end_ = 0; // end of the last transaction decoded
   std::uint64_t flushable_ = 0;    // the position that may be confirmed
+  std::uint64_t sent_ = 0;         // in the last status update
   std::atomic<std::uint64_t> reported_{0};
   clock::time_point next_status_;
   outbox_relay_metrics metrics_;
