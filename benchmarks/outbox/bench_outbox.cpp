@@ -15,6 +15,7 @@ int main(int argc, char **argv) {
   bench_outbox::setup s;
   std::string section = "all";
   CLI::App app{"bench_outbox: the outbox relays to JetStream vs raw async publish"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast); // --quick, then
   app.add_option("--section", section, "all, throughput (A) or lag (B)")
       ->check(CLI::IsMember({"all", "throughput", "lag"}));
   app.add_option("--events", s.events, "A: events per run")->check(CLI::Range(1, 10'000'000));
