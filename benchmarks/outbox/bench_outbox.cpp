@@ -18,6 +18,8 @@ int main(int argc, char **argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast); // --quick, then
   app.add_option("--section", section, "all, throughput (A) or lag (B)")
       ->check(CLI::IsMember({"all", "throughput", "lag"}));
+  app.add_option("--relays", s.relays, "A: all, table or wal (raw publish runs beside either)")
+      ->check(CLI::IsMember({"all", "table", "wal"}));
   app.add_option("--events", s.events, "A: events per run")->check(CLI::Range(1, 10'000'000));
   app.add_option("--batch", s.batch, "A: events per relay round / publish batch")
       ->check(CLI::Range(1, 100'000));

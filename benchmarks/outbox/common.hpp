@@ -18,6 +18,7 @@ struct setup {
   int keys = 1000;
   int fill_batch = 1000; // events per enqueuing transaction (wal store)
   int repeat = 1;
+  std::string relays = "all"; // or "table", "wal" (raw publish runs beside either)
   // B. long transaction
   int long_seconds = 60;
   int rate = 1000; // events per second committed by the producer
