@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 
 namespace bench_outbox {
 
@@ -37,13 +38,26 @@ inline void fresh_stream(lakh::nats::jetstream &js, const std::string &name,
   js.ensure_stream({name, {subjects}});
 }
 
+// Drops a wal store's slot. The walsender of a stopped relay ends a moment after the relay
+// closed its stream, and an active slot cannot be dropped: wait for it (bounded).
+inline void drop_slot(lakh::pg::outbox &box) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (auto st = box.wal_slot_status(); st.exists; st = box.wal_slot_status()) {
+    if (!st.active || std::chrono::steady_clock::now() > until) {
+      (void)box.drop_wal_slot();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 // An outbox over a fresh table `table`; with the wal store, a fresh slot of the same name
 // (one left behind by an interrupted run is dropped first: it would retain WAL).
 inline lakh::pg::outbox fresh_outbox(lakh::pg::pool &pool, const std::string &table,
                                      lakh::pg::outbox_store store, bool delete_published) {
   lakh::pg::outbox box(pool, {table, delete_published, std::size_t{1} << 20, store, table});
   if (store == lakh::pg::outbox_store::wal) {
-    (void)box.drop_wal_slot();
+    drop_slot(box);
   }
   {
     auto c = pool.acquire();
@@ -57,7 +71,7 @@ inline lakh::pg::outbox fresh_outbox(lakh::pg::pool &pool, const std::string &ta
 // Drops what fresh_outbox made (the slot first: an idle slot retains WAL).
 inline void drop_outbox(lakh::pg::pool &pool, lakh::pg::outbox &box) {
   if (box.store() == lakh::pg::outbox_store::wal) {
-    (void)box.drop_wal_slot();
+    drop_slot(box);
   }
   auto c = pool.acquire();
   pqxx::nontransaction tx(*c);
