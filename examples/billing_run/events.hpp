@@ -133,8 +133,8 @@ struct relay_threads {
         [this](std::stop_token st) { count_events(pool, js, names, consumer_stats, st); });
   }
   void stop() {
-    relay.reset(); // requests stop and joins (the wal relay confirms what was acknowledged)
-    wal_relay.reset();
+    relay.reset();     // requests stop and joins
+    wal_relay.reset(); // the same, after confirming to its slot what JetStream acknowledged
     consumer_thread.reset();
   }
 };
