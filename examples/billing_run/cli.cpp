@@ -21,9 +21,19 @@ void add_common(CLI::App *s, common_opts &c) {
   s->add_option("--nats-url", c.nats_url, "NATS URL (default: $NATS_URL)");
 }
 
+void add_store(CLI::App *s, common_opts &c) {
+  s->add_option("--outbox-store", c.outbox_store,
+                "table: events as outbox rows; wal: as logical messages read from a "
+                "replication slot (wal_level=logical, a role with REPLICATION). The same for "
+                "load, work and relay")
+      ->check(CLI::IsMember({"table", "wal"}))
+      ->capture_default_str();
+}
+
 CLI::App *add_load(CLI::App &app, common_opts &c, load_opts &o) {
   auto *s = app.add_subcommand("load", "generate rows and COPY them in, one job per chunk");
   add_common(s, c);
+  add_store(s, c);
   s->add_option("--rows", o.rows, "rows to load")->check(CLI::Range(1ULL, 100'000'000ULL));
   s->add_option("--seed", o.seed, "generator seed");
   s->add_option("--batch", o.batch, "rows per chunk (one job each)")
@@ -36,6 +46,7 @@ CLI::App *add_work(CLI::App &app, common_opts &c, work_opts &o) {
   auto *s = app.add_subcommand("work", "a worker process: claim jobs and bill them (start "
                                        "it N times, on any machine)");
   add_common(s, c);
+  add_store(s, c);
   s->add_option("--lease-ms", o.lease_ms, "job lease")->check(CLI::Range(100U, 3'600'000U));
   s->add_option("--lock-order", o.order, "sorted (safe) or unordered (to see deadlocks)")
       ->check(CLI::IsMember({"sorted", "unordered"}));
@@ -48,6 +59,7 @@ CLI::App *add_relay(CLI::App &app, common_opts &c, bool &until_done) {
   auto *s = app.add_subcommand("relay", "outbox -> JetStream, and count invoice events "
                                         "once through the inbox");
   add_common(s, c);
+  add_store(s, c);
   s->add_flag("--until-done", until_done,
               "exit once every job is done and every invoice event counted");
   return s;
@@ -57,6 +69,7 @@ CLI::App *add_run(CLI::App &app, common_opts &c, run_opts &o) {
   auto *s = app.add_subcommand("run", "everything against the local servers: a fresh "
                                       "database, load, N workers, relay, verify");
   add_common(s, c);
+  add_store(s, c);
   s->add_option("--rows", o.rows, "rows to bill")->check(CLI::Range(1ULL, 100'000'000ULL));
   s->add_option("--seed", o.seed, "generator seed");
   s->add_option("--batch", o.batch, "rows per job")->check(CLI::Range(1U, 1'000'000U));
@@ -98,6 +111,10 @@ command_line::command_line()
   verify_cmd = app.add_subcommand("verify", "recompute the spec's figures from the database");
   add_common(verify_cmd, common);
   run_cmd = add_run(app, common, run);
+}
+
+lakh::pg::outbox_store common_opts::store() const {
+  return outbox_store == "wal" ? lakh::pg::outbox_store::wal : lakh::pg::outbox_store::table;
 }
 
 billing::worker_options work_opts::worker() const {

@@ -16,10 +16,15 @@
 
 namespace billing_run {
 
-/// Where the servers are (every subcommand).
+/// Where the servers are (every subcommand), and where the outbox keeps its events.
 struct common_opts {
   std::string database_url; ///< default: $DATABASE_URL
   std::string nats_url;     ///< default: $NATS_URL, else nats://127.0.0.1:4222
+  /// --outbox-store of load, work, relay and run: "table" (rows, outbox_relay) or "wal"
+  /// (logical messages, wal_relay from the slot that load or run creates).
+  std::string outbox_store = "table";
+
+  [[nodiscard]] lakh::pg::outbox_store store() const;
 };
 
 struct load_opts {

@@ -17,7 +17,7 @@ using namespace std::chrono_literals;
 
 int cmd_load(const common_opts &c, const load_opts &o) {
   auto p = billing::make_pool(c.database_url, o.loaders + 1, "billing_run load");
-  billing::create_schema(p, false);
+  billing::create_schema(p, false, c.store());
   const auto r = billing::load(p, o.seed, o.rows, o.batch, 2, o.loaders);
   std::printf("load: %" PRIu64 " rows in %" PRIu64 " chunks copied (%" PRIu64
               " chunks already there) in %.2f s (%.0f rows/s)\n",
@@ -28,7 +28,9 @@ int cmd_load(const common_opts &c, const load_opts &o) {
 
 int cmd_work(const common_opts &c, const work_opts &o, std::stop_token st) {
   auto p = billing::make_pool(c.database_url, 2, "billing_run work");
-  const auto stats = billing::work(p, o.worker(), st);
+  auto w = o.worker();
+  w.store = c.store();
+  const auto stats = billing::work(p, w, st);
   if (!o.stats_file.empty()) {
     std::ofstream(o.stats_file) << stats.to_json().dump() << "\n";
   } else {
@@ -44,13 +46,13 @@ int cmd_relay(const common_opts &c, bool until_done, std::stop_token st) {
   const auto n = billing::names_of(p);
   lakh::nats::jetstream js(c.nats_url);
   billing::ensure_stream(js, n, false);
-  billing::relay_threads r(p, js, n);
+  billing::relay_threads r(p, js, n, c.store());
   r.start();
   while (!st.stop_requested()) {
     std::this_thread::sleep_for(100ms);
     if (until_done) {
       const auto k = billing::read_counts(p);
-      if (k && billing::all_done(p) && k->unpublished == 0 && k->events == k->invoices) {
+      if (k && billing::all_done(p) && k->outbox_rows == 0 && k->events == k->invoices) {
         break;
       }
     }

@@ -52,15 +52,18 @@ inline names names_of(lakh::pg::pool &p) {
 inline lakh::pg::job_queue make_queue(lakh::pg::pool &p) {
   return lakh::pg::job_queue(p, {"billing.jobs"});
 }
-inline lakh::pg::outbox make_outbox(lakh::pg::pool &p) {
-  return lakh::pg::outbox(p, {"billing.outbox", true});
+/// The invoice events' outbox: rows deleted once published (outbox_store::table), or logical
+/// messages in the WAL with only parked events as rows (outbox_store::wal).
+inline lakh::pg::outbox make_outbox(lakh::pg::pool &p, lakh::pg::outbox_store store) {
+  return lakh::pg::outbox(p, {"billing.outbox", true, std::size_t{1} << 20, store});
 }
 inline lakh::pg::inbox make_inbox(lakh::pg::pool &p) {
   return lakh::pg::inbox(p, {"billing.inbox"});
 }
 
-/// Creates the schema `billing` and its tables (idempotent). With `reset`, drops it first.
-inline void create_schema(lakh::pg::pool &p, bool reset) {
+/// Creates the schema `billing` and its tables (idempotent), and with the wal store the
+/// outbox's publication and replication slot. With `reset`, drops the schema first.
+inline void create_schema(lakh::pg::pool &p, bool reset, lakh::pg::outbox_store store) {
   lakh::pg::with_connection(p, [&](pqxx::connection &c) {
     pqxx::work w(c);
     w.exec("SELECT pg_advisory_xact_lock(hashtext('lakh billing_run schema'))");
@@ -88,7 +91,7 @@ inline void create_schema(lakh::pg::pool &p, bool reset) {
     w.commit();
   });
   make_queue(p).create_schema();
-  make_outbox(p).create_schema();
+  make_outbox(p, store).create_schema();
   make_inbox(p).create_schema();
 }
 
@@ -149,12 +152,14 @@ inline bool all_done(lakh::pg::pool &p) {
   });
 }
 
-/// What the run watches: jobs done, invoices written, events counted, events unpublished.
+/// What the run watches: jobs done, invoices written, events counted, outbox rows left.
 struct counts {
   std::int64_t jobs_done = -1;
   std::int64_t invoices = -1;
   std::int64_t events = -1;
-  std::int64_t unpublished = -1;
+  /// Unpublished or parked events; the wal store's rows are its parked events only (the rest
+  /// are in the WAL: events == invoices says they were all published).
+  std::int64_t outbox_rows = -1;
 };
 
 /// The counts now, or nothing while the server is unreachable (a restart: ask again later).

@@ -1,7 +1,8 @@
 #pragma once
-// examples/billing_run/events.hpp: the relay stage. lakh::pg::outbox_relay_thread ->
-// lakh::nats::outbox_publisher (Nats-Msg-Id = event id), and a lakh::nats::consume loop that
-// counts each invoice event once through lakh::pg::inbox.
+// examples/billing_run/events.hpp: the relay stage. lakh::pg::outbox_relay_thread (the table
+// store) or lakh::pg::wal_relay_thread (the wal store) -> lakh::nats::outbox_publisher
+// (Nats-Msg-Id = event id), and a lakh::nats::consume loop that counts each invoice event once
+// through lakh::pg::inbox.
 
 #include "database.hpp"
 
@@ -11,6 +12,7 @@
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/outbox.hpp>
 #include <lakh/pg/outbox_relay.hpp>
+#include <lakh/pg/wal_relay.hpp>
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -97,30 +99,42 @@ inline void count_events(lakh::pg::pool &p, lakh::nats::jetstream &js, const nam
   lakh::nats::consume(js, o, count_batch, st);
 }
 
-/// The outbox relay and the counting consumer on two threads: start() starts both, stop()
-/// (or the destructor) requests stop on both and joins them.
+/// The outbox relay of the store's kind and the counting consumer on two threads: start()
+/// starts both, stop() (or the destructor) requests stop on both and joins them.
 struct relay_threads {
   lakh::pg::pool &pool;
   lakh::nats::jetstream &js;
   billing::names names;
-  lakh::pg::outbox box = make_outbox(pool);
+  lakh::pg::outbox box;
   lakh::nats::outbox_publisher pub{
       js, {names.database + "-", lakh::nats::key_order::strict, std::chrono::milliseconds(5000)}};
   relay_stats consumer_stats;
   std::optional<lakh::pg::outbox_relay_thread> relay;
+  std::optional<lakh::pg::wal_relay_thread> wal_relay;
   // Constructed in place (emplace): GCC 12 with sanitizers warns falsely about a moved-from
   // temporary jthread's stop_source.
   std::optional<std::jthread> consumer_thread;
 
-  relay_threads(lakh::pg::pool &p, lakh::nats::jetstream &j, billing::names n)
-      : pool(p), js(j), names(std::move(n)) {}
+  relay_threads(lakh::pg::pool &p, lakh::nats::jetstream &j, billing::names n,
+                lakh::pg::outbox_store store)
+      : pool(p), js(j), names(std::move(n)), box(make_outbox(p, store)) {}
+  /// @throws lakh::pg::wal_setup_error (the wal store) if the slot is missing.
   void start() {
-    relay.emplace(box, pub);
+    if (box.store() == lakh::pg::outbox_store::wal) {
+      lakh::pg::wal_relay_options o;
+      o.on_error = [](const std::exception &e) {
+        std::fprintf(stderr, "billing_run relay: %s (retrying)\n", e.what());
+      };
+      wal_relay.emplace(box, pub, std::move(o)); // streams from the slot on the pool's URL
+    } else {
+      relay.emplace(box, pub);
+    }
     consumer_thread.emplace(
         [this](std::stop_token st) { count_events(pool, js, names, consumer_stats, st); });
   }
   void stop() {
-    relay.reset(); // requests stop and joins
+    relay.reset();     // requests stop and joins
+    wal_relay.reset(); // the same, after confirming to its slot what JetStream acknowledged
     consumer_thread.reset();
   }
 };

@@ -57,8 +57,9 @@ bool chaos_ok(const run_opts &o, const fault_log &f) {
 
 void print_timings(const run_opts &o, const run_figures &f) {
   const double rows_d = static_cast<double>(o.rows);
-  std::printf("billing_run: %" PRIu64 " rows, %u workers, batch %u, locks %s%s\n", o.rows,
-              o.workers, o.batch, o.order.c_str(), o.chaos ? ", chaos" : "");
+  std::printf("billing_run: %" PRIu64 " rows, %u workers, batch %u, locks %s, outbox %s%s\n",
+              o.rows, o.workers, o.batch, o.order.c_str(), f.outbox_store.c_str(),
+              o.chaos ? ", chaos" : "");
   std::printf("  setup (database, schema, stream)  %7.2f s (not counted)\n", f.setup_s);
   std::printf("  load  (generate, COPY, enqueue)   %7.2f s  %10.0f rows/s\n", f.load_s,
               rows_d / f.load_s);
@@ -108,6 +109,7 @@ nlohmann::json to_json(const run_opts &o, const run_figures &f) {
           {"workers", o.workers},
           {"batch", o.batch},
           {"lock_order", o.order},
+          {"outbox_store", f.outbox_store},
           {"chaos", o.chaos},
           {"setup_s", f.setup_s},
           {"load_s", f.load_s},

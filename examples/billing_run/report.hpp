@@ -31,6 +31,7 @@ worker_reports collect_worker_reports(const std::vector<std::string> &files);
 
 /// Everything the report says about one run.
 struct run_figures {
+  std::string outbox_store = "table"; ///< --outbox-store
   double setup_s = 0;
   double load_s = 0;
   double work_s = 0;

@@ -46,9 +46,9 @@ supervisor::~supervisor() {
 
 void supervisor::start_worker(std::size_t slot) {
   const std::string file = o_.stats_dir + "/worker-" + std::to_string(spawned_++) + ".json";
-  const pid_t pid =
-      spawn({"/proc/self/exe", "work", "--database-url", o_.database_url, "--lease-ms",
-             std::to_string(o_.lease_ms), "--lock-order", o_.order, "--stats-file", file});
+  const pid_t pid = spawn({"/proc/self/exe", "work", "--database-url", o_.database_url,
+                           "--lease-ms", std::to_string(o_.lease_ms), "--lock-order", o_.order,
+                           "--outbox-store", o_.outbox_store, "--stats-file", file});
   children_[slot] = {pid, file};
   stats_files_.push_back(file);
 }

@@ -34,7 +34,8 @@ struct supervisor_options {
   unsigned workers = 1;
   unsigned lease_ms = 3000;
   std::string order = "sorted";
-  std::string stats_dir; ///< each worker writes its statistics here at exit
+  std::string outbox_store = "table"; ///< --outbox-store of every worker
+  std::string stats_dir;              ///< each worker writes its statistics here at exit
   bool chaos = false;
   unsigned chaos_interval_ms = 1500;
   std::string services_script;

@@ -38,6 +38,9 @@ struct worker_options {
   std::chrono::milliseconds lease{5000};
   lock_order order = lock_order::sorted;
   bool until_idle = false; ///< exit when the load is complete and no job is left
+  /// Where the invoice events go: the same store as the schema's and the relay's (with wal,
+  /// an event enqueued before the slot exists is never relayed).
+  lakh::pg::outbox_store store = lakh::pg::outbox_store::table;
 };
 
 struct worker_stats {
@@ -154,7 +157,7 @@ inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, c
 /// retry can fix.
 inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::stop_token st) {
   auto queue = make_queue(p);
-  auto box = make_outbox(p);
+  auto box = make_outbox(p, opts.store);
   auto retry = patient_retrier();
   const auto n = retry.run(
       p, [](pqxx::work &w) { return names_of(w); }, st);

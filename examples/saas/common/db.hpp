@@ -5,7 +5,8 @@
 //     superuser session to RESET ROLE back to. migrate() creates the role if missing, sets its
 //     timeouts in this database (idle in transaction, lock wait, statement), and applies the
 //     service's schema.sql, as the database owner (DATABASE_OWNER_URL), once at startup.
-//   - check_least_privilege() refuses to start a service whose login role could bypass RLS.
+//   - check_least_privilege() refuses to start a service whose login role could bypass RLS
+//     (superuser, BYPASSRLS, or REPLICATION, which streams every table's changes).
 //   - in_tenant() scopes a transaction to a tenant: app.tenant_id is set transaction-locally
 //     before the first statement, and the policies of schema.sql compare it with tenant_id.
 
@@ -64,17 +65,19 @@ inline void migrate(lakh::pg::pool &owner, const std::string &role, const std::s
 }
 
 /// @throws std::runtime_error when the pool's login role is a superuser, bypasses row-level
-/// security, or is not `role` (a misconfigured DATABASE_URL would silently disable RLS).
+/// security, may replicate (a replication connection reads past RLS), or is not `role` (a
+/// misconfigured DATABASE_URL would silently disable RLS).
 inline void check_least_privilege(lakh::pg::pool &p, const std::string &role) {
   lakh::pg::with_connection(p, [&](pqxx::connection &c) {
     pqxx::nontransaction n(c);
-    auto r = n.exec("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = "
-                    "current_user");
+    auto r = n.exec("SELECT current_user, rolsuper, rolbypassrls, rolreplication FROM pg_roles "
+                    "WHERE rolname = current_user");
     const auto user = r.at(0)[0].as<std::string>();
-    if (user != role || r[0][1].as<bool>() || r[0][2].as<bool>()) {
+    if (user != role || r[0][1].as<bool>() || r[0][2].as<bool>() || r[0][3].as<bool>()) {
       throw std::runtime_error("DATABASE_URL logs in as \"" + user +
                                "\"; the service must log in as " + role +
-                               " (NOSUPERUSER, NOBYPASSRLS): row-level security depends on it");
+                               " (NOSUPERUSER, NOBYPASSRLS, NOREPLICATION): row-level security "
+                               "depends on it");
     }
   });
 }

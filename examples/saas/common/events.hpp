@@ -2,8 +2,9 @@
 // examples/saas/common/events.hpp: the platform's events on NATS JetStream.
 //   - event_namespace(), topic(), stream_name(), ensure_stream(): one stream per platform
 //     ("<NS>", subjects "<ns>.>"), with retention limits so that it does not grow forever;
+//   - outbox_store_of(): OUTBOX_STORE, where outboxes keep their events (rows or the WAL);
 //   - event_relay: a service's transactional outbox relayed to JetStream
-//     (lakh::pg::outbox_relay_thread);
+//     (lakh::pg::outbox_relay_thread, or lakh::pg::wal_relay_thread with the wal store);
 //   - event_consumer: a durable consumer on a thread (lakh::nats::consume, which reconnects
 //     with lakh::backoff), handing each event to a handler with its tenant and trace;
 //   - once_per_event(): a handler run at most once per event id through lakh::pg::inbox, in a
@@ -21,6 +22,7 @@
 #include <lakh/pg/inbox.hpp>
 #include <lakh/pg/outbox.hpp>
 #include <lakh/pg/outbox_relay.hpp>
+#include <lakh/pg/wal_relay.hpp>
 #include <lakh/prometheus.hpp>
 
 #include <cctype>
@@ -78,25 +80,67 @@ inline void ensure_stream(lakh::nats::jetstream &js) {
   js.ensure_stream(c);
 }
 
-/// A service's outbox (`<schema>.outbox`) relayed to JetStream on a thread, from start() to
-/// stop(). Events carry Nats-Msg-Id "<schema>-<event id>", so JetStream drops a republished
-/// one. Published rows are deleted by the relay (delete_published): the table holds only
-/// what is still to be sent.
+/// OUTBOX_STORE (environment or .env): "table" (the default), each event a row of
+/// `<schema>.outbox`; or "wal", each event a transactional logical message relayed from a
+/// replication slot, which needs wal_level=logical and DATABASE_OWNER_URL with REPLICATION
+/// (README.md, "The outbox store"). @throws config_error naming the variable.
+inline lakh::pg::outbox_store outbox_store_of(const config &cfg) {
+  const auto v = cfg.get("OUTBOX_STORE", "table");
+  if (v != "table" && v != "wal") {
+    throw config_error("OUTBOX_STORE=\"" + v + "\" must be table or wal");
+  }
+  return v == "wal" ? lakh::pg::outbox_store::wal : lakh::pg::outbox_store::table;
+}
+
+/// The options of a service's outbox `<schema>.outbox`, the same for its owner (who creates
+/// it) and the service: published rows are deleted (delete_published), so the table holds
+/// only what is still to be sent (with the wal store: only what was parked).
+inline lakh::pg::outbox_options outbox_options(const std::string &schema,
+                                               lakh::pg::outbox_store store) {
+  return {schema + ".outbox", true, std::size_t{1} << 20, store};
+}
+
+/// A service's outbox relayed to JetStream on a thread, from start() to stop(). Events carry
+/// Nats-Msg-Id "<schema>-<event id>", so JetStream drops a republished one. With the wal
+/// store the relay streams from the outbox's slot on `replication_url` (a role with
+/// REPLICATION); its errors are logged and retried.
 class event_relay {
 public:
-  event_relay(lakh::pg::pool &p, lakh::nats::jetstream &js, const std::string &schema)
-      : box_(p, {schema + ".outbox", true}), pub_(js, {schema + "-"}) {}
+  event_relay(std::string service, lakh::pg::pool &p, lakh::nats::jetstream &js,
+              const std::string &schema, lakh::pg::outbox_store store,
+              std::string replication_url = {})
+      : service_(std::move(service)), box_(p, outbox_options(schema, store)),
+        pub_(js, {schema + "-"}), replication_url_(std::move(replication_url)) {}
 
   /// The outbox (enqueue into it in the business transaction).
   lakh::pg::outbox &box() noexcept { return box_; }
-  void start() { thread_.emplace(box_, pub_); }
-  /// Finishes the round in flight; unpublished events stay in the outbox.
-  void stop() { thread_.reset(); }
+  /// @throws lakh::pg::wal_setup_error (the wal store) naming what the setup lacks.
+  void start() {
+    if (box_.store() == lakh::pg::outbox_store::table) {
+      thread_.emplace(box_, pub_);
+      return;
+    }
+    lakh::pg::wal_relay_options o;
+    o.conninfo = replication_url_;
+    o.on_error = [this](const std::exception &e) {
+      log(service_, "error", "", std::string("outbox relay: ") + e.what() + " (retrying)");
+    };
+    wal_thread_.emplace(box_, pub_, std::move(o));
+  }
+  /// Finishes the round in flight; unpublished events stay in the outbox (the wal store: in
+  /// its slot, after the position the relay confirmed).
+  void stop() {
+    thread_.reset();
+    wal_thread_.reset();
+  }
 
 private:
+  std::string service_;
   lakh::pg::outbox box_;
   lakh::nats::outbox_publisher pub_;
+  std::string replication_url_;
   std::optional<lakh::pg::outbox_relay_thread> thread_;
+  std::optional<lakh::pg::wal_relay_thread> wal_thread_;
 };
 
 /// What a consumer's handler gets.

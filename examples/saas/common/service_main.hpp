@@ -4,7 +4,8 @@
 //   1. reads the configuration (environment + .env: config.hpp);
 //   2. as the database owner (DATABASE_OWNER_URL, when set), creates the service's login role
 //      and applies its schema.sql, then lakh's own tables in the schema (idempotency keys, and
-//      the outbox and inbox when the service has them) and their grants;
+//      the outbox and inbox when the service has them; OUTBOX_STORE=wal: the outbox's slot
+//      too) and their grants;
 //   3. connects as the service's role (DATABASE_URL), refusing a role that bypasses RLS, with
 //      a bounded wait for a pooled connection (an exhausted pool answers UNAVAILABLE);
 //   4. calls build(service&) for the gRPC service, serves /metrics and /healthz, starts the
@@ -177,7 +178,7 @@ private:
       lakh::pg::idempotency_store(owner, {keys_.table()}).create_schema();
       std::vector<std::string> tables{keys_.table()};
       if (spec_.outbox) {
-        lakh::pg::outbox(owner, {spec_.schema + ".outbox", true}).create_schema();
+        lakh::pg::outbox(owner, outbox_options(spec_.schema, store_)).create_schema();
         tables.push_back(spec_.schema + ".outbox");
       }
       if (spec_.inbox) {
@@ -206,7 +207,17 @@ private:
     js_.emplace(cfg_.require("NATS_URL"));
     ensure_stream(*js_);
     if (spec_.outbox) {
-      relay_.emplace(db_, *js_, spec_.schema);
+      std::string replication_url;
+      if (store_ == lakh::pg::outbox_store::wal) {
+        // The wal relay streams as the owner, the one role that needs REPLICATION: the
+        // service's own role never gets it (README.md, "The outbox store").
+        replication_url = cfg_.get("DATABASE_OWNER_URL", "");
+        if (replication_url.empty()) {
+          throw config_error("OUTBOX_STORE=wal needs DATABASE_OWNER_URL (environment or .env): "
+                             "the outbox relay streams from its slot as the owner");
+        }
+      }
+      relay_.emplace(spec_.name, db_, *js_, spec_.schema, store_, replication_url);
     }
     if (spec_.inbox) {
       inbox_.emplace(db_, lakh::pg::inbox_options{spec_.schema + ".inbox"});
@@ -215,6 +226,7 @@ private:
 
   const service_spec &spec_;
   config cfg_;
+  lakh::pg::outbox_store store_ = outbox_store_of(cfg_);
   lakh::registry metrics_;
   service_auth auth_;
   lakh::pg::pool db_;

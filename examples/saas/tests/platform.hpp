@@ -222,7 +222,20 @@ struct platform {
       lakh::nats::jetstream(env("NATS_URL")).delete_stream(stream);
       if (!keep_database) {
         pqxx::connection admin(admin_url());
-        pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+        // With OUTBOX_STORE=wal a relay's server process holds its slot a moment after the
+        // service exited, and a database with an active slot cannot be dropped (its slots go
+        // with it once they are free).
+        for (int i = 0;; ++i) {
+          try {
+            pqxx::nontransaction(admin).exec("DROP DATABASE IF EXISTS " + db + " WITH (FORCE)");
+            break;
+          } catch (const pqxx::sql_error &) {
+            if (i == 50) {
+              throw;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+        }
       }
     } catch (const std::exception &) { // a run that failed may leave them; the server is temporary
     }
