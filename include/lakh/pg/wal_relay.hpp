@@ -359,7 +359,8 @@ private:
         std::string text = res != nullptr ? PQresultErrorMessage(res) : "";
         PQclear(res);
         trim(text);
-        throw std::runtime_error("lakh::pg::wal_relay: the server ended the stream: " + text);
+        throw std::runtime_error("lakh::pg::wal_relay: the server ended the stream: " +
+                                 (text.empty() ? server_text() : text));
       }
       if (n == -2) {
         throw std::runtime_error("lakh::pg::wal_relay: the stream failed: " + server_text());
