@@ -289,31 +289,10 @@ private:
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       const auto slot = wal_slot(c);
       pqxx::nontransaction tx(c);
-      const auto level = tx.exec("SELECT current_setting('wal_level')")[0][0].as<std::string>();
-      if (level != "logical") {
-        throw wal_setup_error("lakh::pg::outbox: the wal store needs wal_level=logical (the "
-                              "server has wal_level=" +
-                              level +
-                              "): set it in postgresql.conf or with -c wal_level=logical, "
-                              "then restart the server");
-      }
       const auto lock_key = "lakh_outbox_slot:" + slot;
       tx.exec_params("SELECT pg_advisory_lock(hashtext($1))", lock_key);
       try {
-        const auto r = tx.exec_params(
-            "SELECT (SELECT row(plugin, database = current_database(), database)::text FROM "
-            "pg_replication_slots WHERE slot_name = $1), "
-            "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-            slot);
-        const bool has_slot = !r[0][0].is_null();
-        const bool has_publication = r[0][1].as<bool>();
-        if (has_slot && r[0][0].as<std::string>().rfind("(pgoutput,t,", 0) != 0) {
-          throw wal_setup_error("lakh::pg::outbox: replication slot \"" + slot +
-                                "\" exists but is not a pgoutput slot of this database: " +
-                                r[0][0].as<std::string>() +
-                                " (plugin, here, database); name another with "
-                                "outbox_options::slot");
-        }
+        const auto [has_slot, has_publication] = read_wal_setup(tx, slot, "lakh::pg::outbox: ");
         if (!has_slot && has_publication) {
           throw wal_setup_error(
               "lakh::pg::outbox: publication \"" + slot +
@@ -534,6 +513,41 @@ private:
                              ": not for the wal store (its events are in the WAL, not the "
                              "table: see wal_relay and wal_slot_status)");
     }
+  }
+
+  struct wal_setup {
+    bool slot = false;        // the slot exists (in this database, with pgoutput)
+    bool publication = false; // its publication exists
+  };
+
+  // The wal store's setup as the server has it. @throws wal_setup_error (its text after
+  // `who`) if wal_level is not logical, or `slot` is another database's or plugin's.
+  static wal_setup read_wal_setup(pqxx::transaction_base &tx, const std::string &slot,
+                                  const std::string &who) {
+    const auto r = tx.exec_params(
+        "SELECT current_setting('wal_level'), (SELECT row(plugin, database = "
+        "current_database(), database)::text FROM pg_replication_slots WHERE slot_name = $1), "
+        "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+        slot);
+    const auto level = r[0][0].as<std::string>();
+    if (level != "logical") {
+      throw wal_setup_error(who + "the server has wal_level=" + level +
+                            "; the wal store needs wal_level=logical (postgresql.conf or -c "
+                            "wal_level=logical, then restart the server)");
+    }
+    if (!r[0][1].is_null() && r[0][1].as<std::string>().rfind("(pgoutput,t,", 0) != 0) {
+      throw wal_setup_error(
+          who + "replication slot \"" + slot +
+          "\" is not a pgoutput slot of this database: " + r[0][1].as<std::string>() +
+          " (plugin, here, database); name another with outbox_options::slot");
+    }
+    return {!r[0][1].is_null(), r[0][2].as<bool>()};
+  }
+
+  static std::string missing_slot(const std::string &slot) {
+    return "replication slot \"" + slot +
+           "\" does not exist: run outbox::create_schema (after a failover the promoted "
+           "server has no slot: see docs/outbox.md, \"Failover\")";
   }
 
   std::string wal_slot(pqxx::connection &c) const {

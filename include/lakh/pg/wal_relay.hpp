@@ -138,30 +138,12 @@ public:
     const auto slot = slot_name();
     lakh::pg::with_connection(box_->connections(), [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
-      const auto r = tx.exec_params(
-          "SELECT current_setting('wal_level'), (SELECT row(plugin, database = "
-          "current_database(), database)::text FROM pg_replication_slots WHERE slot_name = $1), "
-          "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-          slot);
       const std::string who = "lakh::pg::wal_relay: ";
-      const auto level = r[0][0].as<std::string>();
-      if (level != "logical") {
-        throw wal_setup_error(who + "the server has wal_level=" + level +
-                              "; the wal store needs wal_level=logical (postgresql.conf or -c "
-                              "wal_level=logical, then restart the server)");
+      const auto setup = outbox::read_wal_setup(tx, slot, who);
+      if (!setup.slot) {
+        throw wal_setup_error(who + outbox::missing_slot(slot));
       }
-      if (r[0][1].is_null()) {
-        throw wal_setup_error(
-            who + "replication slot \"" + slot +
-            "\" does not exist: run outbox::create_schema (after a failover the promoted "
-            "server has no slot: see docs/outbox.md, \"Failover\")");
-      }
-      if (r[0][1].as<std::string>().rfind("(pgoutput,t,", 0) != 0) {
-        throw wal_setup_error(who + "replication slot \"" + slot +
-                              "\" is not a pgoutput slot of this database: " +
-                              r[0][1].as<std::string>() + " (plugin, here, database)");
-      }
-      if (!r[0][2].as<bool>()) {
+      if (!setup.publication) {
         throw wal_setup_error(who + "publication \"" + slot +
                               "\" does not exist: run outbox::create_schema");
       }
@@ -308,9 +290,7 @@ private:
     }
     trim(text);
     if (sqlstate == "42704") {
-      throw wal_setup_error(who + "replication slot \"" + slot +
-                            "\" does not exist: run outbox::create_schema (after a failover the "
-                            "promoted server has no slot: see docs/outbox.md, \"Failover\")");
+      throw wal_setup_error(who + outbox::missing_slot(slot));
     }
     if (sqlstate == "42501" || sqlstate == "28000") {
       throw wal_setup_error(who + "the role may not stream from slot \"" + slot +
