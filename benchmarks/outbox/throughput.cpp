@@ -50,6 +50,18 @@ template <class Relay> void wait_published(const Relay &relay, std::uint64_t tar
   }
 }
 
+// A relay run's end: the broker's share of its time, the stream's count checked (a lost or
+// duplicated event marks the run -1), the outbox dropped.
+run_result finished(run_result out, const timed_publisher &timed, lakh::nats::jetstream &js,
+                    lakh::pg::pool &pool, lakh::pg::outbox &box, std::uint64_t target) {
+  out.broker_seconds = timed.seconds;
+  if (js.stream_messages("BENCH_OUTBOX") != target) {
+    out.seconds = -1;
+  }
+  drop_outbox(pool, box);
+  return out;
+}
+
 run_result table_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &js,
                      lakh::nats::key_order order, bool delete_published, bool overlap) {
   fresh_stream(js, "BENCH_OUTBOX", "bench.outbox.>");
@@ -90,12 +102,7 @@ run_result table_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream
     }
     out.seconds = seconds_since(t0);
   }
-  out.broker_seconds = timed.seconds;
-  if (js.stream_messages("BENCH_OUTBOX") != target) {
-    out.seconds = -1;
-  }
-  drop_outbox(pool, box);
-  return out;
+  return finished(out, timed, js, pool, box, target);
 }
 
 // Writes the events with outbox::enqueue, fill_batch per transaction, each committed with the
@@ -131,12 +138,7 @@ run_result wal_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream &
     wait_published(relay, target);
     out.seconds = seconds_since(t0);
   }
-  out.broker_seconds = timed.seconds;
-  if (js.stream_messages("BENCH_OUTBOX") != target) {
-    out.seconds = -1;
-  }
-  drop_outbox(pool, box);
-  return out;
+  return finished(out, timed, js, pool, box, target);
 }
 
 run_result raw_run(const setup &s, lakh::nats::jetstream &js) {
