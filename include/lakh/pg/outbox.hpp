@@ -8,6 +8,9 @@
 // lakh::pg::wal_relay (lakh/pg/wal_relay.hpp).
 // Docs: docs/outbox.md (the visibility rule that makes the relay skip nothing, per-key order,
 // the two stores compared).
+//
+// Over ~500 lines because one class writes and administers both stores (the table's parked
+// rows, the wal store's slot): a store is a setting, so that enqueue's call sites never change.
 
 #include <lakh/pg/array.hpp>
 #include <lakh/pg/detail/sql.hpp>
