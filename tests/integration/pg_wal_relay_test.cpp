@@ -835,3 +835,26 @@ TEST_CASE("pg.wal_relay.a_lost_slot_is_reported_by_create_schema_not_replaced" *
   CHECK(state.exists);
   CHECK_FALSE(state.active);
 }
+
+TEST_CASE("pg.wal_relay.check_says_when_the_role_may_not_replicate" * doctest::timeout(60)) {
+  wal_fixture f;
+  const auto role = lakh::test::pg::unique_name("lakh_no_replication");
+  lakh::test::pg::exec(f.db.url(), "CREATE ROLE " + role + " LOGIN NOREPLICATION");
+  struct dropped_at_end {
+    std::string url, role;
+    ~dropped_at_end() {
+      try {
+        lakh::test::pg::exec(url, "DROP ROLE IF EXISTS " + role);
+      } catch (...) {
+      }
+    }
+  } drop_role{f.db.url(), role};
+  recording_publisher pub;
+  lakh::pg::wal_relay_options o;
+  o.conninfo = f.db.url() + " user=" + role; // a key=value string (with_database)
+  lakh::pg::wal_relay relay(f.box, pub, o);
+  CHECK_THROWS_WITH_AS(relay.check(), doctest::Contains("REPLICATION"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(lakh::pg::wal_relay_thread(f.box, pub, o),
+                       doctest::Contains("replication connection"), std::runtime_error);
+  CHECK_FALSE(relay.active());
+}

@@ -130,9 +130,12 @@ public:
     ::close(wake_);
   }
 
-  /// Checks the setup on a pooled connection: wal_level=logical, the slot exists in this
-  /// database with plugin pgoutput, and its publication exists. Blocks: a round trip.
-  /// @throws wal_setup_error saying what is missing and how to fix it; pqxx errors,
+  /// Checks the setup: on a pooled connection, wal_level=logical, the slot exists in this
+  /// database with plugin pgoutput, and its publication exists; then that the relay's role
+  /// can open a replication connection (REPLICATION attribute, pg_hba.conf). Blocks: a round
+  /// trip and a connection.
+  /// @throws wal_setup_error saying what is missing and how to fix it; std::runtime_error
+  /// with libpq's reason if the replication connection cannot be opened; pqxx errors,
   /// acquire_error.
   void check() {
     const auto slot = slot_name();
@@ -148,6 +151,10 @@ public:
                               "\" does not exist: run outbox::create_schema");
       }
     });
+    if (conn_ == nullptr) { // streaming already proves it
+      connect();
+      close();
+    }
   }
 
   /// One round: opens the stream if this relay has none (standing by if another relay
@@ -254,10 +261,9 @@ private:
     return slot_;
   }
 
-  // Opens the replication connection and starts streaming; false if another relay streams.
-  bool start() {
+  // Opens the replication connection (conn_).
+  void connect() {
     const std::string who = "lakh::pg::wal_relay: ";
-    const auto slot = slot_name();
     const auto &url = opts_.conninfo.empty() ? box_->connections().url() : opts_.conninfo;
     if (url.empty()) {
       throw wal_setup_error(who + "the pool makes connections with a factory: set "
@@ -268,9 +274,20 @@ private:
     const char *values[] = {conninfo.c_str(), "database", "lakh_wal_relay", nullptr};
     conn_ = PQconnectdbParams(keys, values, 1);
     if (PQstatus(conn_) != CONNECTION_OK) {
-      throw std::runtime_error(who + "cannot connect to " + box_->connections().target() + ": " +
-                               server_text());
+      const auto text = server_text();
+      close();
+      throw std::runtime_error(who + "cannot open a replication connection to " +
+                               box_->connections().target() + ": " + text +
+                               " (the relay's role needs the REPLICATION attribute, and "
+                               "pg_hba.conf an entry for replication connections)");
     }
+  }
+
+  // Opens the replication connection and starts streaming; false if another relay streams.
+  bool start() {
+    const std::string who = "lakh::pg::wal_relay: ";
+    const auto slot = slot_name();
+    connect();
     const auto sql = "START_REPLICATION SLOT " + slot +
                      " LOGICAL 0/0 (proto_version '1', publication_names '" + slot +
                      "', messages 'true')";
