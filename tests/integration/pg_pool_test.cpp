@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <stop_token>
@@ -97,6 +98,14 @@ TEST_CASE("pg.pool.bound.max_in_use_never_exceeds_size" * doctest::timeout(60)) 
               int n = now.fetch_add(1) + 1;
               int prev = peak.load();
               while (n > prev && !peak.compare_exchange_weak(prev, n)) {
+              }
+              // Each thread's first lease is held until as many are out at once as the pool
+              // allows, so that saturation is reached however the threads are scheduled (a
+              // slow build such as TSan's may otherwise never have them overlap).
+              const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+              while (i == 0 && peak.load() < std::min(threads, static_cast<int>(size)) &&
+                     std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::yield();
               }
               sum += select_one(*c);
               now.fetch_sub(1);
