@@ -132,6 +132,38 @@ struct relay_threads {
     consumer_thread.emplace(
         [this](std::stop_token st) { count_events(pool, js, names, consumer_stats, st); });
   }
+  /// The relay's counters, whatever its kind (all zero before start()).
+  [[nodiscard]] const lakh::pg::outbox_relay_metrics *metrics() const noexcept {
+    return wal_relay ? &wal_relay->metrics() : relay ? &relay->metrics() : nullptr;
+  }
+  /// One line on where the events are: what the relay published, failed and parked, the
+  /// publisher's last error, the slot (wal store) and the consumer; for a run that waits too
+  /// long, so that its failure says which stage stalled.
+  [[nodiscard]] std::string describe() {
+    std::string s = "relay:";
+    if (const auto *m = metrics()) {
+      s += " published " + std::to_string(m->published.value()) + ", failed " +
+           std::to_string(m->failed.value()) + ", parked " + std::to_string(m->parked.value()) +
+           ", last round " + std::to_string(m->since_last_round().count()) + " ms ago";
+    }
+    if (!pub.last_error().empty()) {
+      s += ", last publish error: " + pub.last_error();
+    }
+    if (box.store() == lakh::pg::outbox_store::wal) {
+      try {
+        const auto slot = box.wal_slot_status();
+        s += "; slot: " + std::string(slot.exists ? "" : "missing, ") +
+             (slot.active ? "active" : "inactive") + ", " + std::to_string(slot.unconfirmed_bytes) +
+             " bytes unconfirmed";
+      } catch (const std::exception &e) {
+        s += std::string("; slot: unreadable (") + e.what() + ")";
+      }
+    }
+    s += "; consumer: counted " + std::to_string(consumer_stats.consumed) + ", redelivered " +
+         std::to_string(consumer_stats.redelivered) + ", errors " +
+         std::to_string(consumer_stats.errors);
+    return s;
+  }
   void stop() {
     relay.reset();     // requests stop and joins
     wal_relay.reset(); // the same, after confirming to its slot what JetStream acknowledged

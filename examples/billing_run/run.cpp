@@ -59,18 +59,34 @@ supervisor_options supervisor_options_of(const run_opts &o, std::string url, std
   return s;
 }
 
-/// Polls `done` every 20 ms until it holds. @throws std::runtime_error naming `what` when a
-/// worker failed, the deadline passed or the run was interrupted.
+/// The counts as text, for a failure message.
+std::string counts_text(lakh::pg::pool &p) {
+  const auto k = billing::read_counts(p);
+  return k ? "jobs done " + std::to_string(k->jobs_done) + ", invoices " +
+                 std::to_string(k->invoices) + ", events counted " + std::to_string(k->events) +
+                 ", outbox rows " + std::to_string(k->outbox_rows)
+           : std::string("counts unreadable");
+}
+
+/// Polls `done` every 20 ms until it holds. @throws std::runtime_error naming `what` and the
+/// run's state when a worker failed, an event was parked (it would never be counted), the
+/// deadline passed or the run was interrupted.
 void wait_for(const std::function<bool()> &done, const char *what, const supervisor &sup,
-              clock::time_point deadline, std::stop_token st) {
+              lakh::pg::pool &p, billing::relay_threads &relay, clock::time_point deadline,
+              std::stop_token st) {
   while (!done()) {
     if (const auto failed = sup.failure(); !failed.empty()) {
       throw std::runtime_error("billing_run run: " + failed);
     }
-    if (clock::now() > deadline || st.stop_requested()) {
+    const auto *m = relay.metrics();
+    const bool parked = m != nullptr && m->parked.value() != 0;
+    if (parked || clock::now() > deadline || st.stop_requested()) {
       throw std::runtime_error(std::string("billing_run run: ") +
-                               (st.stop_requested() ? "interrupted" : "timed out") +
-                               " while waiting for " + what);
+                               (parked                ? "events were parked"
+                                : st.stop_requested() ? "interrupted"
+                                                      : "timed out") +
+                               " while waiting for " + what + " (" + counts_text(p) + "; " +
+                               relay.describe() + ")");
     }
     std::this_thread::sleep_for(20ms);
   }
@@ -108,14 +124,14 @@ void load_work_verify(const run_opts &o, lakh::pg::pool &p, supervisor &sup,
       return false; // the server is restarting: ask again
     }
   };
-  wait_for(jobs_done, "the workers", sup, deadline, st);
+  wait_for(jobs_done, "the workers", sup, p, relay, deadline, st);
   f.work_s = seconds_since(t0);
   sup.stop_workers();
   auto events_counted = [&p] {
     const auto k = billing::read_counts(p);
     return k && k->outbox_rows == 0 && k->events == k->invoices;
   };
-  wait_for(events_counted, "the invoice events", sup, deadline, st);
+  wait_for(events_counted, "the invoice events", sup, p, relay, deadline, st);
   f.events_s = seconds_since(t0);
   sup.stop_monitor();
   relay.stop();

@@ -109,6 +109,7 @@ private:
   std::mt19937 rng_{12345};
   clock::time_point last_kill_ = clock::now();
   std::int64_t jobs_done_ = 0;
+  std::int64_t jobs_at_last_kill_ = -1; // a kill waits for a job done since the last one
   fault_log faults_;
   std::jthread monitor_; // last: joined before the state above is destroyed
 };

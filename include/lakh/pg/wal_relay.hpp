@@ -276,10 +276,15 @@ private:
     if (PQstatus(conn_) != CONNECTION_OK) {
       const auto text = server_text();
       close();
+      // The hint only where the server refused the role (not when it is down or restarting).
+      const bool refused = text.find("replication") != std::string::npos ||
+                           text.find("pg_hba") != std::string::npos ||
+                           text.find("authentication") != std::string::npos;
       throw std::runtime_error(who + "cannot open a replication connection to " +
                                box_->connections().target() + ": " + text +
-                               " (the relay's role needs the REPLICATION attribute, and "
-                               "pg_hba.conf an entry for replication connections)");
+                               (refused ? " (the relay's role needs the REPLICATION attribute, "
+                                          "and pg_hba.conf an entry for replication connections)"
+                                        : ""));
     }
   }
 
