@@ -79,11 +79,20 @@ void supervisor::stop_workers() {
       ::kill(ch.pid, SIGTERM);
     }
   }
+  // A worker finishes its jobs in hand and exits; one that does not within 30 s is a defect
+  // the run reports (failure()), after a SIGKILL, rather than a run that never ends.
+  const auto deadline = clock::now() + 30s;
   for (auto &ch : children_) {
-    if (ch.pid > 0) {
-      ::waitpid(ch.pid, nullptr, 0);
-      ch.pid = -1;
+    while (ch.pid > 0 && ::waitpid(ch.pid, nullptr, WNOHANG) == 0) {
+      if (clock::now() > deadline) {
+        failed_ = "worker pid " + std::to_string(ch.pid) + " did not stop within 30 s of SIGTERM";
+        ::kill(ch.pid, SIGKILL);
+        ::waitpid(ch.pid, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
     }
+    ch.pid = -1;
   }
 }
 

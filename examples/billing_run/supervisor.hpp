@@ -68,10 +68,11 @@ public:
   void start_workers();
   /// Starts the monitor thread (progress, failed workers, with --chaos the faults).
   void start_monitor();
-  /// Why a worker exited by itself ("" while none did).
+  /// Why a worker failed: it exited by itself, or did not stop when asked ("" while none did).
   [[nodiscard]] std::string failure() const;
   /// Asks every worker to stop (SIGTERM) and reaps it; from here on the monitor neither kills
-  /// nor reaps. Blocks: until every worker has exited.
+  /// nor reaps. Blocks: until every worker has exited (a worker still running after 30 s is
+  /// killed and reported by failure()).
   void stop_workers();
   /// Stops the monitor thread and joins it. Blocks: for its current round.
   void stop_monitor();
