@@ -90,6 +90,9 @@ protected:
     }
   }
   void notify_receivers(std::size_t items) {
+    if (items == 0) {
+      return;
+    }
     if (recv_waiters_ > 0) {
       if (items == 1) {
         not_empty_.notify_one();
@@ -102,6 +105,9 @@ protected:
     }
   }
   void notify_senders(std::size_t slots) {
+    if (slots == 0) {
+      return;
+    }
     if (send_waiters_ > 0) {
       if (slots == 1) {
         not_full_.notify_one();
@@ -201,8 +207,13 @@ protected:
 /// variables' order, which on Linux is close to FIFO but not guaranteed.
 ///
 /// T must be move-constructible. If T's move constructor or move assignment throws, the
-/// channel stays intact: a failed send leaves nothing buffered and the caller keeps its
-/// value (strong guarantee for try_send); a failed receive leaves the item at the head.
+/// exception propagates and the channel stays intact:
+///   - a failed send buffers nothing: try_send and the try_send_* forms leave the caller's
+///     value as it was (their argument is a reference); send(T v) drops v, its own copy;
+///     send_batch keeps the items before the throwing one sent and the rest in `items`;
+///   - a failed receive leaves the item at the head, whatever the form (recv, try_recv_*,
+///     range-for, a select case): an item is removed only after its last move succeeded;
+///     recv_batch keeps the items before the throwing one in `out`, taken.
 template <class T> class channel : public detail::channel_core {
   static_assert(std::is_move_constructible_v<T>, "lakh::channel<T>: T must be move-constructible");
 
@@ -279,12 +290,16 @@ public:
         r.st = status::closed;
         return r;
       }
-      std::size_t n = std::min(slots_.size() - count_, items.size() - r.count);
-      for (std::size_t i = 0; i < n; ++i) {
-        push(std::move(items[r.count + i]));
+      const std::size_t n = std::min(slots_.size() - count_, items.size() - r.count);
+      // Receivers are woken for the items buffered, also when a move throws part way.
+      struct wake_receivers {
+        channel &ch;
+        std::size_t pushed = 0;
+        ~wake_receivers() { ch.notify_receivers(pushed); }
+      } wake{*this};
+      for (; wake.pushed < n; ++wake.pushed, ++r.count) {
+        push(std::move(items[r.count]));
       }
-      r.count += n;
-      notify_receivers(n);
     }
     return r;
   }
@@ -294,23 +309,14 @@ public:
   /// Receives the next item, blocking while empty; nullopt once closed and drained.
   /// Thread-safety: safe. Blocks: until an item arrives or the channel is closed and empty.
   /// Allocates: never (beyond T's move).
-  std::optional<T> recv() {
-    std::optional<T> out;
-    std::unique_lock lk(mu_);
-    if (recv_impl(lk, out, no_deadline(), std::stop_token{}) != status::ok) {
-      return std::nullopt;
-    }
-    return out;
-  }
+  std::optional<T> recv() { return recv(std::stop_token{}); }
 
   /// Receives the next item; nullopt if closed and drained or `st` was stopped first
   /// (use the status form to tell which). Blocks: until item, closed+drained, or stop.
   std::optional<T> recv(std::stop_token st) {
-    std::optional<T> out;
+    std::optional<T> out; // the one object returned (NRVO): the item is moved once, into it
     std::unique_lock lk(mu_);
-    if (recv_impl(lk, out, no_deadline(), st) != status::ok) {
-      return std::nullopt;
-    }
+    (void)recv_impl(lk, out, no_deadline(), st);
     return out;
   }
 
@@ -325,7 +331,7 @@ public:
     if (count_ == 0) {
       return closed_ ? status::closed : status::empty;
     }
-    out = pop(lk);
+    pop_into(out);
     return status::ok;
   }
 
@@ -363,16 +369,18 @@ public:
       r.st = status::closed;
       return r;
     }
-    std::size_t n = std::min(max, count_);
+    const std::size_t n = std::min(max, count_);
     out.reserve(out.size() + n);
-    for (std::size_t i = 0; i < n; ++i) {
-      out.push_back(std::move(*slots_[head_]));
-      slots_[head_].reset();
-      head_ = next(head_);
-      --count_;
+    // Senders are woken for the slots taken, also when a move throws part way.
+    struct wake_senders {
+      channel &ch;
+      std::size_t &taken;
+      ~wake_senders() { ch.notify_senders(taken); }
+    } wake{*this, r.count};
+    for (; r.count < n; ++r.count) {
+      out.push_back(std::move(*slots_[head_])); // no reallocation: reserved above
+      drop_head();
     }
-    r.count = n;
-    notify_senders(n);
     return r;
   }
 
@@ -423,7 +431,9 @@ public:
     reference operator*() { return *current_; }
     pointer operator->() { return &*current_; }
     iterator &operator++() {
-      current_ = ch_->recv();
+      current_.reset();
+      std::unique_lock lk(ch_->mu_);
+      (void)ch_->recv_impl(lk, current_, no_deadline(), std::stop_token{});
       if (!current_) {
         ch_ = nullptr;
       }
@@ -464,14 +474,23 @@ private:
     ++count_;
   }
 
-  // mu_ held, count_ > 0. If T's move throws, the item stays at the head.
-  T pop(std::unique_lock<std::mutex> & /*held*/) {
-    T v(std::move(*slots_[head_]));
+  // mu_ held, count_ > 0. Moves the head item into `out` (a T, or an empty std::optional<T>)
+  // and only then removes it: if T's move throws, the item stays at the head.
+  template <class Out> void pop_into(Out &out) {
+    if constexpr (std::is_same_v<Out, std::optional<T>>) {
+      out.emplace(std::move(*slots_[head_]));
+    } else {
+      out = std::move(*slots_[head_]);
+    }
+    drop_head();
+    notify_senders(1);
+  }
+
+  // mu_ held, count_ > 0, the head item moved out.
+  void drop_head() noexcept {
     slots_[head_].reset();
     head_ = next(head_);
     --count_;
-    notify_senders(1);
-    return v;
   }
 
   status send_impl(T &v, const detail::steady_deadline &deadline, const std::stop_token &st) {
@@ -501,7 +520,7 @@ private:
     if (count_ == 0) {
       return status::closed;
     }
-    out = pop(lk);
+    pop_into(out);
     return status::ok;
   }
 

@@ -388,6 +388,173 @@ TEST_CASE("channel.exceptions.throwing_move_leaves_channel_intact") {
   CHECK(tracked::alive.load() == 0);
 }
 
+namespace {
+
+using lakh::test::tracked;
+
+// Receives one item with form `f` while the k-th move from now throws (k = 0, 1, 2, 3: some
+// forms move more than once), then drains with plain try_recv. Whatever throws, the items
+// must come out exactly once and in order, and nothing may stay alive afterwards.
+template <class Form> void receive_with_throwing_move(Form f, const std::string &name) {
+  for (long k = 0; k < 4; ++k) {
+    CAPTURE(name);
+    CAPTURE(k);
+    {
+      channel<tracked> ch(4);
+      REQUIRE(ch.send(tracked(1)) == status::ok);
+      REQUIRE(ch.send(tracked(2)) == status::ok);
+      std::vector<int> got;
+      tracked::throw_on_move = k;
+      try {
+        f(ch, got);
+      } catch (const std::runtime_error &) {
+        CHECK(ch.size() + got.size() == 2); // the item that threw is still buffered
+      }
+      tracked::throw_on_move = -1;
+      tracked out;
+      while (ch.try_recv(out) == status::ok) {
+        got.push_back(out.value);
+      }
+      CHECK(got == std::vector<int>{1, 2});
+    }
+    CHECK(tracked::alive.load() == 0);
+  }
+}
+
+} // namespace
+
+TEST_CASE("channel.exceptions.every_receive_form_keeps_the_item_when_a_move_throws") {
+  using got_t = std::vector<int>;
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) { got.push_back(ch.recv()->value); }, "recv()");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) { got.push_back(ch.recv(std::stop_token{})->value); },
+      "recv(stop_token)");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        tracked out;
+        const auto st = ch.recv(out); // a throw must reach the caller
+        CHECK(st == status::ok);
+        got.push_back(out.value);
+      },
+      "recv(T&)");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        tracked out;
+        const auto st = ch.try_recv(out); // a throw must reach the caller
+        CHECK(st == status::ok);
+        got.push_back(out.value);
+      },
+      "try_recv");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        tracked out;
+        const auto st = ch.try_recv_for(out, 1s); // a throw must reach the caller
+        CHECK(st == status::ok);
+        got.push_back(out.value);
+      },
+      "try_recv_for");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        tracked out;
+        const auto st = ch.try_recv_until(out, std::chrono::steady_clock::now() +
+                                                   1s); // a throw must reach the caller
+        CHECK(st == status::ok);
+        got.push_back(out.value);
+      },
+      "try_recv_until");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        std::vector<tracked> out;
+        try {
+          (void)ch.recv_batch(out, 2);
+        } catch (...) {
+          for (const auto &t : out) { // taken before the throwing move: delivered
+            got.push_back(t.value);
+          }
+          throw;
+        }
+        for (const auto &t : out) {
+          got.push_back(t.value);
+        }
+      },
+      "recv_batch");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        ch.close();
+        for (auto &t : ch) {
+          got.push_back(t.value);
+        }
+      },
+      "range-for");
+  receive_with_throwing_move(
+      [](channel<tracked> &ch, got_t &got) {
+        tracked out;
+        const auto r = lakh::select(lakh::recv_case{ch, out});
+        CHECK(r.index == 0);
+        got.push_back(out.value);
+      },
+      "select recv_case");
+}
+
+TEST_CASE("channel.exceptions.a_send_whose_move_throws_buffers_nothing") {
+  for (long k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    {
+      channel<tracked> ch(16); // room for every send below: none of them blocks
+      const auto attempt = [&](auto &&f) {
+        const auto before = ch.size();
+        tracked v(7);
+        tracked::throw_on_move = k;
+        bool threw = false;
+        try {
+          f(v);
+        } catch (const std::runtime_error &) {
+          threw = true;
+        }
+        tracked::throw_on_move = -1;
+        CHECK(ch.size() == (threw ? before : before + 1));
+      };
+      // The reference forms keep the caller's value when they throw.
+      const auto kept = [&](auto &&f) {
+        const auto before = ch.size();
+        tracked v(7);
+        tracked::throw_on_move = k;
+        try {
+          f(v);
+          tracked::throw_on_move = -1;
+          CHECK(ch.size() == before + 1);
+        } catch (const std::runtime_error &) {
+          tracked::throw_on_move = -1;
+          CHECK(v.value == 7);
+          CHECK(ch.size() == before);
+        }
+      };
+      attempt([&](tracked &v) { (void)ch.send(std::move(v)); });
+      attempt([&](tracked &v) { (void)ch.send(std::move(v), std::stop_token{}); });
+      kept([&](tracked &v) { (void)ch.try_send(std::move(v)); });
+      kept([&](tracked &v) { (void)ch.try_send_for(std::move(v), 1s); });
+      std::vector<tracked> items;
+      items.emplace_back(1);
+      items.emplace_back(2);
+      tracked::throw_on_move = k;
+      const auto before = ch.size();
+      try {
+        (void)ch.send_batch(items);
+        CHECK(ch.size() == before + 2);
+      } catch (const std::runtime_error &) {
+        // The items before the throwing one were sent, the rest kept in `items`.
+        const auto sent = ch.size() - before;
+        for (std::size_t i = sent; i < items.size(); ++i) {
+          CHECK(items[i].value == static_cast<int>(i) + 1);
+        }
+      }
+      tracked::throw_on_move = -1;
+    }
+    CHECK(tracked::alive.load() == 0);
+  }
+}
+
 // ---- select --------------------------------------------------------------------------------
 
 TEST_CASE("select.ready_case_fires_and_reports_index") {
