@@ -9,9 +9,16 @@ import (
 	"github.com/jackc/pgx/v4/pgxpool"
 )
 
+// DB is a pool with lakh::pg::pool_options' size and acquire timeout.
+type DB struct {
+	pool    *pgxpool.Pool
+	size    int32
+	timeout time.Duration
+}
+
 // Pool opens a pool of at most size connections to url. pgx's own statement cache is off: the
 // peer sends its statements as libpqxx does (simple query, or one unnamed statement).
-func Pool(service, url string, size int64) *pgxpool.Pool {
+func Pool(service, url string, size int64, acquireTimeout time.Duration) *DB {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		Fatal(service, "DATABASE_URL: "+err.Error())
@@ -22,7 +29,7 @@ func Pool(service, url string, size int64) *pgxpool.Pool {
 	if err != nil {
 		Fatal(service, "cannot connect: "+err.Error())
 	}
-	return p
+	return &DB{p, int32(size), acquireTimeout}
 }
 
 // AcquireError is a pool that gave no connection within the acquire timeout.
@@ -30,11 +37,20 @@ type AcquireError struct{ Err error }
 
 func (e AcquireError) Error() string { return "no database connection: " + e.Err.Error() }
 
-// Acquire leases a connection, waiting at most timeout for one (lakh::pg::with_connection).
-func Acquire(ctx context.Context, p *pgxpool.Pool, timeout time.Duration) (*pgxpool.Conn, error) {
-	actx, cancel := context.WithTimeout(ctx, timeout)
+// Acquire leases a connection, waiting at most timeout for one to be free, as
+// lakh::pg::with_connection does: opening a new connection (the pool below its size) is not
+// bounded by it there, so it is not here either (pgxpool would abandon the connect).
+func (d *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	if d.pool.Stat().TotalConns() < d.size {
+		c, err := d.pool.Acquire(ctx)
+		if err != nil {
+			return nil, AcquireError{err}
+		}
+		return c, nil
+	}
+	actx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	c, err := p.Acquire(actx)
+	c, err := d.pool.Acquire(actx)
 	if err != nil {
 		return nil, AcquireError{err}
 	}

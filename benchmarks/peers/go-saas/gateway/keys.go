@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v4/pgxpool"
-
 	"lakh.example/gosaas/common"
 )
 
@@ -15,7 +13,7 @@ import (
 // in gateway.api_keys, cached for API_KEY_CACHE_MS (found) or API_KEY_NEGATIVE_CACHE_MS
 // (not found).
 type apiKeys struct {
-	db               *pgxpool.Pool
+	db               *common.DB
 	ttl, negativeTTL time.Duration
 	mu               sync.RWMutex
 	cache            map[string]cachedKey // SHA-256 of a key -> its tenant
@@ -27,12 +25,6 @@ type cachedKey struct {
 }
 
 const maxCached = 100000
-
-var acquireTimeout = time.Second // DB_ACQUIRE_TIMEOUT_MS
-
-func acquire(ctx context.Context, p *pgxpool.Pool) (*pgxpool.Conn, error) {
-	return common.Acquire(ctx, p, acquireTimeout)
-}
 
 // authenticate is the tenant of an Authorization header value, or 0.
 func (k *apiKeys) authenticate(ctx context.Context, header string) (int64, error) {
@@ -73,7 +65,7 @@ func (k *apiKeys) authenticate(ctx context.Context, header string) (int64, error
 
 // query runs the lookup as libpqxx's exec_params does: one unnamed statement, text parameter.
 func (k *apiKeys) query(ctx context.Context, digest string) (int64, error) {
-	conn, err := acquire(ctx, k.db)
+	conn, err := k.db.Acquire(ctx)
 	if err != nil {
 		return 0, err
 	}

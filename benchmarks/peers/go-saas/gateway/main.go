@@ -190,8 +190,8 @@ func dial(addr string) pb.UserServiceClient {
 }
 
 func main() {
-	db := common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 8, 1, 1000))
-	acquireTimeout = common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000)
+	db := common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 8, 1, 1000),
+		common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000))
 	common.Secret(service, "GATEWAY_KEY_SECRET") // keys are minted by lakh's signup; required as there
 	g := &gateway{
 		auth:     common.ServiceAuth{Caller: "gateway", Secret: common.Secret(service, "SERVICE_TOKEN_SECRET")},
@@ -225,6 +225,10 @@ func main() {
 			map[string]*common.Histogram{"saas_gateway_request_seconds": g.latency})))
 	})
 	r.Get("/v1/users/{id:[0-9]{1,18}}", g.tenantRoute(g.getUser))
+	// cpp-httplib answers a request no route matches with an empty 404, whatever its method.
+	notFound := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(404) }
+	r.NotFound(notFound)
+	r.MethodNotAllowed(notFound)
 	addr := common.Get("GATEWAY_ADDR", "127.0.0.1") + ":" + common.Get("GATEWAY_PORT", "8090")
 	common.Log(service, "info", "", "listening", map[string]any{"http": addr})
 	err := http.ListenAndServe(addr, r)

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v4/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -29,11 +28,10 @@ const service = "user"
 
 type userService struct {
 	pb.UnimplementedUserServiceServer
-	db             *pgxpool.Pool
-	acquireTimeout time.Duration
-	auth           common.ServiceAuth
-	latency        *common.Histogram
-	errors         common.Counter
+	db      *common.DB
+	auth    common.ServiceAuth
+	latency *common.Histogram
+	errors  common.Counter
 }
 
 // run is rpc.hpp rpc_server::run(): authentication, the handler, metrics, the log line.
@@ -84,7 +82,7 @@ func first(v []string) string {
 func (s *userService) GetUser(ctx context.Context, req *pb.GetUserRequest) (*pb.User, error) {
 	return s.run(ctx, "GetUser", func(common.Trace) (*pb.User, error) {
 		// Row-level security hides another tenant's user: it is NOT_FOUND, not forbidden.
-		conn, err := common.Acquire(ctx, s.db, s.acquireTimeout)
+		conn, err := s.db.Acquire(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -104,10 +102,10 @@ func (s *userService) GetUser(ctx context.Context, req *pb.GetUserRequest) (*pb.
 
 func main() {
 	s := &userService{
-		db:             common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 16, 1, 1000)),
-		acquireTimeout: common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000),
-		auth:           common.ServiceAuth{Caller: "user", Secret: common.Secret(service, "SERVICE_TOKEN_SECRET")},
-		latency:        common.NewHistogram(),
+		db: common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 16, 1, 1000),
+			common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000)),
+		auth:    common.ServiceAuth{Caller: "user", Secret: common.Secret(service, "SERVICE_TOKEN_SECRET")},
+		latency: common.NewHistogram(),
 	}
 	addr := common.Get("USER_GRPC_ADDR", "127.0.0.1:15051")
 	lis, err := net.Listen("tcp", addr)
