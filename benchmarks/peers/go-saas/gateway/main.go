@@ -29,6 +29,8 @@ import (
 
 const service = "gateway"
 
+var keepAlive = []string{"timeout=5, max=1000000"} // set_keep_alive_max_count(1000000)
+
 type reply struct {
 	status     int
 	body       string
@@ -154,7 +156,7 @@ func (g *gateway) tenantRoute(h func(*http.Request, int64, common.Trace) reply) 
 			g.limited.Add()
 		}
 		hd := w.Header()
-		hd["Traceparent"] = []string{trace.Header()}
+		hd["traceparent"] = []string{trace.Header()}
 		if rep.retryAfter > 0 {
 			hd["Retry-After"] = []string{strconv.Itoa(rep.retryAfter)}
 		}
@@ -211,11 +213,15 @@ func main() {
 	r.Use(func(next http.Handler) http.Handler { // server.hpp's pre-routing handler
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			g.requests.Add()
+			// The head cpp-httplib writes: its Keep-Alive header, no Date.
+			w.Header()["Keep-Alive"] = keepAlive
+			w.Header()["Date"] = nil
 			next.ServeHTTP(w, r)
 		})
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header()["Content-Type"] = []string{"text/plain"}
+		w.Header()["Content-Length"] = []string{"3"}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	r.Get("/metrics", func(w http.ResponseWriter, _ *http.Request) {
@@ -226,12 +232,18 @@ func main() {
 	})
 	r.Get("/v1/users/{id:[0-9]{1,18}}", g.tenantRoute(g.getUser))
 	// cpp-httplib answers a request no route matches with an empty 404, whatever its method.
-	notFound := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(404) }
+	notFound := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header()["Content-Length"] = []string{"0"}
+		w.WriteHeader(404)
+	}
 	r.NotFound(notFound)
 	r.MethodNotAllowed(notFound)
 	addr := common.Get("GATEWAY_ADDR", "127.0.0.1") + ":" + common.Get("GATEWAY_PORT", "8090")
 	common.Log(service, "info", "", "listening", map[string]any{"http": addr})
-	err := http.ListenAndServe(addr, r)
+	// cpp-httplib's defaults: 5 s to read a request, to write an answer, and idle between two.
+	srv := &http.Server{Addr: addr, Handler: r, ReadTimeout: 5 * time.Second,
+		WriteTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
+	err := srv.ListenAndServe()
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		common.Fatal(service, err.Error())
 	}
