@@ -37,12 +37,13 @@ type AcquireError struct{ Err error }
 
 func (e AcquireError) Error() string { return "no database connection: " + e.Err.Error() }
 
-// Acquire leases a connection, waiting at most timeout for one to be free, as
-// lakh::pg::with_connection does: opening a new connection (the pool below its size) is not
-// bounded by it there, so it is not here either (pgxpool would abandon the connect).
+// Acquire leases a connection, waiting at most the acquire timeout for one to be free, as
+// lakh::pg::with_connection does. Opening a new one (the pool below its size) is bounded by
+// neither the timeout nor ctx there, so it is not here either: pgxpool would abandon the
+// connect, and the next request would open it again.
 func (d *DB) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	if d.pool.Stat().TotalConns() < d.size {
-		c, err := d.pool.Acquire(ctx)
+		c, err := d.pool.Acquire(context.Background())
 		if err != nil {
 			return nil, AcquireError{err}
 		}
