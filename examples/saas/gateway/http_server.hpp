@@ -96,6 +96,7 @@ public:
   exchange &operator=(const exchange &) = delete;
 
   void answer(response r);
+  bool answered() const { return answered_.load(std::memory_order_relaxed); }
 
   /// Runs `f` when the client goes away before the answer (at once if it already has).
   void on_cancel(std::function<void()> f) {
@@ -128,6 +129,7 @@ private:
   mutable std::mutex mu_;
   bool cancelled_ = false;
   std::function<void()> on_cancel_;
+  std::atomic<bool> answered_{false};
 
 public:
   request req;
@@ -344,8 +346,11 @@ private:
 };
 
 inline void exchange::answer(response r) {
+  answered_.store(true, std::memory_order_relaxed);
   auto s = session_;
-  asio::post(s->sock_.get_executor(), [s, r = std::move(r)]() mutable { s->answer(std::move(r)); });
+  // Inline when called on the connection's loop (an answer from the route itself), else posted.
+  asio::dispatch(s->sock_.get_executor(),
+                 [s, r = std::move(r)]() mutable { s->answer(std::move(r)); });
 }
 
 inline void session::start() {
@@ -389,11 +394,13 @@ inline void session::on_read(beast::error_code ec) {
   keep_alive_ = req.msg.keep_alive();
   busy_ = true;
   auto ex = std::make_shared<exchange>(shared_from_this(), std::move(req));
-  watch(ex);
   if (const auto *h = srv_.routes_.find(ex->req)) {
     (*h)(ex);
   } else {
     ex->answer({404, R"({"error":"no such route"})"});
+  }
+  if (!ex->answered()) { // an answer already on its way needs no watch
+    watch(ex);
   }
 }
 
