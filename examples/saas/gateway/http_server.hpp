@@ -208,6 +208,7 @@ public:
 
 private:
   void read();
+  void on_header(beast::error_code ec);
   void on_read(beast::error_code ec);
   void watch(const std::weak_ptr<exchange> &ex);
   void write(bool keep_alive);
@@ -368,9 +369,32 @@ inline void session::start() {
 inline void session::read() {
   parser_.emplace();
   parser_->body_limit(srv_.max_body_);
-  bhttp::async_read(
+  bhttp::async_read_header(
       sock_, buf_, *parser_,
-      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+}
+
+/// The body, if any, after "100 Continue" when the client waits for it (curl does, for
+/// bodies over 1 KiB).
+inline void session::on_header(beast::error_code ec) {
+  if (ec || parser_->is_done()) {
+    on_read(ec);
+    return;
+  }
+  auto read_body = [self = shared_from_this()](beast::error_code e, std::size_t) {
+    if (e) {
+      self->close();
+      return;
+    }
+    bhttp::async_read(self->sock_, self->buf_, *self->parser_,
+                      [self](beast::error_code e2, std::size_t) { self->on_read(e2); });
+  };
+  if (beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) {
+    static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(sock_, asio::buffer(cont.data(), cont.size()), std::move(read_body));
+  } else {
+    read_body({}, 0);
+  }
 }
 
 inline void session::on_read(beast::error_code ec) {

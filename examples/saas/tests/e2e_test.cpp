@@ -5,7 +5,7 @@
 // notification with the spec's amounts, concurrent duplicate payments (one charge), services
 // killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), a
 // clean SIGTERM drain of every service, and the gateway cancelling the call of a client that
-// went away and answering its in-flight requests when it drains.
+// went away, answering its in-flight requests when it drains, and sending "100 Continue".
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "platform.hpp"
 #include "saas.grpc.pb.h"
@@ -611,8 +611,7 @@ int send_raw(const platform &p, const std::string &request) {
 
 } // namespace
 
-TEST_CASE("saas.e2e.gateway.a_client_gone_cancels_its_call_and_sigterm_drains" *
-          doctest::timeout(120)) {
+TEST_CASE("saas.e2e.gateway.continue_cancel_on_client_gone_and_drain" * doctest::timeout(120)) {
   platform p;
   const auto key = p.tenant("leaver");
   auto u = p.post("/v1/users", R"({"email":"a@leaver.io"})", key, "leaver-u1");
@@ -621,6 +620,28 @@ TEST_CASE("saas.e2e.gateway.a_client_gone_cancels_its_call_and_sigterm_drains" *
   REQUIRE(p.get(path, key)->status == 200); // the key is cached
   const auto get =
       "GET " + path + " HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key + "\r\n\r\n";
+  {
+    // A client that waits for "100 Continue" before its body (curl, over 1 KiB) gets it.
+    const std::string body = R"({"email":"b@leaver.io"})";
+    const int fd = send_raw(
+        p, "POST /v1/users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key +
+               "\r\nIdempotency-Key: leaver-u2\r\nExpect: " + "100-continue\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n");
+    char buf[4096];
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    CHECK(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0) ==
+          "HTTP/1.1 100 Continue\r\n\r\n");
+    REQUIRE(::send(fd, body.data(), body.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(body.size()));
+    std::string answer;
+    for (ssize_t m = 0; (m = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<std::size_t>(m));
+    }
+    ::close(fd);
+    CHECK(answer.rfind("HTTP/1.1 201 Created\r\n", 0) == 0);
+  }
   {
     // GetUser waits for the table; the client gives up: the gateway cancels the call.
     pqxx::connection c(p.url);
