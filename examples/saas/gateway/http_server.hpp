@@ -4,7 +4,8 @@
 //     the start of its handler run on one thread without locks, and a request costs no thread
 //     hand-off unless its handler makes one (a gRPC callback answers from gRPC's thread: the
 //     answer is posted back to the connection's loop).
-//   - Keep-alive; a body over `max_body` is answered 413 and the connection closed.
+//   - Keep-alive; a connection that has no request in flight and sends none for `idle` (5 s)
+//     is closed; a body over `max_body` is answered 413 and the connection closed.
 //   - A client that goes away while its request is in flight cancels it: exchange::on_cancel
 //     (the gateway cancels the downstream gRPC call).
 //   - stop() drains: no new connections, idle ones closed, in-flight requests answered, then
@@ -221,9 +222,10 @@ private:
   beast::flat_buffer buf_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bhttp::response<bhttp::string_body> res_;
-  bool busy_ = false;       // a request in flight
+  bool busy_ = false;       // a request in flight, or its answer being written
   bool keep_alive_ = false; // the request in flight asked for it
   bool closed_ = false;
+  std::chrono::steady_clock::time_point waiting_since_; // for the next request
   std::unique_ptr<char[]> scratch_;
   friend class server;
   friend class exchange;
@@ -232,8 +234,9 @@ private:
 class server {
 public:
   /// `threads` event loops; bodies over `max_body` bytes are answered 413.
-  server(router &routes, int threads, std::size_t max_body)
-      : routes_(routes), max_body_(max_body),
+  server(router &routes, int threads, std::size_t max_body,
+         std::chrono::milliseconds idle = std::chrono::seconds(5))
+      : routes_(routes), max_body_(max_body), idle_(idle),
         loops_(static_cast<std::size_t>(threads < 1 ? 1 : threads)) {
     for (auto &l : loops_) {
       l = std::make_unique<loop>();
@@ -260,6 +263,9 @@ public:
       return false;
     }
     accept();
+    for (auto &l : loops_) {
+      sweep(*l);
+    }
     std::vector<std::thread> threads;
     for (std::size_t i = 1; i < loops_.size(); ++i) {
       threads.emplace_back([this, i] { loops_[i]->io.run(); });
@@ -301,7 +307,27 @@ private:
     asio::io_context io{1};
     asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
     std::unordered_set<session *> sessions; // touched on this loop only
+    asio::steady_timer sweeper{io};
   };
+
+  /// Once a second: closes the loop's connections idle (or slow to send a request) for
+  /// longer than `idle_`. One timer per loop rather than one per request.
+  void sweep(loop &l) {
+    l.sweeper.expires_after(std::chrono::seconds(1));
+    l.sweeper.async_wait([this, &l](beast::error_code ec) {
+      if (ec) {
+        return;
+      }
+      const auto before = std::chrono::steady_clock::now() - idle_;
+      const std::vector<session *> all(l.sessions.begin(), l.sessions.end());
+      for (auto *s : all) {
+        if (!s->busy_ && s->waiting_since_ < before) {
+          s->close();
+        }
+      }
+      sweep(l);
+    });
+  }
 
   void accept() {
     auto &target = loops_[next_++ % loops_.size()];
@@ -338,6 +364,7 @@ private:
 
   router &routes_;
   std::size_t max_body_;
+  std::chrono::milliseconds idle_;
   std::vector<std::unique_ptr<loop>> loops_;
   std::optional<tcp::acceptor> acceptor_;
   std::size_t next_ = 0;
@@ -367,6 +394,7 @@ inline void session::start() {
 }
 
 inline void session::read() {
+  waiting_since_ = std::chrono::steady_clock::now();
   parser_.emplace();
   parser_->body_limit(srv_.max_body_);
   bhttp::async_read_header(
@@ -450,7 +478,6 @@ inline void session::watch(const std::weak_ptr<exchange> &ex) {
 }
 
 inline void session::answer(response r) {
-  busy_ = false;
   beast::error_code ec;
   sock_.cancel(ec); // the watch
   res_ = {};
@@ -467,11 +494,13 @@ inline void session::answer(response r) {
 inline void session::write(bool keep_alive) {
   res_.keep_alive(keep_alive);
   res_.prepare_payload();
+  // Busy until the answer is written, so that a drain does not close it half-sent.
   bhttp::async_write(sock_, res_,
                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                       self->busy_ = false;
                        if (ec) {
                          self->close();
-                       } else if (!keep_alive) {
+                       } else if (!keep_alive || self->srv_.draining()) {
                          self->linger();
                        } else {
                          self->read();
@@ -483,6 +512,7 @@ inline void session::write(bool keep_alive) {
 /// client may still be sending (a refused body) are read and dropped, so that closing does
 /// not reset the connection before the client has read the answer.
 inline void session::linger() {
+  waiting_since_ = std::chrono::steady_clock::now();
   beast::error_code ec;
   sock_.shutdown(tcp::socket::shutdown_send, ec);
   if (ec) {
