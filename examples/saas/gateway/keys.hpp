@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -45,6 +46,15 @@ public:
     return "lakh_" + saas::hmac_sha256_hex(secret_, salt).substr(0, 40);
   }
 
+  /// What authenticate() answers when it needs no query (the key is cached, or the header is
+  /// not a key at all); nothing when it would query.
+  std::optional<std::int64_t> tenant_if_cached(std::string_view header) {
+    if (header.substr(0, 7) != "Bearer " || header.size() > 7 + 200) {
+      return 0;
+    }
+    return lookup(saas::sha256_hex(header.substr(7)), std::chrono::steady_clock::now());
+  }
+
   /// The tenant of an "Authorization: Bearer <key>" header value, or 0. Blocks on a query
   /// when the key is not cached. @throws lakh::pg::acquire_error, pqxx errors.
   std::int64_t authenticate(std::string_view header) {
@@ -53,11 +63,8 @@ public:
     }
     const auto digest = saas::sha256_hex(header.substr(7));
     const auto now = std::chrono::steady_clock::now();
-    {
-      std::shared_lock lk(mu_);
-      if (auto it = cache_.find(digest); it != cache_.end() && it->second.expires > now) {
-        return it->second.tenant;
-      }
+    if (auto t = lookup(digest, now)) {
+      return *t;
     }
     const auto tenant = lakh::pg::with_connection(*db_, [&](pqxx::connection &c) -> std::int64_t {
       pqxx::nontransaction n(c);
@@ -83,6 +90,15 @@ public:
   }
 
 private:
+  std::optional<std::int64_t> lookup(const std::string &digest,
+                                     std::chrono::steady_clock::time_point now) {
+    std::shared_lock lk(mu_);
+    if (auto it = cache_.find(digest); it != cache_.end() && it->second.expires > now) {
+      return it->second.tenant;
+    }
+    return std::nullopt;
+  }
+
   static constexpr std::size_t max_cached = 100000;
   struct cached {
     std::int64_t tenant; ///< 0: not a key

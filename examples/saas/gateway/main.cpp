@@ -15,7 +15,8 @@
 // Settings (environment or .env): DATABASE_URL (as saas_gateway), DATABASE_OWNER_URL (schema
 // at startup), GATEWAY_KEY_SECRET and SERVICE_TOKEN_SECRET (32+ characters) required;
 // GATEWAY_ADMIN_TOKEN (32+ characters; unset: no admin route); GATEWAY_ADDR (127.0.0.1),
-// GATEWAY_PORT (8080), GATEWAY_THREADS (16), GRPC_DEADLINE_MS (2000), API_KEY_CACHE_MS
+// GATEWAY_PORT (8080), GATEWAY_THREADS (event loops: the number of
+// cores), GRPC_DEADLINE_MS (2000), API_KEY_CACHE_MS
 // (60000), API_KEY_NEGATIVE_CACHE_MS (10000), TENANT_RATE (requests per second, 1000),
 // TENANT_BURST (2000), TENANT_CONCURRENCY (in flight, 8: below each service's DB_POOL_SIZE),
 // AUTH_FAILURE_RATE / AUTH_FAILURE_BURST (failed authentications per client address: 1/s,
@@ -24,6 +25,7 @@
 #include "gateway_schema.hpp"
 #include "routes.hpp"
 
+#include <absl/synchronization/mutex.h>
 #include <child_process.hpp>
 #include <stop_signals.hpp>
 
@@ -31,13 +33,15 @@
 #include <thread>
 
 int main() {
+  // Debian builds Abseil without NDEBUG, so every absl::Mutex operation in gRPC feeds a
+  // process-wide deadlock graph under one global lock; that is a debugging aid, not ours.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   lakh_examples::die_with_parent(); // under saas.e2e: the gateway dies with the test
   const sigset_t sigs = lakh_examples::block_stop_signals();
   try {
     const auto cfg = saas::config::load();
     const auto host = cfg.get("GATEWAY_ADDR", "127.0.0.1");
     const int port = cfg.port("GATEWAY_PORT", 8080);
-    const auto threads = static_cast<int>(cfg.integer("GATEWAY_THREADS", 16, 1, 1024));
     if (auto owner = cfg.find("DATABASE_OWNER_URL")) {
       lakh::pg::pool p(*owner, 1);
       saas::migrate(p, saas::role_of("gateway"), "gateway", saas::schema_sql);
@@ -50,7 +54,7 @@ int main() {
       g.stop(); // in-flight requests finish
     });
     saas::log("gateway", "info", "", "listening", {{"http", host + ":" + std::to_string(port)}});
-    const bool ok = g.listen(host, port, threads);
+    const bool ok = g.listen(host, port);
     if (!ok) {
       saas::log("gateway", "error", "", "cannot listen on " + host + ":" + std::to_string(port));
       ::kill(::getpid(), SIGTERM); // ends the stopper thread

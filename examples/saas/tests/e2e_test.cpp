@@ -3,8 +3,9 @@
 // with exact statuses and nothing written, tenant isolation by row-level security (also proven
 // by direct SQL), the billing flow signup -> subscribe -> usage -> invoice -> payment ->
 // notification with the spec's amounts, concurrent duplicate payments (one charge), services
-// killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), and a
-// clean SIGTERM drain of every service.
+// killed with SIGKILL and restarted mid-flow (no event lost, no payment duplicated), a
+// clean SIGTERM drain of every service, and the gateway cancelling the call of a client that
+// went away, answering its in-flight requests when it drains, and sending "100 Continue".
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "platform.hpp"
 #include "saas.grpc.pb.h"
@@ -589,5 +590,92 @@ TEST_CASE("saas.e2e.bounded.expired_records_are_purged" * doctest::timeout(120))
                   ".jobs WHERE queue = 'housekeeping' AND state = 'done'") >= 1);
     CHECK(p.count("SELECT count(*) FROM (SELECT unique_key FROM " + std::string(schema) +
                   ".jobs GROUP BY unique_key HAVING count(*) > 1) d") == 0);
+  }
+}
+
+namespace {
+
+/// A socket connected to the gateway that has sent `request` (raw HTTP/1.1).
+int send_raw(const platform &p, const std::string &request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<std::uint16_t>(p.base));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<const sockaddr *>(&a), sizeof a) == 0);
+  REQUIRE(::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(request.size()));
+  return fd;
+}
+
+} // namespace
+
+TEST_CASE("saas.e2e.gateway.continue_cancel_on_client_gone_and_drain" * doctest::timeout(120)) {
+  platform p;
+  const auto key = p.tenant("leaver");
+  auto u = p.post("/v1/users", R"({"email":"a@leaver.io"})", key, "leaver-u1");
+  REQUIRE(u->status == 201);
+  const auto path = "/v1/users/" + std::to_string(json::parse(u->body)["id"].get<long>());
+  REQUIRE(p.get(path, key)->status == 200); // the key is cached
+  const auto get =
+      "GET " + path + " HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key + "\r\n\r\n";
+  {
+    // A client that waits for "100 Continue" before its body (curl, over 1 KiB) gets it.
+    const std::string body = R"({"email":"b@leaver.io"})";
+    const int fd = send_raw(
+        p, "POST /v1/users HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key +
+               "\r\nIdempotency-Key: leaver-u2\r\nExpect: " + "100-continue\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n");
+    char buf[4096];
+    timeval tv{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    CHECK(std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0) ==
+          "HTTP/1.1 100 Continue\r\n\r\n");
+    REQUIRE(::send(fd, body.data(), body.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(body.size()));
+    std::string answer;
+    for (ssize_t m = 0; (m = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<std::size_t>(m));
+    }
+    ::close(fd);
+    CHECK(answer.rfind("HTTP/1.1 201 Created\r\n", 0) == 0);
+  }
+  {
+    // GetUser waits for the table; the client gives up: the gateway cancels the call.
+    pqxx::connection c(p.url);
+    pqxx::work hold(c);
+    hold.exec("LOCK TABLE users.users IN ACCESS EXCLUSIVE MODE");
+    const int fd = send_raw(p, get);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ::close(fd);
+    long cancelled = 0;
+    for (int i = 0; i < 100 && cancelled != 1; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      cancelled = p.metric("gateway", "saas_gateway_cancelled_total");
+    }
+    CHECK(cancelled == 1);
+  }
+  CHECK(p.get(path, key)->status == 200);
+  {
+    // SIGTERM with a request in flight: it is answered, then the gateway exits 0.
+    pqxx::connection c(p.url);
+    pqxx::work hold(c);
+    hold.exec("LOCK TABLE users.users IN ACCESS EXCLUSIVE MODE");
+    const int fd = send_raw(p, get);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(p.svc["gateway"]->signal(SIGTERM));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    hold.abort();
+    std::string answer;
+    char buf[4096];
+    for (ssize_t n = 0; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+      answer.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    CHECK(answer.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+    CHECK(answer.find("Connection: close\r\n") != std::string::npos);
+    CHECK(p.svc["gateway"]->terminate() == 0);
   }
 }
