@@ -29,7 +29,6 @@ import (
 
 const service = "gateway"
 
-var keepAlive = []string{"timeout=5, max=1000000"} // set_keep_alive_max_count(1000000)
 
 type reply struct {
 	status     int
@@ -213,8 +212,7 @@ func main() {
 	r.Use(func(next http.Handler) http.Handler { // server.hpp's pre-routing handler
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			g.requests.Add()
-			// The head cpp-httplib writes: its Keep-Alive header, no Date.
-			w.Header()["Keep-Alive"] = keepAlive
+			// The head lakh's gateway writes: no Date.
 			w.Header()["Date"] = nil
 			next.ServeHTTP(w, r)
 		})
@@ -231,16 +229,19 @@ func main() {
 			map[string]*common.Histogram{"saas_gateway_request_seconds": g.latency})))
 	})
 	r.Get("/v1/users/{id:[0-9]{1,18}}", g.tenantRoute(g.getUser))
-	// cpp-httplib answers a request no route matches with an empty 404, whatever its method.
+	// lakh's gateway answers a request no route matches with a JSON 404, whatever its method.
 	notFound := func(w http.ResponseWriter, _ *http.Request) {
-		w.Header()["Content-Length"] = []string{"0"}
+		const body = `{"error":"no such route"}`
+		w.Header()["Content-Type"] = []string{"application/json"}
+		w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
 		w.WriteHeader(404)
+		_, _ = w.Write([]byte(body))
 	}
 	r.NotFound(notFound)
 	r.MethodNotAllowed(notFound)
 	addr := common.Get("GATEWAY_ADDR", "127.0.0.1") + ":" + common.Get("GATEWAY_PORT", "8090")
 	common.Log(service, "info", "", "listening", map[string]any{"http": addr})
-	// cpp-httplib's defaults: 5 s to read a request, to write an answer, and idle between two.
+	// lakh's gateway's limits: 5 s to read a request, and idle between two; 5 s to write.
 	srv := &http.Server{Addr: addr, Handler: r, ReadTimeout: 5 * time.Second,
 		WriteTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second}
 	err := srv.ListenAndServe()
