@@ -29,7 +29,6 @@ import (
 
 const service = "gateway"
 
-
 type reply struct {
 	status     int
 	body       string
