@@ -31,7 +31,6 @@
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/prometheus.hpp>
 
-#include <absl/synchronization/mutex.h>
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
@@ -243,9 +242,7 @@ private:
 /// std::unique_ptr of its grpc::Service implementation. Returns main's exit status.
 template <class Build> int service_main(const service_spec &spec, Build &&build) {
   lakh_examples::die_with_parent(); // under saas.e2e: the service dies with the test
-  // Debian builds Abseil without NDEBUG: every absl::Mutex lock of gRPC's would update a
-  // process-wide lock-order graph under one global lock (GraphCycles in the profiles).
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  quiet_abseil_mutexes();
   const sigset_t sigs = lakh_examples::block_stop_signals();
   try {
     service svc(spec, config::load());

@@ -25,7 +25,6 @@
 #include "gateway_schema.hpp"
 #include "routes.hpp"
 
-#include <absl/synchronization/mutex.h>
 #include <child_process.hpp>
 #include <stop_signals.hpp>
 
@@ -33,9 +32,7 @@
 #include <thread>
 
 int main() {
-  // Debian builds Abseil without NDEBUG, so every absl::Mutex operation in gRPC feeds a
-  // process-wide deadlock graph under one global lock; that is a debugging aid, not ours.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  saas::quiet_abseil_mutexes();
   lakh_examples::die_with_parent(); // under saas.e2e: the gateway dies with the test
   const sigset_t sigs = lakh_examples::block_stop_signals();
   try {
