@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -834,6 +835,58 @@ TEST_CASE("pg.wal_relay.a_lost_slot_is_reported_by_create_schema_not_replaced" *
   const auto state = f.box.wal_slot_status();
   CHECK(state.exists);
   CHECK_FALSE(state.active);
+}
+
+// pgoutput finds the publication in the catalog as of each change it decodes: a slot made
+// before its publication fails ("publication does not exist") on every table change committed
+// in between, and its relay never gets past it. Here tables change all the time while
+// create_schema runs.
+TEST_CASE("pg.wal_relay.table_writes_while_create_schema_runs_do_not_stop_the_stream" *
+          doctest::timeout(90)) {
+  lakh::test::pg::scratch_database db("wal_busy");
+  lakh::test::pg::exec(db.url(), "CREATE TABLE busy (n int)");
+  std::atomic<bool> done{false};
+  std::atomic<long> writes{0};
+  std::jthread writer([&] {
+    pqxx::connection c(db.url());
+    while (!done) {
+      pqxx::work w(c);
+      w.exec("INSERT INTO busy VALUES (1)");
+      w.commit();
+      ++writes;
+    }
+  });
+  wait_for([&] { return writes > 10; }, "the writer commits");
+  lakh::pg::pool pool(db.url(), 4);
+  lakh::pg::outbox box(pool,
+                       {"app.outbox", false, std::size_t{1} << 20, lakh::pg::outbox_store::wal});
+  box.create_schema();
+  const auto after = writes.load();
+  wait_for([&] { return writes > after + 10; }, "more commits after create_schema");
+  {
+    auto c = pool.acquire();
+    pqxx::work w(*c);
+    w.exec("SET LOCAL synchronous_commit = on");
+    (void)box.enqueue(w, "invoice.issued", "k", "through the busy tables");
+    w.commit();
+  }
+  done = true;
+  writer.join();
+  recording_publisher pub;
+  lakh::pg::wal_relay relay(box, pub);
+  std::string error;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (pub.count() == 0 && std::chrono::steady_clock::now() < deadline) {
+    try {
+      (void)relay.run_once(50ms);
+    } catch (const std::exception &e) {
+      error = e.what();
+      break;
+    }
+  }
+  CHECK_MESSAGE(error.empty(), error);
+  CHECK(pub.payloads() == std::vector<std::string>{"through the busy tables"});
+  lakh::test::drop_slot(box);
 }
 
 TEST_CASE("pg.wal_relay.check_says_when_the_role_may_not_replicate" * doctest::timeout(60)) {

@@ -235,15 +235,20 @@ public:
     const auto slot = wal_slot();
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
-      // The publication first: stopped in between, the slot is left, not a "lost slot" sign.
-      tx.exec("DROP PUBLICATION IF EXISTS " + slot);
+      // The mark first (stopped after it, this is not a "lost slot"), then the slot, then the
+      // publication (stopped before it, create_schema makes a slot after it, as it must be).
+      tx.exec(
+          "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = " + tx.quote(slot) +
+          ") THEN COMMENT ON PUBLICATION " + slot + " IS NULL; END IF; END $$");
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      bool dropped = false;
       while (true) {
         try {
-          const auto r = tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                        "pg_replication_slots WHERE slot_name = $1",
-                                        slot);
-          return !r.empty();
+          dropped = !tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
+                                    "pg_replication_slots WHERE slot_name = $1",
+                                    slot)
+                         .empty();
+          break;
         } catch (const pqxx::sql_error &e) {
           if (e.sqlstate() != "55006" || std::chrono::steady_clock::now() > deadline) {
             throw;
@@ -251,6 +256,8 @@ public:
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
+      tx.exec("DROP PUBLICATION IF EXISTS " + slot);
+      return dropped;
     });
   }
 
@@ -284,10 +291,13 @@ private:
     });
   }
 
-  // The slot first, then the publication: a publication without its slot then means the slot
-  // was lost (a failover to a server that had no copy of it, or a drop by hand), and
-  // create_schema says so instead of making a new slot that would hide the gap. A session
-  // advisory lock serializes concurrent callers.
+  // The publication first, then the slot, then the mark on the publication. pgoutput looks the
+  // publication up in the catalog as of each change it decodes, so a slot made before its
+  // publication fails on every table change committed between the two ("publication does not
+  // exist") and never gets past it. A marked publication without its slot means the slot was
+  // lost (a failover to a server that had no copy of it, or a drop by hand), and create_schema
+  // says so instead of making a new slot that would hide the gap. A session advisory lock
+  // serializes concurrent callers.
   void create_slot() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       const auto slot = wal_slot(c);
@@ -295,8 +305,9 @@ private:
       const auto lock_key = "lakh_outbox_slot:" + slot;
       tx.exec_params("SELECT pg_advisory_lock(hashtext($1))", lock_key);
       try {
-        const auto [has_slot, has_publication] = read_wal_setup(tx, slot, "lakh::pg::outbox: ");
-        if (!has_slot && has_publication) {
+        const auto [has_slot, has_publication, slot_made] =
+            read_wal_setup(tx, slot, "lakh::pg::outbox: ");
+        if (!has_slot && slot_made) {
           throw wal_setup_error(
               "lakh::pg::outbox: publication \"" + slot +
               "\" exists but its replication slot "
@@ -304,6 +315,9 @@ private:
               "dropped by hand), and events committed after its last confirmed position were "
               "never relayed. See docs/outbox.md, \"Failover\"; to accept the gap and go on, "
               "call drop_wal_slot() and then create_schema()");
+        }
+        if (!has_publication) {
+          tx.exec("CREATE PUBLICATION " + slot); // no tables: the slot sends messages only
         }
         if (!has_slot) {
           try {
@@ -319,8 +333,8 @@ private:
             throw;
           }
         }
-        if (!has_publication) {
-          tx.exec("CREATE PUBLICATION " + slot); // no tables: the slot sends messages only
+        if (!slot_made) {
+          tx.exec("COMMENT ON PUBLICATION " + slot + " IS " + tx.quote(slot_made_mark));
         }
       } catch (...) {
         try {
@@ -521,7 +535,12 @@ private:
   struct wal_setup {
     bool slot = false;        // the slot exists (in this database, with pgoutput)
     bool publication = false; // its publication exists
+    bool slot_made = false;   // the publication says its slot was made (slot_made_mark)
   };
+
+  // The comment create_schema puts on the publication once the slot exists: a publication that
+  // has it and no slot means the slot was lost.
+  static constexpr const char *slot_made_mark = "lakh outbox: its slot was made";
 
   // The wal store's setup as the server has it. @throws wal_setup_error (its text after
   // `who`) if wal_level is not logical, or `slot` is another database's or plugin's.
@@ -530,8 +549,10 @@ private:
     const auto r = tx.exec_params(
         "SELECT current_setting('wal_level'), (SELECT row(plugin, database = "
         "current_database(), database)::text FROM pg_replication_slots WHERE slot_name = $1), "
-        "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-        slot);
+        "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), "
+        "coalesce((SELECT obj_description(oid, 'pg_publication') = $2 FROM pg_publication "
+        "WHERE pubname = $1), false)",
+        slot, slot_made_mark);
     const auto level = r[0][0].as<std::string>();
     if (level != "logical") {
       throw wal_setup_error(who + "the server has wal_level=" + level +
@@ -544,7 +565,7 @@ private:
           "\" is not a pgoutput slot of this database: " + r[0][1].as<std::string>() +
           " (plugin, here, database); name another with outbox_options::slot");
     }
-    return {!r[0][1].is_null(), r[0][2].as<bool>()};
+    return {!r[0][1].is_null(), r[0][2].as<bool>(), r[0][3].as<bool>()};
   }
 
   static std::string missing_slot(const std::string &slot) {
