@@ -138,7 +138,8 @@ struct relay_threads {
   }
   /// One line on where the events are: what the relay published, failed and parked, the
   /// publisher's last error, the slot (wal store) and the consumer; for a run that waits too
-  /// long, so that its failure says which stage stalled.
+  /// long, so that its failure says which stage stalled. Call after stop() (the relay's and
+  /// consumer's threads write what it reads).
   [[nodiscard]] std::string describe() {
     std::string s = "relay:";
     if (const auto *m = metrics()) {
@@ -165,8 +166,14 @@ struct relay_threads {
     return s;
   }
   void stop() {
-    relay.reset();     // requests stop and joins
-    wal_relay.reset(); // the same, after confirming to its slot what JetStream acknowledged
+    // Each requests stop and joins (the wal relay after confirming to its slot what JetStream
+    // acknowledged); the relays stay, with their counters.
+    if (relay) {
+      relay->stop();
+    }
+    if (wal_relay) {
+      wal_relay->stop();
+    }
     consumer_thread.reset();
   }
 };

@@ -81,6 +81,7 @@ void wait_for(const std::function<bool()> &done, const char *what, const supervi
     const auto *m = relay.metrics();
     const bool parked = m != nullptr && m->parked.value() != 0;
     if (parked || clock::now() > deadline || st.stop_requested()) {
+      relay.stop(); // its threads joined: their counters and last error are read safely
       throw std::runtime_error(std::string("billing_run run: ") +
                                (parked                ? "events were parked"
                                 : st.stop_requested() ? "interrupted"
