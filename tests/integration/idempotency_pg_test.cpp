@@ -170,14 +170,26 @@ TEST_CASE("idempotency.pg.purge_expired") {
 
 namespace {
 
-/// run_in in its own transaction on `fx`'s pool, inserting `note` as the business write.
+/// The business write of `note`: a parameterised statement, or, in a batched transaction,
+/// a statement queued for the commit.
+void write_note(pqxx::transaction_base &tx, const std::string &table, const std::string &note) {
+  tx.exec_params("INSERT INTO " + table + " (note) VALUES ($1)", note);
+}
+void write_note(lakh::pg::batched_transaction &tx, const std::string &table,
+                const std::string &note) {
+  tx.defer("INSERT INTO " + table + " (note) VALUES (" + tx.quote(note) + ")");
+}
+
+/// run_in in its own transaction (a Tx: pqxx::work or lakh::pg::batched_transaction) on
+/// `fx`'s pool, inserting `note` as the business write.
+template <class Tx>
 lakh::idempotency_result run_in_tx(pg_fixture &fx, const std::string &key, std::uint64_t fp,
                                    const std::string &note, bool commit = true,
                                    std::chrono::milliseconds work = {}) {
   auto c = fx.pool_.acquire();
-  pqxx::work w(*c);
-  auto r = fx.store().run_in(w, "t", key, fp, [&](pqxx::transaction_base &tx) {
-    tx.exec_params("INSERT INTO " + fx.business_ + " (note) VALUES ($1)", note);
+  Tx w(*c);
+  auto r = fx.store().run_in(w, "t", key, fp, [&](Tx &tx) {
+    write_note(tx, fx.business_, note);
     if (work.count() > 0) {
       std::this_thread::sleep_for(work);
     }
@@ -193,36 +205,43 @@ lakh::idempotency_result run_in_tx(pg_fixture &fx, const std::string &key, std::
 
 } // namespace
 
-TEST_CASE("idempotency.pg.run_in.effect_and_record_commit_together") {
+template <class Tx> void effect_and_record_commit_together() {
   pg_fixture fx;
   const auto fp = lakh::fingerprint("POST", "/v1/users", "{}");
   // Rolled back: neither the effect nor the key remains, so the retry runs.
-  CHECK(run_in_tx(fx, "k", fp, "first", false).outcome == lakh::idempotency_outcome::executed);
+  CHECK(run_in_tx<Tx>(fx, "k", fp, "first", false).outcome == lakh::idempotency_outcome::executed);
   CHECK(fx.executions() == 0);
   CHECK(scalar("SELECT count(*) FROM " + fx.table_) == 0);
-  auto r = run_in_tx(fx, "k", fp, "second");
+  auto r = run_in_tx<Tx>(fx, "k", fp, "second");
   CHECK(r.outcome == lakh::idempotency_outcome::executed);
   // Committed: a retry replays the original response and does not run.
-  auto again = run_in_tx(fx, "k", fp, "third");
+  auto again = run_in_tx<Tx>(fx, "k", fp, "third");
   CHECK(again.outcome == lakh::idempotency_outcome::replayed);
   CHECK(again.response == lakh::stored_response{201, "second"});
   CHECK(fx.executions() == 1);
-  CHECK(run_in_tx(fx, "k", fp + 1, "other").outcome == lakh::idempotency_outcome::mismatch);
+  CHECK(run_in_tx<Tx>(fx, "k", fp + 1, "other").outcome == lakh::idempotency_outcome::mismatch);
   CHECK(fx.executions() == 1);
   // The guard's two-step API sees the same record.
   lakh::idempotency_guard g(fx.store(), lakh::test::idem::fast_options());
   CHECK(g.run("t", "k", fp, fx.op(200, "x")).outcome == lakh::idempotency_outcome::replayed);
-  CHECK_THROWS_AS(run_in_tx(fx, "bad key", fp, "x"), std::invalid_argument);
+  CHECK_THROWS_AS(run_in_tx<Tx>(fx, "bad key", fp, "x"), std::invalid_argument);
 }
 
-TEST_CASE("idempotency.pg.run_in.concurrent_duplicate_waits_then_replays" * doctest::timeout(30)) {
+TEST_CASE("idempotency.pg.run_in.effect_and_record_commit_together") {
+  effect_and_record_commit_together<pqxx::work>();
+}
+TEST_CASE("idempotency.pg.run_in_batched.effect_and_record_commit_together") {
+  effect_and_record_commit_together<lakh::pg::batched_transaction>();
+}
+
+template <class Tx> void concurrent_duplicate_waits_then_replays() {
   pg_fixture fx;
   const auto fp = lakh::fingerprint("POST", "/v1/usage", "[]");
   lakh::idempotency_result first;
-  std::thread t([&] { first = run_in_tx(fx, "k", fp, "slow", true, 300ms); });
+  std::thread t([&] { first = run_in_tx<Tx>(fx, "k", fp, "slow", true, 300ms); });
   std::this_thread::sleep_for(100ms); // the first holds the key in its open transaction
   const auto t0 = std::chrono::steady_clock::now();
-  auto dup = run_in_tx(fx, "k", fp, "dup");
+  auto dup = run_in_tx<Tx>(fx, "k", fp, "dup");
   const auto waited = std::chrono::steady_clock::now() - t0;
   t.join();
   CHECK(first.outcome == lakh::idempotency_outcome::executed);
@@ -232,37 +251,59 @@ TEST_CASE("idempotency.pg.run_in.concurrent_duplicate_waits_then_replays" * doct
   CHECK(fx.executions() == 1);
 }
 
-TEST_CASE("idempotency.pg.run_in.duplicate_after_a_rollback_runs" * doctest::timeout(30)) {
+TEST_CASE("idempotency.pg.run_in.concurrent_duplicate_waits_then_replays" * doctest::timeout(30)) {
+  concurrent_duplicate_waits_then_replays<pqxx::work>();
+}
+TEST_CASE("idempotency.pg.run_in_batched.concurrent_duplicate_waits_then_replays" *
+          doctest::timeout(30)) {
+  concurrent_duplicate_waits_then_replays<lakh::pg::batched_transaction>();
+}
+
+template <class Tx> void duplicate_after_a_rollback_runs() {
   pg_fixture fx;
   const auto fp = lakh::fingerprint("POST", "/v1/usage", "[]");
   lakh::idempotency_result first;
-  std::thread t([&] { first = run_in_tx(fx, "k", fp, "rolled back", false, 300ms); });
+  std::thread t([&] { first = run_in_tx<Tx>(fx, "k", fp, "rolled back", false, 300ms); });
   std::this_thread::sleep_for(100ms);
-  auto dup = run_in_tx(fx, "k", fp, "kept");
+  auto dup = run_in_tx<Tx>(fx, "k", fp, "kept");
   t.join();
   CHECK(dup.outcome == lakh::idempotency_outcome::executed);
   CHECK(fx.executions() == 1);
-  CHECK(run_in_tx(fx, "k", fp, "x").response.body == "kept");
+  CHECK(run_in_tx<Tx>(fx, "k", fp, "x").response.body == "kept");
 }
 
-TEST_CASE("idempotency.pg.run_in.expired_record_is_taken_over") {
+TEST_CASE("idempotency.pg.run_in.duplicate_after_a_rollback_runs" * doctest::timeout(30)) {
+  duplicate_after_a_rollback_runs<pqxx::work>();
+}
+TEST_CASE("idempotency.pg.run_in_batched.duplicate_after_a_rollback_runs" * doctest::timeout(30)) {
+  duplicate_after_a_rollback_runs<lakh::pg::batched_transaction>();
+}
+
+template <class Tx> void expired_record_is_taken_over() {
   pg_fixture fx;
   const auto fp = lakh::fingerprint("POST", "/x", "");
   {
     auto c = fx.pool_.acquire();
-    pqxx::work w(*c);
+    Tx w(*c);
     lakh::idempotency_options o;
     o.ttl = 1ms;
     (void)fx.store().run_in(
         w, "t", "k", fp,
-        [](pqxx::transaction_base &) {
+        [](Tx &) {
           return lakh::stored_response{200, "old"};
         },
         o);
     w.commit();
   }
   std::this_thread::sleep_for(20ms);
-  auto r = run_in_tx(fx, "k", fp + 1, "new"); // expired: the key is new again, any request
+  auto r = run_in_tx<Tx>(fx, "k", fp + 1, "new"); // expired: the key is new again, any request
   CHECK(r.outcome == lakh::idempotency_outcome::executed);
-  CHECK(run_in_tx(fx, "k", fp + 1, "x").response.body == "new");
+  CHECK(run_in_tx<Tx>(fx, "k", fp + 1, "x").response.body == "new");
+}
+
+TEST_CASE("idempotency.pg.run_in.expired_record_is_taken_over") {
+  expired_record_is_taken_over<pqxx::work>();
+}
+TEST_CASE("idempotency.pg.run_in_batched.expired_record_is_taken_over") {
+  expired_record_is_taken_over<lakh::pg::batched_transaction>();
 }

@@ -92,6 +92,17 @@ auto in_tenant(lakh::pg::retrier &retry, lakh::pg::pool &p, std::int64_t tenant,
   });
 }
 
+/// in_tenant with the transaction batched (lakh::pg::batched_transaction): BEGIN and the
+/// tenant's set_config travel with fn's first statement that returns rows, so a transaction
+/// of one read and one write costs two round trips, not four.
+template <class Fn>
+auto in_tenant_batched(lakh::pg::retrier &retry, lakh::pg::pool &p, std::int64_t tenant, Fn &&fn) {
+  return retry.run_batched(p, [&](lakh::pg::batched_transaction &tx) {
+    tx.defer("SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true)");
+    return fn(tx);
+  });
+}
+
 /// One read-only statement scoped to `tenant` in ONE round trip (in_tenant takes four: BEGIN,
 /// set_config, the query, COMMIT). PostgreSQL runs the statements of one simple-query message
 /// in a single implicit transaction, so "SELECT set_config(.., true); <select>" sets the tenant
@@ -103,6 +114,34 @@ inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const st
     pqxx::nontransaction n(c);
     return n.exec("SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true); " +
                   select);
+  });
+}
+
+/// A read statement prepared on each connection the first time it runs there: PostgreSQL
+/// then skips parsing and analysis, and planning once it keeps a generic plan.
+struct prepared_read {
+  std::string name; ///< an SQL identifier, unique in the service
+  std::string sql;  ///< the statement, with $1.. for the arguments
+};
+
+/// tenant_read of `stmt` with `args` (integers and pqxx quote()d values, comma-separated), as
+/// "SELECT set_config(..); EXECUTE name(args)": still one round trip. A connection without
+/// the statement yet answers 26000 (invalid_sql_statement_name); it is then sent with
+/// "PREPARE name AS sql" in front, once per connection.
+inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const prepared_read &stmt,
+                                const std::string &args) {
+  return lakh::pg::with_connection(p, [&](pqxx::connection &c) {
+    pqxx::nontransaction n(c);
+    const std::string read = "SELECT set_config('app.tenant_id', '" + std::to_string(tenant) +
+                             "', true); EXECUTE " + stmt.name + "(" + args + ")";
+    try {
+      return n.exec(read);
+    } catch (const pqxx::sql_error &e) {
+      if (std::string_view(e.sqlstate()) != "26000") {
+        throw;
+      }
+    }
+    return n.exec("PREPARE " + stmt.name + " AS " + stmt.sql + "; " + read);
   });
 }
 

@@ -181,9 +181,10 @@ struct refusal {
   grpc::Status status;
 };
 
-/// Runs an idempotent handler: `in_tx(body)` runs body(pqxx::work&) in the service's
-/// transaction (e.g. saas::in_tenant with a retrier) and returns what body returns; inside it,
-/// `fn(work)` makes the effect and fills `out` (or returns a non-OK status to refuse), and the
+/// Runs an idempotent handler: `in_tx(body)` runs body(tx) in the service's transaction (e.g.
+/// saas::in_tenant with a retrier: tx is a pqxx::work; saas::in_tenant_batched: a
+/// lakh::pg::batched_transaction) and returns what body returns; inside it, `fn(tx)` makes the
+/// effect and fills `out` (or returns a non-OK status to refuse), and the
 /// caller's key with `out` serialized is recorded by `keys` in the same transaction. A repeat
 /// with the key answers the recorded `out` (initial metadata "idempotent-replayed: true"); the
 /// key with another request is FAILED_PRECONDITION with trailing metadata
@@ -203,9 +204,9 @@ grpc::Status idempotent(grpc::ServerContext &ctx, lakh::pg::idempotency_store &k
   }
   lakh::idempotency_result r;
   try {
-    r = in_tx([&](pqxx::work &w) {
+    r = in_tx([&](auto &w) {
       out->Clear(); // a retried transaction starts over
-      return keys.run_in(w, scope, ref->key, ref->fingerprint, [&](pqxx::transaction_base &) {
+      return keys.run_in(w, scope, ref->key, ref->fingerprint, [&](auto &) {
         if (auto s = fn(w); !s.ok()) {
           throw refusal{std::move(s)};
         }

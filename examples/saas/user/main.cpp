@@ -1,7 +1,8 @@
 // saas_user: the User service (examples/saas/README.md). Owns schema `users` (schema.sql):
 // tenants (global) and users (row-level security by app.tenant_id). gRPC: CreateTenant and
 // CreateUser, each idempotent on the caller's key in the transaction that creates the row
-// (a repeat answers the original tenant or user), and GetUser, the read path in one round
+// (a repeat answers the original tenant or user; batched: three round trips with the commit),
+// and GetUser, the read path in one round
 // trip. Settings: service_main.hpp and docs/architecture.md#configuration.
 #include "../common/service_main.hpp"
 #include "saas.grpc.pb.h"
@@ -29,11 +30,10 @@ public:
       // Signups have no tenant yet: their keys share the scope "signup".
       return saas::idempotent(
           *ctx, svc_->keys(), "signup", out,
-          [&](auto body) { return retry_.run(svc_->db(), body); },
-          [&](pqxx::work &w) {
-            auto r = w.exec_params("INSERT INTO users.tenants (name) VALUES ($1) ON CONFLICT "
-                                   "(name) DO NOTHING RETURNING id",
-                                   req->name());
+          [&](auto body) { return retry_.run_batched(svc_->db(), body); },
+          [&](lakh::pg::batched_transaction &tx) {
+            auto r = tx.exec("INSERT INTO users.tenants (name) VALUES (" + tx.quote(req->name()) +
+                             ") ON CONFLICT (name) DO NOTHING RETURNING id");
             if (r.empty()) {
               return Status(StatusCode::ALREADY_EXISTS,
                             "a tenant named \"" + req->name() + "\" exists");
@@ -54,11 +54,11 @@ public:
       const auto tenant = req->tenant_id();
       return saas::idempotent(
           *ctx, svc_->keys(), std::to_string(tenant), out,
-          [&](auto body) { return saas::in_tenant(retry_, svc_->db(), tenant, body); },
-          [&](pqxx::work &w) {
-            auto r = w.exec_params("INSERT INTO users.users (tenant_id, email) VALUES ($1, $2) "
-                                   "ON CONFLICT (tenant_id, email) DO NOTHING RETURNING id",
-                                   tenant, req->email());
+          [&](auto body) { return saas::in_tenant_batched(retry_, svc_->db(), tenant, body); },
+          [&](lakh::pg::batched_transaction &tx) {
+            auto r = tx.exec("INSERT INTO users.users (tenant_id, email) VALUES (" +
+                             tx.quote(tenant) + ", " + tx.quote(req->email()) +
+                             ") ON CONFLICT (tenant_id, email) DO NOTHING RETURNING id");
             if (r.empty()) {
               return Status(StatusCode::ALREADY_EXISTS, "user " + req->email() + " exists");
             }
@@ -73,9 +73,10 @@ public:
   Status GetUser(ServerContext *ctx, const v1::GetUserRequest *req, v1::User *out) override {
     return rpc_.run("GetUser", *ctx, [&](const saas::trace_context &) {
       // Row-level security hides another tenant's user: it is NOT_FOUND, not forbidden.
-      auto r = saas::tenant_read(svc_->db(), req->tenant_id(),
-                                 "SELECT email FROM users.users WHERE id = " +
-                                     std::to_string(req->user_id()));
+      static const saas::prepared_read get_user{"get_user",
+                                                "SELECT email FROM users.users WHERE id = $1"};
+      auto r =
+          saas::tenant_read(svc_->db(), req->tenant_id(), get_user, std::to_string(req->user_id()));
       if (r.empty()) {
         return Status(StatusCode::NOT_FOUND, "no user " + std::to_string(req->user_id()));
       }

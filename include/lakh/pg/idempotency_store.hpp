@@ -8,6 +8,7 @@
 // How a key is taken, the schema, and why it holds: docs/idempotency.md.
 
 #include <lakh/idempotency.hpp>
+#include <lakh/pg/batched_transaction.hpp>
 #include <lakh/pg/detail/sql.hpp>
 #include <lakh/pg/pool.hpp>
 
@@ -212,30 +213,49 @@ public:
   /// the key.
   /// @throws std::invalid_argument if the key or tenant is invalid (nothing ran); pqxx
   /// errors; whatever fn throws (the caller's transaction must then roll back).
-  template <class Fn>
-  idempotency_result run_in(pqxx::transaction_base &tx, std::string_view tenant,
-                            std::string_view key, std::uint64_t fp, Fn &&fn,
-                            const idempotency_options &opts = {}) {
+  ///
+  /// `tx` is a pqxx transaction, or a lakh::pg::batched_transaction: then taking the key
+  /// travels with what the caller queued before (BEGIN, a set_config) and recording the
+  /// response waits for the commit, so the whole request costs round trips only for the key
+  /// and fn's own statements.
+  template <class Tx, class Fn>
+  idempotency_result run_in(Tx &tx, std::string_view tenant, std::string_view key, std::uint64_t fp,
+                            Fn &&fn, const idempotency_options &opts = {}) {
     validate_idempotency_key(key, "lakh::pg::idempotency_store::run_in");
     validate_idempotency_tenant(tenant, "lakh::pg::idempotency_store::run_in");
     const std::string t(tenant);
     const std::string k(key);
     const auto fpv = static_cast<std::int64_t>(fp);
-    auto taken = tx.exec_params(
-        "INSERT INTO " + table_ +
-            " AS r (tenant, key, fingerprint, token, state, locked_until) VALUES ($1, $2, $3, "
-            "'in-transaction', 'running', clock_timestamp()) ON CONFLICT (tenant, key) DO UPDATE "
-            "SET fingerprint = excluded.fingerprint, token = excluded.token, state = 'running', "
-            "locked_until = excluded.locked_until, expires_at = NULL, "
-            "status = NULL, body = NULL, created_at = clock_timestamp() WHERE " +
-            expired_sql("r.") + " RETURNING 1",
-        t, k, fpv);
+    constexpr bool batched = std::is_base_of_v<batched_transaction, Tx>;
     // locked_until = now: should the caller commit without the response (fn threw and it
     // committed anyway), the record is expired at once instead of holding the key.
+    const std::string take =
+        "INSERT INTO " + table_ +
+        " AS r (tenant, key, fingerprint, token, state, locked_until) VALUES ($1, $2, $3, "
+        "'in-transaction', 'running', clock_timestamp()) ON CONFLICT (tenant, key) DO UPDATE "
+        "SET fingerprint = excluded.fingerprint, token = excluded.token, state = 'running', "
+        "locked_until = excluded.locked_until, expires_at = NULL, "
+        "status = NULL, body = NULL, created_at = clock_timestamp() WHERE " +
+        expired_sql("r.") + " RETURNING 1";
+    const std::string read = "SELECT fingerprint, state, status, body FROM " + table_ +
+                             " WHERE tenant = $1 AND key = $2";
+    const std::string record = "UPDATE " + table_ +
+                               " SET state = 'done', status = $3, body = $4, "
+                               "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
+                               "WHERE tenant = $1 AND key = $2";
+    pqxx::result taken;
+    if constexpr (batched) {
+      taken = tx.exec(detail::bind(take, {tx.quote(t), tx.quote(k), tx.quote(fpv)}));
+    } else {
+      taken = tx.exec_params(take, t, k, fpv);
+    }
     if (taken.empty()) { // a live record, now locked by this transaction
-      auto r = tx.exec_params("SELECT fingerprint, state, status, body FROM " + table_ +
-                                  " WHERE tenant = $1 AND key = $2",
-                              t, k);
+      pqxx::result r;
+      if constexpr (batched) {
+        r = tx.exec(detail::bind(read, {tx.quote(t), tx.quote(k)}));
+      } else {
+        r = tx.exec_params(read, t, k);
+      }
       const auto &row = r.at(0);
       if (row[0].as<std::int64_t>() != fpv) {
         return {idempotency_outcome::mismatch, {}};
@@ -247,12 +267,13 @@ public:
       return {idempotency_outcome::replayed, {row[2].as<int>(), body.str()}};
     }
     stored_response resp = std::invoke(fn, tx);
-    tx.exec_params("UPDATE " + table_ +
-                       " SET state = 'done', status = $3, body = $4, "
-                       "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
-                       "WHERE tenant = $1 AND key = $2",
-                   t, k, resp.status, pqxx::binarystring(resp.body),
-                   static_cast<long long>(opts.ttl.count()));
+    const auto ttl = static_cast<long long>(opts.ttl.count());
+    if constexpr (batched) {
+      tx.defer(detail::bind(record, {tx.quote(t), tx.quote(k), tx.quote(resp.status),
+                                     batched_transaction::quote_bytes(resp.body), tx.quote(ttl)}));
+    } else {
+      tx.exec_params(record, t, k, resp.status, pqxx::binarystring(resp.body), ttl);
+    }
     return {idempotency_outcome::executed, std::move(resp)};
   }
 

@@ -10,6 +10,7 @@
 // short. Guide: docs/pg.md (API: lakh/pg/retry.hpp and lakh/backoff.hpp).
 
 #include <lakh/backoff.hpp>
+#include <lakh/pg/batched_transaction.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/detail/pqxx_compat.hpp>
 #include <lakh/pg/pool.hpp>
@@ -194,22 +195,17 @@ public:
   template <pqxx::isolation_level Isolation = pqxx::isolation_level::read_committed, class Fn>
   auto run(pool &p, Fn &&fn, std::stop_token st = {})
       -> std::invoke_result_t<Fn &, pqxx::transaction<Isolation> &> {
-    return run_loop<Isolation>(
-        [&p, &st](auto &&body) {
-          auto lease = p.acquire_default(st);
-          if (!lease) {
-            throw acquire_error(lease.status(), p.target());
-          }
-          try {
-            return body(*lease);
-          } catch (const std::exception &e) {
-            if (!lease->is_open() || classify(e) == retry_cause::connection_lost) {
-              lease.mark_broken();
-            }
-            throw;
-          }
-        },
-        fn, st);
+    return run_loop(on_pool(p, st), in_transaction<pqxx::transaction<Isolation>>(fn), st);
+  }
+
+  /// Like run(pool&, ...), with the transaction batched (lakh/pg/batched_transaction.hpp):
+  /// fn(batched_transaction&) queues what it need not read with defer(), and BEGIN and the
+  /// queued statements travel with its next exec() or the commit. A commit whose outcome is
+  /// unknown throws pqxx::in_doubt_error, never retried.
+  template <pqxx::isolation_level Isolation = pqxx::isolation_level::read_committed, class Fn>
+  auto run_batched(pool &p, Fn &&fn, std::stop_token st = {})
+      -> std::invoke_result_t<Fn &, batched_transaction &> {
+    return run_loop(on_pool(p, st), in_transaction<batched_transaction>(fn, Isolation), st);
   }
 
   /// Like run(pool&, ...), on connections made by `factory`: one connection is kept across
@@ -220,7 +216,7 @@ public:
   auto run(const connection_factory &factory, Fn &&fn, std::stop_token st = {})
       -> std::invoke_result_t<Fn &, pqxx::transaction<Isolation> &> {
     std::unique_ptr<pqxx::connection> conn;
-    return run_loop<Isolation>(
+    return run_loop(
         [&conn, &factory](auto &&body) {
           if (conn == nullptr || !conn->is_open()) {
             conn.reset();
@@ -239,7 +235,7 @@ public:
             throw;
           }
         },
-        fn, st);
+        in_transaction<pqxx::transaction<Isolation>>(fn), st);
   }
 
   /// The counters now.
@@ -263,14 +259,29 @@ public:
   [[nodiscard]] const retry_options &options() const noexcept { return opts_; }
 
 private:
-  template <pqxx::isolation_level Isolation, class WithConnection, class Fn>
-  auto run_loop(WithConnection &&with_connection, Fn &fn, std::stop_token &st)
-      -> std::invoke_result_t<Fn &, pqxx::transaction<Isolation> &> {
-    using tx_t = pqxx::transaction<Isolation>;
-    using result_t = std::invoke_result_t<Fn &, tx_t &>;
-    calls_.fetch_add(1, std::memory_order_relaxed);
-    auto body = [&fn](pqxx::connection &c) -> result_t {
-      tx_t tx(c);
+  /// run_loop's way to a connection: a lease of `p` (a lost connection is not given back).
+  static auto on_pool(pool &p, std::stop_token &st) {
+    return [&p, &st](auto &&body) {
+      auto lease = p.acquire_default(st);
+      if (!lease) {
+        throw acquire_error(lease.status(), p.target());
+      }
+      try {
+        return body(*lease);
+      } catch (const std::exception &e) {
+        if (!lease->is_open() || classify(e) == retry_cause::connection_lost) {
+          lease.mark_broken();
+        }
+        throw;
+      }
+    };
+  }
+
+  /// A body for run_loop: fn(tx) in a transaction Tx(connection, args...), then its commit.
+  template <class Tx, class Fn, class... Args> static auto in_transaction(Fn &fn, Args... args) {
+    using result_t = std::invoke_result_t<Fn &, Tx &>;
+    return [&fn, args...](pqxx::connection &c) -> result_t {
+      Tx tx(c, args...);
       if constexpr (std::is_void_v<result_t>) {
         std::invoke(fn, tx);
         tx.commit();
@@ -280,6 +291,13 @@ private:
         return r;
       }
     };
+  }
+
+  template <class WithConnection, class Body>
+  auto run_loop(WithConnection &&with_connection, Body body, std::stop_token &st)
+      -> std::invoke_result_t<Body &, pqxx::connection &> {
+    using result_t = std::invoke_result_t<Body &, pqxx::connection &>;
+    calls_.fetch_add(1, std::memory_order_relaxed);
     for (unsigned attempt = 1;; ++attempt) {
       attempts_.fetch_add(1, std::memory_order_relaxed);
       retry_cause cause = retry_cause::not_retryable;
