@@ -21,6 +21,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace saas {
 
@@ -117,32 +118,24 @@ inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const st
   });
 }
 
-/// A read statement prepared on each connection the first time it runs there: PostgreSQL
-/// then skips parsing and analysis, and planning once it keeps a generic plan.
-struct prepared_read {
+/// A statement a service prepares on each of its connections (service_spec::prepared), so
+/// that PostgreSQL parses and analyses it once per connection, not per call, and plans it
+/// once it keeps a generic plan. Run it as "EXECUTE name(args)", e.g. in tenant_read.
+struct prepared_statement {
   std::string name; ///< an SQL identifier, unique in the service
   std::string sql;  ///< the statement, with $1.. for the arguments
 };
 
-/// tenant_read of `stmt` with `args` (integers and pqxx quote()d values, comma-separated), as
-/// "SELECT set_config(..); EXECUTE name(args)": still one round trip. A connection without
-/// the statement yet answers 26000 (invalid_sql_statement_name); it is then sent with
-/// "PREPARE name AS sql" in front, once per connection.
-inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const prepared_read &stmt,
-                                const std::string &args) {
-  return lakh::pg::with_connection(p, [&](pqxx::connection &c) {
+/// Prepares `statements` on `c` in one message (a pool's on_connect).
+inline void prepare_all(pqxx::connection &c, const std::vector<prepared_statement> &statements) {
+  std::string sql;
+  for (const auto &s : statements) {
+    sql += "PREPARE " + s.name + " AS " + s.sql + ";\n";
+  }
+  if (!sql.empty()) {
     pqxx::nontransaction n(c);
-    const std::string read = "SELECT set_config('app.tenant_id', '" + std::to_string(tenant) +
-                             "', true); EXECUTE " + stmt.name + "(" + args + ")";
-    try {
-      return n.exec(read);
-    } catch (const pqxx::sql_error &e) {
-      if (std::string_view(e.sqlstate()) != "26000") {
-        throw;
-      }
-    }
-    return n.exec("PREPARE " + stmt.name + " AS " + stmt.sql + "; " + read);
-  });
+    n.exec(sql);
+  }
 }
 
 } // namespace saas

@@ -87,6 +87,7 @@ struct service_spec {
   int metrics_port = 0;        ///< default /metrics port (<NAME>_METRICS_PORT overrides)
   bool outbox = false;         ///< relays <schema>.outbox to JetStream
   bool inbox = false;          ///< consumes events once each through <schema>.inbox
+  std::vector<prepared_statement> prepared{}; ///< prepared on each database connection
 };
 
 /// The upper-case form of a service name, for its settings: "billing" -> "BILLING".
@@ -101,7 +102,7 @@ class service {
 public:
   service(const service_spec &spec, config cfg)
       : spec_(spec), cfg_(std::move(cfg)), auth_(spec.name, service_token_secret(cfg_)),
-        db_(pool_options(cfg_)), keys_(db_, {spec.schema + ".idempotency_keys"}),
+        db_(pool_options(cfg_, spec.prepared)), keys_(db_, {spec.schema + ".idempotency_keys"}),
         deadline_(cfg_.millis("GRPC_DEADLINE_MS", std::chrono::milliseconds(2000))) {}
 
   [[nodiscard]] const std::string &name() const noexcept { return spec_.name; }
@@ -161,8 +162,12 @@ public:
 private:
   template <class Build> friend int service_main(const service_spec &, Build &&);
 
-  static lakh::pg::pool_options pool_options(const config &cfg) {
+  static lakh::pg::pool_options pool_options(const config &cfg,
+                                             const std::vector<prepared_statement> &prepared) {
     lakh::pg::pool_options o;
+    if (!prepared.empty()) {
+      o.on_connect = [prepared](pqxx::connection &c) { prepare_all(c, prepared); };
+    }
     o.url = cfg.require("DATABASE_URL");
     o.max_size = static_cast<std::size_t>(cfg.integer("DB_POOL_SIZE", 16, 1, 1000));
     o.acquire_timeout = cfg.millis("DB_ACQUIRE_TIMEOUT_MS", std::chrono::milliseconds(1000));

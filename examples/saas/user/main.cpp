@@ -1,9 +1,9 @@
 // saas_user: the User service (examples/saas/README.md). Owns schema `users` (schema.sql):
 // tenants (global) and users (row-level security by app.tenant_id). gRPC: CreateTenant and
 // CreateUser, each idempotent on the caller's key in the transaction that creates the row
-// (a repeat answers the original tenant or user; batched: three round trips with the commit),
-// and GetUser, the read path in one round
-// trip. Settings: service_main.hpp and docs/architecture.md#configuration.
+// (a repeat answers the original tenant or user), batched into three round trips with the
+// commit; and GetUser, the read path in one round trip. Its statements are prepared on each
+// connection (spec.prepared). Settings: service_main.hpp and docs/architecture.md#configuration.
 #include "../common/service_main.hpp"
 #include "saas.grpc.pb.h"
 #include "user_schema.hpp"
@@ -56,9 +56,8 @@ public:
           *ctx, svc_->keys(), std::to_string(tenant), out,
           [&](auto body) { return saas::in_tenant_batched(retry_, svc_->db(), tenant, body); },
           [&](lakh::pg::batched_transaction &tx) {
-            auto r = tx.exec("INSERT INTO users.users (tenant_id, email) VALUES (" +
-                             tx.quote(tenant) + ", " + tx.quote(req->email()) +
-                             ") ON CONFLICT (tenant_id, email) DO NOTHING RETURNING id");
+            auto r = tx.exec("EXECUTE create_user(" + tx.quote(tenant) + ", " +
+                             tx.quote(req->email()) + ")");
             if (r.empty()) {
               return Status(StatusCode::ALREADY_EXISTS, "user " + req->email() + " exists");
             }
@@ -73,10 +72,8 @@ public:
   Status GetUser(ServerContext *ctx, const v1::GetUserRequest *req, v1::User *out) override {
     return rpc_.run("GetUser", *ctx, [&](const saas::trace_context &) {
       // Row-level security hides another tenant's user: it is NOT_FOUND, not forbidden.
-      static const saas::prepared_read get_user{"get_user",
-                                                "SELECT email FROM users.users WHERE id = $1"};
-      auto r =
-          saas::tenant_read(svc_->db(), req->tenant_id(), get_user, std::to_string(req->user_id()));
+      auto r = saas::tenant_read(svc_->db(), req->tenant_id(),
+                                 "EXECUTE get_user(" + std::to_string(req->user_id()) + ")");
       if (r.empty()) {
         return Status(StatusCode::NOT_FOUND, "no user " + std::to_string(req->user_id()));
       }
@@ -96,6 +93,10 @@ private:
 } // namespace
 
 int main() {
-  return saas::service_main({"user", "users", saas::schema_sql, 15051, 9101},
+  saas::service_spec spec{"user", "users", saas::schema_sql, 15051, 9101};
+  spec.prepared = {{"get_user", "SELECT email FROM users.users WHERE id = $1"},
+                   {"create_user", "INSERT INTO users.users (tenant_id, email) VALUES ($1, $2) "
+                                   "ON CONFLICT (tenant_id, email) DO NOTHING RETURNING id"}};
+  return saas::service_main(spec,
                             [](saas::service &s) { return std::make_unique<user_service>(s); });
 }
