@@ -8,6 +8,7 @@
 
 #include <lakh/pg/advisory_lock.hpp>
 #include <lakh/pg/array.hpp>
+#include <lakh/pg/batched_transaction.hpp>
 #include <lakh/pg/connection.hpp>
 #include <lakh/pg/conninfo.hpp>
 #include <lakh/pg/copy.hpp>

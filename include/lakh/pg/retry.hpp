@@ -170,6 +170,41 @@ struct retry_stats {
 /// effects outside the transaction (or they must be idempotent). Its return value is
 /// returned by run().
 class retrier {
+  // Defined first: the members below use their deduced return types.
+  /// run_loop's way to a connection: a lease of `p` (a lost connection is not given back).
+  static auto on_pool(pool &p, std::stop_token &st) {
+    return [&p, &st](auto &&body) {
+      auto lease = p.acquire_default(st);
+      if (!lease) {
+        throw acquire_error(lease.status(), p.target());
+      }
+      try {
+        return body(*lease);
+      } catch (const std::exception &e) {
+        if (!lease->is_open() || classify(e) == retry_cause::connection_lost) {
+          lease.mark_broken();
+        }
+        throw;
+      }
+    };
+  }
+
+  /// A body for run_loop: fn(tx) in a transaction Tx(connection, args...), then its commit.
+  template <class Tx, class Fn, class... Args> static auto in_transaction(Fn &fn, Args... args) {
+    using result_t = std::invoke_result_t<Fn &, Tx &>;
+    return [&fn, args...](pqxx::connection &c) -> result_t {
+      Tx tx(c, args...);
+      if constexpr (std::is_void_v<result_t>) {
+        std::invoke(fn, tx);
+        tx.commit();
+      } else {
+        result_t r = std::invoke(fn, tx);
+        tx.commit();
+        return r;
+      }
+    };
+  }
+
 public:
   /// A retrier with `opts`.
   /// @throws std::invalid_argument if opts.max_attempts is 0 or above 1000.
@@ -259,40 +294,6 @@ public:
   [[nodiscard]] const retry_options &options() const noexcept { return opts_; }
 
 private:
-  /// run_loop's way to a connection: a lease of `p` (a lost connection is not given back).
-  static auto on_pool(pool &p, std::stop_token &st) {
-    return [&p, &st](auto &&body) {
-      auto lease = p.acquire_default(st);
-      if (!lease) {
-        throw acquire_error(lease.status(), p.target());
-      }
-      try {
-        return body(*lease);
-      } catch (const std::exception &e) {
-        if (!lease->is_open() || classify(e) == retry_cause::connection_lost) {
-          lease.mark_broken();
-        }
-        throw;
-      }
-    };
-  }
-
-  /// A body for run_loop: fn(tx) in a transaction Tx(connection, args...), then its commit.
-  template <class Tx, class Fn, class... Args> static auto in_transaction(Fn &fn, Args... args) {
-    using result_t = std::invoke_result_t<Fn &, Tx &>;
-    return [&fn, args...](pqxx::connection &c) -> result_t {
-      Tx tx(c, args...);
-      if constexpr (std::is_void_v<result_t>) {
-        std::invoke(fn, tx);
-        tx.commit();
-      } else {
-        result_t r = std::invoke(fn, tx);
-        tx.commit();
-        return r;
-      }
-    };
-  }
-
   template <class WithConnection, class Body>
   auto run_loop(WithConnection &&with_connection, Body body, std::stop_token &st)
       -> std::invoke_result_t<Body &, pqxx::connection &> {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgconn"
+	"github.com/jackc/pgx/v4"
 	"github.com/jackc/pgx/v4/pgxpool"
 )
 
@@ -17,14 +18,22 @@ type DB struct {
 }
 
 // Pool opens a pool of at most size connections to url. pgx's own statement cache is off: the
-// peer sends its statements as libpqxx does (simple query, or one unnamed statement).
-func Pool(service, url string, size int64, acquireTimeout time.Duration) *DB {
+// peer sends its statements as libpqxx does (simple query, or one unnamed statement). prepare
+// (may be empty) runs on each new connection, as lakh's service_spec::prepared does through
+// pool_options::on_connect: one simple-query message of PREPARE statements.
+func Pool(service, url string, size int64, acquireTimeout time.Duration, prepare string) *DB {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		Fatal(service, "DATABASE_URL: "+err.Error())
 	}
 	cfg.MaxConns = int32(size)
 	cfg.ConnConfig.BuildStatementCache = nil
+	if prepare != "" {
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			_, err := c.PgConn().Exec(ctx, prepare).ReadAll()
+			return err
+		}
+	}
 	p, err := pgxpool.ConnectConfig(context.Background(), cfg)
 	if err != nil {
 		Fatal(service, "cannot connect: "+err.Error())

@@ -191,7 +191,7 @@ func dial(addr string) pb.UserServiceClient {
 
 func main() {
 	db := common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 8, 1, 1000),
-		common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000))
+		common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000), "")
 	common.Secret(service, "GATEWAY_KEY_SECRET") // keys are minted by lakh's signup; required as there
 	g := &gateway{
 		auth:     common.ServiceAuth{Caller: "gateway", Secret: common.Secret(service, "SERVICE_TOKEN_SECRET")},

@@ -2,8 +2,9 @@
 // other methods answer UNIMPLEMENTED), checked and answered as lakh's rpc_server does
 // (common/rpc.hpp): the service token first (UNAUTHENTICATED), the trace of the call, then
 // the query of common/db.hpp tenant_read(): "SELECT set_config('app.tenant_id', '<t>', true);
-// SELECT email FROM users.users WHERE id = <id>" in one simple-query message on a pooled
-// connection as saas_user, so row-level security hides another tenant's user (NOT_FOUND).
+// EXECUTE get_user(<id>)" in one simple-query message on a pooled connection as saas_user,
+// get_user prepared on each connection as saas_user's spec.prepared does, so row-level
+// security hides another tenant's user (NOT_FOUND).
 // Per-method latency and error metrics, and a log line for each call that is not OK. Serves
 // /healthz and /metrics on USER_METRICS_PORT. Settings: the same variables as saas_user's.
 package main
@@ -88,7 +89,7 @@ func (s *userService) GetUser(ctx context.Context, req *pb.GetUserRequest) (*pb.
 		}
 		defer conn.Release()
 		sql := "SELECT set_config('app.tenant_id', '" + strconv.FormatInt(req.TenantId, 10) + "', true); " +
-			"SELECT email FROM users.users WHERE id = " + strconv.FormatInt(req.UserId, 10)
+			"EXECUTE get_user(" + strconv.FormatInt(req.UserId, 10) + ")"
 		results, err := conn.Conn().PgConn().Exec(ctx, sql).ReadAll()
 		if err != nil {
 			return nil, err
@@ -103,7 +104,8 @@ func (s *userService) GetUser(ctx context.Context, req *pb.GetUserRequest) (*pb.
 func main() {
 	s := &userService{
 		db: common.Pool(service, common.Require(service, "DATABASE_URL"), common.Integer(service, "DB_POOL_SIZE", 16, 1, 1000),
-			common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000)),
+			common.Millis(service, "DB_ACQUIRE_TIMEOUT_MS", 1000),
+			"PREPARE get_user AS SELECT email FROM users.users WHERE id = $1"),
 		auth:    common.ServiceAuth{Caller: "user", Secret: common.Secret(service, "SERVICE_TOKEN_SECRET")},
 		latency: common.NewHistogram(),
 	}
