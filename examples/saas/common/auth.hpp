@@ -48,7 +48,7 @@ public:
 
   /// The authenticated caller of an incoming call, or "" when its token is missing, forged or
   /// expired.
-  [[nodiscard]] std::string verify(const grpc::ServerContext &ctx) const {
+  [[nodiscard]] std::string verify(const grpc::ServerContextBase &ctx) const {
     const auto &md = ctx.client_metadata();
     auto c = md.find("x-saas-caller");
     auto t = md.find("x-saas-token");

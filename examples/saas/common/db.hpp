@@ -15,6 +15,8 @@
 
 #include <pqxx/pqxx>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -110,12 +112,29 @@ auto in_tenant_batched(lakh::pg::retrier &retry, lakh::pg::pool &p, std::int64_t
 /// for that transaction only and returns the select's rows. `select` is sent as text: build it
 /// only from integers and pqxx quote()d values. Lost connections are not retried here (the
 /// caller answers UNAVAILABLE).
-inline pqxx::result tenant_read(lakh::pg::pool &p, std::int64_t tenant, const std::string &select) {
-  return lakh::pg::with_connection(p, [&](pqxx::connection &c) {
+///
+/// With a `deadline` (the call's: grpc::ServerContextBase::deadline()), the wait for a
+/// connection ends at the deadline (acquire_error, status timeout) and so does the statement:
+/// its statement_timeout is set, transaction-locally in the same message, to the time left
+/// (pqxx::sql_error, SQLSTATE 57014). A thread that runs it is never held past its caller's
+/// deadline, as pgx cancels a query with its context.
+inline pqxx::result tenant_read(
+    lakh::pg::pool &p, std::int64_t tenant, const std::string &select,
+    std::chrono::system_clock::time_point deadline = std::chrono::system_clock::time_point::max()) {
+  using clock = std::chrono::system_clock;
+  const bool bounded = deadline != clock::time_point::max();
+  auto read = [&](pqxx::connection &c) {
+    std::string sql = "SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true)";
+    if (bounded) {
+      // At least 1 ms: 0 would mean no timeout at all.
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+      sql += ", set_config('statement_timeout', '" +
+             std::to_string(std::max<std::int64_t>(left.count(), 1)) + "', true)";
+    }
     pqxx::nontransaction n(c);
-    return n.exec("SELECT set_config('app.tenant_id', '" + std::to_string(tenant) + "', true); " +
-                  select);
-  });
+    return n.exec(sql + "; " + select);
+  };
+  return lakh::pg::run_on_lease(p, bounded ? p.acquire_until(deadline) : p.acquire_default(), read);
 }
 
 /// A statement a service prepares on each of its connections (service_spec::prepared), so

@@ -2,8 +2,9 @@
 // tenants (global) and users (row-level security by app.tenant_id). gRPC: CreateTenant and
 // CreateUser, each idempotent on the caller's key in the transaction that creates the row
 // (a repeat answers the original tenant or user), batched into three round trips with the
-// commit; and GetUser, the read path in one round trip. Its statements are prepared on each
-// connection (spec.prepared). Settings: service_main.hpp and docs/architecture.md#configuration.
+// commit; and GetUser, the read path in one round trip on gRPC's callback API, bounded by the
+// caller's deadline. Its statements are prepared on each connection (spec.prepared). Settings:
+// service_main.hpp and docs/architecture.md#configuration.
 #include "../common/service_main.hpp"
 #include "saas.grpc.pb.h"
 #include "user_schema.hpp"
@@ -15,7 +16,9 @@ using grpc::Status;
 using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
 
-class user_service final : public v1::UserService::Service {
+// GetUser on the callback API, the writes on the sync server (their retries may wait).
+class user_service final
+    : public v1::UserService::WithCallbackMethod_GetUser<v1::UserService::Service> {
 public:
   explicit user_service(saas::service &s)
       : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"CreateTenant", "CreateUser", "GetUser"}) {
@@ -69,11 +72,13 @@ public:
     });
   }
 
-  Status GetUser(ServerContext *ctx, const v1::GetUserRequest *req, v1::User *out) override {
-    return rpc_.run("GetUser", *ctx, [&](const saas::trace_context &) {
+  grpc::ServerUnaryReactor *GetUser(grpc::CallbackServerContext *ctx, const v1::GetUserRequest *req,
+                                    v1::User *out) override {
+    return rpc_.run_inline("GetUser", *ctx, [&](const saas::trace_context &) {
       // Row-level security hides another tenant's user: it is NOT_FOUND, not forbidden.
       auto r = saas::tenant_read(svc_->db(), req->tenant_id(),
-                                 "EXECUTE get_user(" + std::to_string(req->user_id()) + ")");
+                                 "EXECUTE get_user(" + std::to_string(req->user_id()) + ")",
+                                 ctx->deadline());
       if (r.empty()) {
         return Status(StatusCode::NOT_FOUND, "no user " + std::to_string(req->user_id()));
       }
