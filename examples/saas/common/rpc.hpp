@@ -21,6 +21,7 @@
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/pg/retry.hpp>
 #include <lakh/prometheus.hpp>
+#include <lakh/worker_pool.hpp>
 
 #include <absl/synchronization/mutex.h>
 #include <grpcpp/grpcpp.h>
@@ -77,7 +78,7 @@ inline void prepare_call(grpc::ClientContext &ctx, const service_auth &auth, con
 }
 
 /// The idempotency key and fingerprint of an incoming call, if it carries both (well-formed).
-inline std::optional<idempotency_ref> idempotency_of(const grpc::ServerContext &ctx) {
+inline std::optional<idempotency_ref> idempotency_of(const grpc::ServerContextBase &ctx) {
   const auto &md = ctx.client_metadata();
   auto k = md.find("idempotency-key");
   auto f = md.find("idempotency-fingerprint");
@@ -180,6 +181,34 @@ public:
     return reactor;
   }
 
+  /// run() for a method served with gRPC's callback API whose handler may wait (a transaction
+  /// with retries): fn runs on one of `workers`' threads, never on gRPC's, and the call
+  /// finishes with its status there. A call whose deadline passed while it was queued answers
+  /// DEADLINE_EXCEEDED without running fn; when the queue is full the call answers UNAVAILABLE
+  /// at once. fn is moved into the task: capture the handler's arguments (ctx, request and
+  /// response pointers) by value. gRPC's Shutdown waits for the calls the workers still hold.
+  template <class Fn>
+  grpc::ServerUnaryReactor *run_on(lakh::worker_pool &workers, const char *method,
+                                   grpc::CallbackServerContext &ctx, Fn fn) {
+    auto *reactor = ctx.DefaultReactor();
+    const auto queued =
+        workers.try_post([this, method, &ctx, reactor, fn = std::move(fn)]() mutable {
+          reactor->Finish(run(method, ctx, [&](const trace_context &t) {
+            if (ctx.deadline() <= std::chrono::system_clock::now()) {
+              return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                  "the deadline passed before the call started");
+            }
+            return fn(t);
+          }));
+        });
+    if (queued != lakh::status::ok) {
+      reactor->Finish(run(method, ctx, [](const trace_context &) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "temporarily unavailable; retry");
+      }));
+    }
+    return reactor;
+  }
+
 private:
   struct entry {
     lakh::latency_histogram *latency = nullptr;
@@ -205,7 +234,7 @@ struct refusal {
 /// key with another request is FAILED_PRECONDITION with trailing metadata
 /// "idempotency-outcome: mismatch". A call without the key metadata is INVALID_ARGUMENT.
 template <class Message, class InTx, class Fn>
-grpc::Status idempotent(grpc::ServerContext &ctx, lakh::pg::idempotency_store &keys,
+grpc::Status idempotent(grpc::ServerContextBase &ctx, lakh::pg::idempotency_store &keys,
                         const std::string &scope, Message *out, InTx &&in_tx, Fn &&fn) {
   const auto ref = idempotency_of(ctx);
   if (!ref) {

@@ -2,74 +2,80 @@
 // tenants (global) and users (row-level security by app.tenant_id). gRPC: CreateTenant and
 // CreateUser, each idempotent on the caller's key in the transaction that creates the row
 // (a repeat answers the original tenant or user), batched into three round trips with the
-// commit; and GetUser, the read path in one round trip on gRPC's callback API, bounded by the
-// caller's deadline. Its statements are prepared on each connection (spec.prepared). Settings:
-// service_main.hpp and docs/architecture.md#configuration.
+// commit, on DB_WORKERS threads (default 8); and GetUser, the read path in one round trip,
+// bounded by the caller's deadline. All on gRPC's callback API (docs/architecture.md#load). Its
+// statements are prepared on each connection (spec.prepared). Settings: service_main.hpp and
+// docs/architecture.md#configuration.
 #include "../common/service_main.hpp"
 #include "saas.grpc.pb.h"
 #include "user_schema.hpp"
 
 namespace {
 
-using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
 
-// GetUser on the callback API, the writes on the sync server (their retries may wait).
-class user_service final
-    : public v1::UserService::WithCallbackMethod_GetUser<v1::UserService::Service> {
+// Every method on gRPC's callback API: the read runs on gRPC's thread (bounded by the deadline),
+// the writes on workers_ (their transactions may retry and wait).
+class user_service final : public v1::UserService::CallbackService {
 public:
   explicit user_service(saas::service &s)
-      : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"CreateTenant", "CreateUser", "GetUser"}) {
+      : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"CreateTenant", "CreateUser", "GetUser"}),
+        workers_(static_cast<std::size_t>(s.cfg().integer("DB_WORKERS", 8, 1, 1000)), 1024) {}
+
+  grpc::ServerUnaryReactor *CreateTenant(grpc::CallbackServerContext *ctx,
+                                         const v1::CreateTenantRequest *req,
+                                         v1::CreateTenantResponse *out) override {
+    return rpc_.run_on(workers_, "CreateTenant", *ctx,
+                       [this, ctx, req, out](const saas::trace_context &) {
+                         if (req->name().empty() || req->name().size() > 200) {
+                           return Status(StatusCode::INVALID_ARGUMENT, "name must be 1..200 bytes");
+                         }
+                         // Signups have no tenant yet: their keys share the scope "signup".
+                         return saas::idempotent(
+                             *ctx, svc_->keys(), "signup", out,
+                             [&](auto body) { return retry_.run_batched(svc_->db(), body); },
+                             [&](lakh::pg::batched_transaction &tx) {
+                               auto r = tx.exec("INSERT INTO users.tenants (name) VALUES (" +
+                                                tx.quote(req->name()) +
+                                                ") ON CONFLICT (name) DO NOTHING RETURNING id");
+                               if (r.empty()) {
+                                 return Status(StatusCode::ALREADY_EXISTS,
+                                               "a tenant named \"" + req->name() + "\" exists");
+                               }
+                               out->mutable_tenant()->set_id(r[0][0].as<std::int64_t>());
+                               out->mutable_tenant()->set_name(req->name());
+                               return Status::OK;
+                             });
+                       });
   }
 
-  Status CreateTenant(ServerContext *ctx, const v1::CreateTenantRequest *req,
-                      v1::CreateTenantResponse *out) override {
-    return rpc_.run("CreateTenant", *ctx, [&](const saas::trace_context &) {
-      if (req->name().empty() || req->name().size() > 200) {
-        return Status(StatusCode::INVALID_ARGUMENT, "name must be 1..200 bytes");
-      }
-      // Signups have no tenant yet: their keys share the scope "signup".
-      return saas::idempotent(
-          *ctx, svc_->keys(), "signup", out,
-          [&](auto body) { return retry_.run_batched(svc_->db(), body); },
-          [&](lakh::pg::batched_transaction &tx) {
-            auto r = tx.exec("INSERT INTO users.tenants (name) VALUES (" + tx.quote(req->name()) +
-                             ") ON CONFLICT (name) DO NOTHING RETURNING id");
-            if (r.empty()) {
-              return Status(StatusCode::ALREADY_EXISTS,
-                            "a tenant named \"" + req->name() + "\" exists");
-            }
-            out->mutable_tenant()->set_id(r[0][0].as<std::int64_t>());
-            out->mutable_tenant()->set_name(req->name());
-            return Status::OK;
-          });
-    });
-  }
-
-  Status CreateUser(ServerContext *ctx, const v1::CreateUserRequest *req, v1::User *out) override {
-    return rpc_.run("CreateUser", *ctx, [&](const saas::trace_context &) {
-      if (req->email().size() < 3 || req->email().size() > 320 ||
-          req->email().find('@') == std::string::npos) {
-        return Status(StatusCode::INVALID_ARGUMENT, "email must be 3..320 bytes and contain '@'");
-      }
-      const auto tenant = req->tenant_id();
-      return saas::idempotent(
-          *ctx, svc_->keys(), std::to_string(tenant), out,
-          [&](auto body) { return saas::in_tenant_batched(retry_, svc_->db(), tenant, body); },
-          [&](lakh::pg::batched_transaction &tx) {
-            auto r = tx.exec("EXECUTE create_user(" + tx.quote(tenant) + ", " +
-                             tx.quote(req->email()) + ")");
-            if (r.empty()) {
-              return Status(StatusCode::ALREADY_EXISTS, "user " + req->email() + " exists");
-            }
-            out->set_tenant_id(tenant);
-            out->set_id(r[0][0].as<std::int64_t>());
-            out->set_email(req->email());
-            return Status::OK;
-          });
-    });
+  grpc::ServerUnaryReactor *CreateUser(grpc::CallbackServerContext *ctx,
+                                       const v1::CreateUserRequest *req, v1::User *out) override {
+    return rpc_.run_on(
+        workers_, "CreateUser", *ctx, [this, ctx, req, out](const saas::trace_context &) {
+          if (req->email().size() < 3 || req->email().size() > 320 ||
+              req->email().find('@') == std::string::npos) {
+            return Status(StatusCode::INVALID_ARGUMENT,
+                          "email must be 3..320 bytes and contain '@'");
+          }
+          const auto tenant = req->tenant_id();
+          return saas::idempotent(
+              *ctx, svc_->keys(), std::to_string(tenant), out,
+              [&](auto body) { return saas::in_tenant_batched(retry_, svc_->db(), tenant, body); },
+              [&](lakh::pg::batched_transaction &tx) {
+                auto r = tx.exec("EXECUTE create_user(" + tx.quote(tenant) + ", " +
+                                 tx.quote(req->email()) + ")");
+                if (r.empty()) {
+                  return Status(StatusCode::ALREADY_EXISTS, "user " + req->email() + " exists");
+                }
+                out->set_tenant_id(tenant);
+                out->set_id(r[0][0].as<std::int64_t>());
+                out->set_email(req->email());
+                return Status::OK;
+              });
+        });
   }
 
   grpc::ServerUnaryReactor *GetUser(grpc::CallbackServerContext *ctx, const v1::GetUserRequest *req,
@@ -93,6 +99,8 @@ private:
   saas::service *svc_;
   saas::rpc_server rpc_;
   lakh::pg::retrier retry_;
+  lakh::worker_pool workers_{
+      static_cast<std::size_t>(std::atoi(std::getenv("DBT") ? std::getenv("DBT") : "4")), 1024};
 };
 
 } // namespace
