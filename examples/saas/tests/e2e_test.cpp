@@ -445,7 +445,15 @@ template <class Fn> auto while_blocked(platform &p, const std::string &blocker, 
   hold.exec(blocker);
   auto r = fn();
   hold.abort();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500)); // the service commits
+  // The service's transaction goes on and commits: wait until no service session is active or
+  // inside a transaction (the relays' and consumers' short polls come and go).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (p.count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                 "backend_type = 'client backend' AND usename LIKE 'saas\\_%' AND "
+                 "state IN ('active', 'idle in transaction')") > 0 &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   return r;
 }
 

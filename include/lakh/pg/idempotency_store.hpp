@@ -208,7 +208,8 @@ public:
   /// run), mismatch (another fingerprint), or in_progress (a live two-step record of
   /// idempotency_guard holds the key). A concurrent duplicate in another transaction waits
   /// for this one to end (bound it with lock_timeout). Roll `tx` back to forget the key:
-  /// e.g. when fn decided to refuse the request, throw from fn.
+  /// e.g. when fn decided to refuse the request, throw from fn. The record expires opts.ttl
+  /// after the key was taken (a transaction is short next to a TTL).
   /// Blocks: a round trip or two, while fn runs, and while a concurrent transaction holds
   /// the key.
   /// @throws std::invalid_argument if the key or tenant is invalid (nothing ran); pqxx
@@ -228,26 +229,29 @@ public:
     const auto fpv = static_cast<std::int64_t>(fp);
     constexpr bool batched = std::is_base_of_v<batched_transaction, Tx>;
     // locked_until = now: should the caller commit without the response (fn threw and it
-    // committed anyway), the record is expired at once instead of holding the key.
+    // committed anyway), the record is expired at once instead of holding the key. expires_at
+    // is set here, for when the response is recorded in this same transaction, so that the
+    // record's UPDATE changes no indexed column (a HOT update: no new index entries).
     const std::string take =
         "INSERT INTO " + table_ +
-        " AS r (tenant, key, fingerprint, token, state, locked_until) VALUES ($1, $2, $3, "
-        "'in-transaction', 'running', clock_timestamp()) ON CONFLICT (tenant, key) DO UPDATE "
+        " AS r (tenant, key, fingerprint, token, state, locked_until, expires_at) VALUES ($1, "
+        "$2, $3, 'in-transaction', 'running', clock_timestamp(), clock_timestamp() + $4 * "
+        "interval '1 millisecond') ON CONFLICT (tenant, key) DO UPDATE "
         "SET fingerprint = excluded.fingerprint, token = excluded.token, state = 'running', "
-        "locked_until = excluded.locked_until, expires_at = NULL, "
+        "locked_until = excluded.locked_until, expires_at = excluded.expires_at, "
         "status = NULL, body = NULL, created_at = clock_timestamp() WHERE " +
         expired_sql("r.") + " RETURNING 1";
     const std::string read = "SELECT fingerprint, state, status, body FROM " + table_ +
                              " WHERE tenant = $1 AND key = $2";
     const std::string record = "UPDATE " + table_ +
-                               " SET state = 'done', status = $3, body = $4, "
-                               "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
+                               " SET state = 'done', status = $3, body = $4 "
                                "WHERE tenant = $1 AND key = $2";
+    const auto ttl = static_cast<long long>(opts.ttl.count());
     pqxx::result taken;
     if constexpr (batched) {
-      taken = tx.exec(detail::bind(take, {tx.quote(t), tx.quote(k), tx.quote(fpv)}));
+      taken = tx.exec(detail::bind(take, {tx.quote(t), tx.quote(k), tx.quote(fpv), tx.quote(ttl)}));
     } else {
-      taken = tx.exec_params(take, t, k, fpv);
+      taken = tx.exec_params(take, t, k, fpv, ttl);
     }
     if (taken.empty()) { // a live record, now locked by this transaction
       pqxx::result r;
@@ -267,12 +271,11 @@ public:
       return {idempotency_outcome::replayed, {row[2].as<int>(), body.str()}};
     }
     stored_response resp = std::invoke(fn, tx);
-    const auto ttl = static_cast<long long>(opts.ttl.count());
     if constexpr (batched) {
       tx.defer(detail::bind(record, {tx.quote(t), tx.quote(k), tx.quote(resp.status),
-                                     batched_transaction::quote_bytes(resp.body), tx.quote(ttl)}));
+                                     batched_transaction::quote_bytes(resp.body)}));
     } else {
-      tx.exec_params(record, t, k, resp.status, pqxx::binarystring(resp.body), ttl);
+      tx.exec_params(record, t, k, resp.status, pqxx::binarystring(resp.body));
     }
     return {idempotency_outcome::executed, std::move(resp)};
   }
