@@ -360,6 +360,37 @@ TEST_CASE("pg.pool.acquire_timeout.bounds_the_helpers_wait" * doctest::timeout(3
   CHECK(pg::with_connection(p, [](pqxx::connection &c) { return select_one(c); }) == 1);
 }
 
+TEST_CASE("pg.pool.acquire_default_until.the_earlier_of_timeout_and_deadline" *
+          doctest::timeout(30)) {
+  pg::pool_options o;
+  o.url = database_url();
+  o.max_size = 1;
+  o.acquire_timeout = 300ms;
+  pg::pool p(std::move(o));
+  auto held = p.acquire(); // the pool is exhausted
+  REQUIRE(held);
+  const auto waited = [&](auto deadline) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto lease = p.acquire_default_until(deadline);
+    CHECK(lease.status() == lakh::status::timeout);
+    return std::chrono::steady_clock::now() - t0;
+  };
+  // The deadline first (any clock): it bounds the wait.
+  auto w = waited(std::chrono::system_clock::now() + 50ms);
+  CHECK(w >= 40ms);
+  CHECK(w < 250ms);
+  // The acquire timeout first, also when the deadline is "never".
+  w = waited(std::chrono::steady_clock::now() + 10s);
+  CHECK(w >= 300ms);
+  CHECK(w < 5s);
+  w = waited(std::chrono::system_clock::time_point::max());
+  CHECK(w >= 300ms);
+  CHECK(w < 5s);
+  CHECK(p.stats().timeouts == 3);
+  held.release();
+  CHECK(p.acquire_default_until(std::chrono::steady_clock::now() + 1s));
+}
+
 TEST_CASE("pg.pool.connections_bound_a_half_open_connection") {
   // lakh's conninfo defaults reach the socket: keepalive probes after 30 s idle, every 10 s,
   // 3 unanswered ones end the connection, and so do 60 s of unacknowledged data.

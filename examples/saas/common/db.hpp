@@ -114,7 +114,8 @@ auto in_tenant_batched(lakh::pg::retrier &retry, lakh::pg::pool &p, std::int64_t
 /// caller answers UNAVAILABLE).
 ///
 /// With a `deadline` (the call's: grpc::ServerContextBase::deadline()), the wait for a
-/// connection ends at the deadline (acquire_error, status timeout) and so does the statement:
+/// connection ends at the deadline or at the pool's acquire_timeout, whichever comes first
+/// (acquire_error, status timeout), and the statement at the deadline:
 /// its statement_timeout is set, transaction-locally in the same message, to the time left
 /// (pqxx::sql_error, SQLSTATE 57014). A thread that runs it is never held past its caller's
 /// deadline, as pgx cancels a query with its context.
@@ -134,7 +135,7 @@ inline pqxx::result tenant_read(
     pqxx::nontransaction n(c);
     return n.exec(sql + "; " + select);
   };
-  return lakh::pg::run_on_lease(p, bounded ? p.acquire_until(deadline) : p.acquire_default(), read);
+  return lakh::pg::run_on_lease(p, p.acquire_default_until(deadline), read);
 }
 
 /// A statement a service prepares on each of its connections (service_spec::prepared), so

@@ -356,6 +356,20 @@ public:
     return acquire(std::move(st));
   }
 
+  /// acquire_default(), but giving up at `deadline` (any clock; e.g. a call's deadline) when
+  /// that comes before pool_options::acquire_timeout does: status timeout either way.
+  /// Blocks: as acquire_for. @throws lakh::pg::connect_error as acquire(). Allocates: may.
+  template <class Clock, class Duration>
+  [[nodiscard]] pooled_connection
+  acquire_default_until(std::chrono::time_point<Clock, Duration> deadline,
+                        std::stop_token st = {}) {
+    const auto left = deadline - Clock::now();
+    if (const auto &t = state_->opts.acquire_timeout; t && *t < left) {
+      return acquire_for(*t, std::move(st));
+    }
+    return acquire_for(left, std::move(st));
+  }
+
   /// Lease a connection only if one is free now: status empty when all max_size are leased,
   /// closed if the pool is closed. May still open a new connection.
   /// Blocks: never waits for a lease; may open a connection.
