@@ -11,8 +11,9 @@
 //   4. calls build(service&) for the gRPC service, serves /metrics and /healthz, starts the
 //      outbox relay and the event consumers, and serves gRPC until SIGTERM/SIGINT;
 //   5. drains in order: stop accepting and finish calls in flight (they may write outbox
-//      events), stop the consumers (the batch in hand is acknowledged), stop the relay (what
-//      is left stays in the outbox for the next start: no event is lost).
+//      events; those on workers() included), stop the consumers (the batch in hand is
+//      acknowledged), stop the relay (what is left stays in the outbox for the next start: no event
+//      is lost).
 // Exit status 0 after a drain, 1 when a setting is missing or malformed or startup fails (the
 // log line names the problem).
 
@@ -30,6 +31,7 @@
 #include <lakh/metrics.hpp>
 #include <lakh/pg/idempotency_store.hpp>
 #include <lakh/prometheus.hpp>
+#include <lakh/worker_pool.hpp>
 
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
@@ -117,6 +119,17 @@ public:
   [[nodiscard]] std::chrono::milliseconds deadline() const noexcept { return deadline_; }
   /// The outbox (spec.outbox): enqueue events into it in the business transaction.
   [[nodiscard]] lakh::pg::outbox &outbox() { return relay_.value().box(); }
+
+  /// Threads for handlers on gRPC's callback API that wait (rpc_server::run_on): DB_WORKERS
+  /// threads (default 8) and a queue of 1024 calls, started on the first call (make it from
+  /// the build function of service_main). service_main drains it after the gRPC server's
+  /// shutdown, before the server goes away.
+  [[nodiscard]] lakh::worker_pool &workers() {
+    if (!workers_) {
+      workers_.emplace(static_cast<std::size_t>(cfg_.integer("DB_WORKERS", 8, 1, 1000)), 1024);
+    }
+    return *workers_;
+  }
 
   /// The inbox (spec.inbox): ids of the events already handled, per consumer.
   [[nodiscard]] lakh::pg::inbox &inbox() { return inbox_.value(); }
@@ -241,6 +254,7 @@ private:
   std::optional<event_relay> relay_;
   std::optional<lakh::pg::inbox> inbox_;
   std::vector<std::unique_ptr<event_consumer>> consumers_;
+  std::optional<lakh::worker_pool> workers_;
 };
 
 /// The main() of a gRPC service (see the header comment). build(service&) returns the
@@ -286,6 +300,9 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     const int sig = lakh_examples::wait_stop_signal(sigs);
     log(spec.name, "info", "", "draining", {{"signal", sig}});
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (svc.workers_) {
+      svc.workers_->shutdown(); // the calls they still hold finish before the server goes
+    }
     purger.reset();
     for (auto &c : svc.consumers_) {
       c->stop();

@@ -17,17 +17,17 @@ using grpc::StatusCode;
 namespace v1 = lakh::saas::v1;
 
 // Every method on gRPC's callback API: the read runs on gRPC's thread (bounded by the deadline),
-// the writes on workers_ (their transactions may retry and wait).
+// the writes on the service's workers() (their transactions may retry and wait).
 class user_service final : public v1::UserService::CallbackService {
 public:
   explicit user_service(saas::service &s)
       : svc_(&s), rpc_(s.metrics(), s.name(), s.auth(), {"CreateTenant", "CreateUser", "GetUser"}),
-        workers_(static_cast<std::size_t>(s.cfg().integer("DB_WORKERS", 8, 1, 1000)), 1024) {}
+        workers_(&s.workers()) {}
 
   grpc::ServerUnaryReactor *CreateTenant(grpc::CallbackServerContext *ctx,
                                          const v1::CreateTenantRequest *req,
                                          v1::CreateTenantResponse *out) override {
-    return rpc_.run_on(workers_, "CreateTenant", *ctx,
+    return rpc_.run_on(*workers_, "CreateTenant", *ctx,
                        [this, ctx, req, out](const saas::trace_context &) {
                          if (req->name().empty() || req->name().size() > 200) {
                            return Status(StatusCode::INVALID_ARGUMENT, "name must be 1..200 bytes");
@@ -54,7 +54,7 @@ public:
   grpc::ServerUnaryReactor *CreateUser(grpc::CallbackServerContext *ctx,
                                        const v1::CreateUserRequest *req, v1::User *out) override {
     return rpc_.run_on(
-        workers_, "CreateUser", *ctx, [this, ctx, req, out](const saas::trace_context &) {
+        *workers_, "CreateUser", *ctx, [this, ctx, req, out](const saas::trace_context &) {
           if (req->email().size() < 3 || req->email().size() > 320 ||
               req->email().find('@') == std::string::npos) {
             return Status(StatusCode::INVALID_ARGUMENT,
@@ -99,8 +99,7 @@ private:
   saas::service *svc_;
   saas::rpc_server rpc_;
   lakh::pg::retrier retry_;
-  lakh::worker_pool workers_{
-      static_cast<std::size_t>(std::atoi(std::getenv("DBT") ? std::getenv("DBT") : "4")), 1024};
+  lakh::worker_pool *workers_;
 };
 
 } // namespace
