@@ -18,6 +18,7 @@
 #include <benchmark/benchmark.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <thread>
@@ -32,14 +33,20 @@ constexpr std::uint64_t stop_item = ~std::uint64_t{0};
 
 // Runs P producers and C consumers over queue Q; `send(q, v)`/`recv(q)` per item, or
 // `send_n(q, buf, n)` / `recv_n(q, buf, max)` per batch. Consumers stop on stop_item, one
-// sent per consumer after the producers finish.
+// sent per consumer once every item has been taken (a queue that is FIFO only per producer,
+// as moodycamel's, could otherwise hand out a stop_item before the producers' last items).
 template <class Q, bool Batched> std::uint64_t run(Q &q, int producers, int consumers) {
   std::atomic<std::uint64_t> received{0};
+  struct alignas(64) taken_count { // items taken by one consumer, written only by it
+    std::atomic<std::uint64_t> n{0};
+  };
+  std::vector<taken_count> taken(static_cast<std::size_t>(consumers));
   {
     std::vector<std::jthread> cons;
     for (int c = 0; c < consumers; ++c) {
-      cons.emplace_back([&] {
+      cons.emplace_back([&, &mine = taken[static_cast<std::size_t>(c)].n] {
         std::uint64_t sum = 0;
+        std::uint64_t items = 0;
         std::vector<std::uint64_t> buf(batch);
         for (bool more = true; more;) {
           if constexpr (Batched) {
@@ -50,8 +57,10 @@ template <class Q, bool Batched> std::uint64_t run(Q &q, int producers, int cons
                 ++markers;
               } else {
                 sum += buf[k];
+                ++items;
               }
             }
+            mine.store(items, std::memory_order_relaxed);
             if (markers > 0) {
               // Markers are sent after every item, so only markers can follow one; pass on
               // those meant for the other consumers.
@@ -67,6 +76,7 @@ template <class Q, bool Batched> std::uint64_t run(Q &q, int producers, int cons
               more = false;
             } else {
               sum += v;
+              mine.store(++items, std::memory_order_relaxed);
             }
           }
         }
@@ -91,6 +101,17 @@ template <class Q, bool Batched> std::uint64_t run(Q &q, int producers, int cons
           }
         });
       }
+    }
+    const std::uint64_t total = static_cast<std::uint64_t>(producers) * items_per_producer;
+    for (;;) {
+      std::uint64_t n = 0;
+      for (const auto &t : taken) {
+        n += t.n.load(std::memory_order_relaxed);
+      }
+      if (n == total) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
     for (int c = 0; c < consumers; ++c) {
       std::uint64_t s = stop_item;

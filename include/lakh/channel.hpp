@@ -120,6 +120,44 @@ protected:
     }
   }
 
+  // Takes mu_, trying for a while before sleeping on it: the channel's critical sections are
+  // a few moves long, so the holder usually lets go sooner than a futex sleep and wake-up take
+  // (sleeping on the mutex was most of the cost of many-to-many batches). A batch call tries
+  // often (its rivals hold the lock for a whole batch and take it back at once); a per-item
+  // call backs off exponentially, so that its tries do not slow the holder down.
+  // Settings measured with bench_channel (docs/channel.md#benchmarks).
+  std::unique_lock<std::mutex> lock(bool batch = false) const {
+    static constexpr int batch_tries = 200;     // one pause between tries
+    static constexpr int item_max_pause = 1024; // pauses 1, 2, 4, ... 1024 between tries
+    std::unique_lock lk(mu_, std::defer_lock);
+    if (batch) {
+      for (int i = 0; i < batch_tries; ++i) {
+        if (lk.try_lock()) {
+          return lk;
+        }
+        pause();
+      }
+    } else {
+      for (int pauses = 1; pauses <= item_max_pause; pauses *= 2) {
+        if (lk.try_lock()) {
+          return lk;
+        }
+        for (int i = 0; i < pauses; ++i) {
+          pause();
+        }
+      }
+    }
+    lk.lock();
+    return lk;
+  }
+  static void pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+  }
+
   // Waits on cv until pred() holds, the token is stopped, or the deadline passes; returns
   // ok (lock held and pred() true), cancelled or timeout. waiters counts sleeping threads.
   template <class Pred>
@@ -243,7 +281,7 @@ public:
   /// Sends v if there is room now. Returns ok, full or closed; v is moved from only on ok.
   /// Blocks: never (takes the channel's mutex briefly).
   [[nodiscard]] status try_send(T &&v) {
-    std::unique_lock lk(mu_);
+    auto lk = lock();
     if (closed_) {
       return status::closed;
     }
@@ -277,7 +315,7 @@ public:
   /// Blocks: until all are sent, the channel is closed, or stop is requested.
   batch_result send_batch(std::vector<T> &items, std::stop_token st = {}) {
     batch_result r;
-    std::unique_lock lk(mu_);
+    auto lk = lock(true);
     while (r.count < items.size()) {
       status s = wait(
           lk, not_full_, send_waiters_, [this] { return closed_ || count_ < slots_.size(); },
@@ -315,7 +353,7 @@ public:
   /// (use the status form to tell which). Blocks: until item, closed+drained, or stop.
   std::optional<T> recv(std::stop_token st) {
     std::optional<T> out; // the one object returned (NRVO): the item is moved once, into it
-    std::unique_lock lk(mu_);
+    auto lk = lock();
     (void)recv_impl(lk, out, no_deadline(), st);
     return out;
   }
@@ -327,7 +365,7 @@ public:
   /// Receives into `out` if an item is buffered now: ok, empty, or closed (and drained).
   /// Blocks: never (takes the channel's mutex briefly).
   [[nodiscard]] status try_recv(T &out) {
-    std::unique_lock lk(mu_);
+    auto lk = lock();
     if (count_ == 0) {
       return closed_ ? status::closed : status::empty;
     }
@@ -358,7 +396,7 @@ public:
       throw std::invalid_argument("lakh::channel::recv_batch: max is 0");
     }
     batch_result r;
-    std::unique_lock lk(mu_);
+    auto lk = lock(true);
     status s = wait(
         lk, not_empty_, recv_waiters_, [this] { return closed_ || count_ > 0; }, no_deadline(), st);
     if (s != status::ok) {
@@ -432,7 +470,7 @@ public:
     pointer operator->() { return &*current_; }
     iterator &operator++() {
       current_.reset();
-      std::unique_lock lk(ch_->mu_);
+      auto lk = ch_->lock();
       (void)ch_->recv_impl(lk, current_, no_deadline(), std::stop_token{});
       if (!current_) {
         ch_ = nullptr;
@@ -494,7 +532,7 @@ private:
   }
 
   status send_impl(T &v, const detail::steady_deadline &deadline, const std::stop_token &st) {
-    std::unique_lock lk(mu_);
+    auto lk = lock();
     status s = wait(
         lk, not_full_, send_waiters_, [this] { return closed_ || count_ < slots_.size(); },
         deadline, st);
@@ -525,7 +563,7 @@ private:
   }
 
   status recv_into(T &out, const detail::steady_deadline &deadline, const std::stop_token &st) {
-    std::unique_lock lk(mu_);
+    auto lk = lock();
     return recv_impl(lk, out, deadline, st);
   }
 
