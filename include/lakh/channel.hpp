@@ -11,9 +11,9 @@
 //     acknowledgement if a hand-off must be synchronous;
 //   - batch forms move up to N items per lock acquisition.
 // Unlike moodycamel::ConcurrentQueue or boost::lockfree::queue it is bounded with blocking
-// back-pressure, closable, cancellable and selectable; it is a mutex and condition
-// variables around a ring buffer, so per-item it is slower than those lock-free queues and
-// batching is how it goes fast. Guide: docs/channel.md.
+// back-pressure, closable, cancellable and selectable; it is a ring buffer under one mutex
+// (tried for a while before a thread sleeps on it) with condition variables, and batches
+// (send_batch, recv_batch) are how it goes fastest. Guide: docs/channel.md.
 //
 // One header over ~500 lines because it is one concept: select() waits on the channels'
 // own internals (their mutexes and waiter lists), so it lives beside them.
