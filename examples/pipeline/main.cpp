@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -129,9 +130,9 @@ int main(int argc, char **argv) {
 
   // The merge takes two ranked mutexes; report (never abort) any inconsistent order.
   lakh::lock_order::set_mode(lakh::lock_order::mode::report);
-  pipeline::result r;
+  std::optional<pipeline::result> outcome; // empty until run: a result holds a table of totals
   try {
-    r = pipeline::run(cfg);
+    outcome.emplace(pipeline::run(cfg));
   } catch (const std::invalid_argument &e) {
     std::cerr << e.what() << "\n";
     return 2;
@@ -139,6 +140,7 @@ int main(int argc, char **argv) {
     std::cerr << "lakh_pipeline: " << e.what() << "\n";
     return 1;
   }
+  const pipeline::result &r = *outcome;
   const verdict v = check ? verify(cfg, r.totals) : verdict{};
   const auto lock_reports = lakh::lock_order::report_count();
   // What a user pays beyond `wall`: the setup, the merge, the flags; the process's start

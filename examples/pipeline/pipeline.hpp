@@ -2,13 +2,15 @@
 // The in-memory usage pipeline of examples/pipeline, as a function the example, its tests
 // and benchmarks/pipeline all call:
 //
-//   generators (a lakh::task_group; each claims the next batch index, fills a recycled
-//   buffer with lakh::fake rows and stamps it; the buffers are slices of one arena)
+//   generators (the calling thread and a lakh::task_group for the others; each claims the
+//   next batch index, fills a recycled buffer with lakh::fake rows and stamps it; the
+//   buffers are slices of one arena)
 //     -> lakh::channel<work> (bounded: back-pressure when the workers fall behind)
 //       -> consumers on a lakh::worker_pool (each aggregates into its own usage_totals and
 //          latency histogram: no shared state, no lock on the hot path; emptied buffers go
 //          back through a second channel)
-//         -> the per-worker aggregates merged once at the end, under lakh::lock_all.
+//         -> each consumer, once the channel is drained, merges its aggregates into the
+//            first finished consumer's, under lakh::lock_all.
 //
 // Every row is generated once and aggregated once whatever the interleaving, so the totals
 // equal lakh::fake::reference_totals(seed, rows): --verify checks exactly that.
@@ -187,6 +189,12 @@ inline result run(const config &cfg, std::stop_token st = {}) {
   lakh::counter aggregated_rows;
   std::atomic<std::uint64_t> next_batch{0};
 
+  // The merge: each consumer, when done, adds its figures to `sum` (the first one done lends
+  // its own), under two locks taken in one order whatever the argument order.
+  lakh::ranked_mutex totals_mu(10, "pipeline.totals");
+  lakh::ranked_mutex latency_mu(20, "pipeline.latency");
+  detail::worker_state *sum = nullptr;
+
   lakh::worker_pool pool(n_workers, n_workers);
   std::unique_ptr<lakh::progress_line> progress;
 
@@ -196,7 +204,7 @@ inline result run(const config &cfg, std::stop_token st = {}) {
   for (std::size_t i = 0; i < n_buffers; ++i) {
     (void)spare.try_send(arena.slice(i));
   }
-  std::latch ready(static_cast<std::ptrdiff_t>(n_generators));
+  std::latch ready(static_cast<std::ptrdiff_t>(n_generators - 1));
   std::atomic<bool> go{false};
   std::vector<std::future<void>> consumers;
   for (std::size_t w = 0; w < n_workers; ++w) {
@@ -204,8 +212,16 @@ inline result run(const config &cfg, std::stop_token st = {}) {
         [&, state = states[w].get()](std::stop_token worker_stop) {
           for (;;) {
             auto item = queue.recv(worker_stop);
-            if (!item) {
-              return; // closed and drained, or stopped
+            if (!item) { // closed and drained, or stopped
+              auto held = lakh::lock_all(latency_mu, totals_mu);
+              if (sum == nullptr) {
+                sum = state;
+              } else {
+                sum->totals.merge(state->totals);
+                sum->latency.merge(state->latency);
+                sum->batches += state->batches;
+              }
+              return;
             }
             try {
               state->totals.add(item->rows); // throws only for a row not from the spec
@@ -228,33 +244,37 @@ inline result run(const config &cfg, std::stop_token st = {}) {
     consumers.push_back(std::move(submitted.future));
   }
 
+  // One generator's loop: claim the next batch, fill a spare buffer, send it.
+  auto generate = [&](const std::stop_token &gen_stop) {
+    for (;;) {
+      const std::uint64_t b = next_batch.fetch_add(1, std::memory_order_relaxed);
+      if (b >= n_batches || gen_stop.stop_requested() || st.stop_requested()) {
+        return;
+      }
+      const std::uint64_t first = b * cfg.batch;
+      const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg.batch, cfg.rows - first));
+      auto buffer = spare.recv(st);
+      if (!buffer) {
+        return;
+      }
+      detail::work item{first, buffer->first(n), {}};
+      lakh::fake::fill_rows(cfg.seed, first, item.rows);
+      item.generated = clock::now();
+      if (queue.send(std::move(item), st) != lakh::status::ok) {
+        return;
+      }
+      buffered.set(static_cast<std::int64_t>(queue.size()));
+    }
+  };
   clock::time_point start;
   {
+    // The calling thread is one of the generators: one thread fewer to start.
     lakh::task_group generators;
-    for (std::size_t g = 0; g < n_generators; ++g) {
+    for (std::size_t g = 1; g < n_generators; ++g) {
       generators.spawn([&](std::stop_token gen_stop) {
         ready.count_down();
         go.wait(false, std::memory_order_acquire);
-        for (;;) {
-          const std::uint64_t b = next_batch.fetch_add(1, std::memory_order_relaxed);
-          if (b >= n_batches || gen_stop.stop_requested() || st.stop_requested()) {
-            return;
-          }
-          const std::uint64_t first = b * cfg.batch;
-          const auto n =
-              static_cast<std::size_t>(std::min<std::uint64_t>(cfg.batch, cfg.rows - first));
-          auto buffer = spare.recv(st);
-          if (!buffer) {
-            return;
-          }
-          detail::work item{first, buffer->first(n), {}};
-          lakh::fake::fill_rows(cfg.seed, first, item.rows);
-          item.generated = clock::now();
-          if (queue.send(std::move(item), st) != lakh::status::ok) {
-            return;
-          }
-          buffered.set(static_cast<std::int64_t>(queue.size()));
-        }
+        generate(gen_stop);
       });
     }
     ready.wait();
@@ -265,6 +285,7 @@ inline result run(const config &cfg, std::stop_token st = {}) {
     start = clock::now();
     go.store(true, std::memory_order_release);
     go.notify_all();
+    generate(generators.get_stop_token());
     generators.wait();
   }
   queue.close();
@@ -276,33 +297,21 @@ inline result run(const config &cfg, std::stop_token st = {}) {
     progress->finish();
   }
 
-  // The merge: one lock for the totals, one for the latency figures, always in one order.
-  lakh::ranked_mutex totals_mu(10, "pipeline.totals");
-  lakh::ranked_mutex latency_mu(20, "pipeline.latency");
-  result r;
-  lakh::latency_histogram merged;
-  {
-    lakh::task_group mergers;
-    for (auto &s : states) {
-      mergers.spawn([&, state = s.get()] {
-        auto held = lakh::lock_all(latency_mu, totals_mu); // any argument order: one lock order
-        r.totals.merge(state->totals);
-        merged.merge(state->latency);
-        r.batches += state->batches;
-      });
-    }
-    mergers.wait();
-  }
-  if (r.totals.rows() != cfg.rows) {
-    throw std::runtime_error("pipeline: stopped after " + std::to_string(r.totals.rows()) + " of " +
+  if (sum == nullptr || sum->totals.rows() != cfg.rows) {
+    throw std::runtime_error("pipeline: stopped after " +
+                             std::to_string(sum == nullptr ? 0 : sum->totals.rows()) + " of " +
                              std::to_string(cfg.rows) + " rows");
   }
-  r.wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start);
-  r.setup = std::chrono::duration_cast<std::chrono::nanoseconds>(start - setup_start);
-  r.latency = {merged.quantile(0.5), merged.quantile(0.99), merged.quantile(0.999), merged.max()};
-  r.channel_high_water = buffered.max();
-  r.generators = n_generators;
-  r.workers = n_workers;
+  // The totals move into the result: no table of its own to allocate and fill.
+  result r{.totals = std::move(sum->totals),
+           .wall = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start),
+           .setup = std::chrono::duration_cast<std::chrono::nanoseconds>(start - setup_start),
+           .batches = sum->batches,
+           .latency = {sum->latency.quantile(0.5), sum->latency.quantile(0.99),
+                       sum->latency.quantile(0.999), sum->latency.max()},
+           .channel_high_water = buffered.max(),
+           .generators = n_generators,
+           .workers = n_workers};
   return r;
 }
 
