@@ -33,7 +33,9 @@
 #include <lakh/prometheus.hpp>
 #include <lakh/worker_pool.hpp>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <httplib.h>
 
 #include <algorithm>
@@ -271,6 +273,13 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     metrics_endpoint http(svc.metrics(), "127.0.0.1",
                           cfg.port(upper(spec.name) + "_METRICS_PORT", spec.metrics_port));
     auto impl = build(svc);
+    // grpc.health.v1.Health (SERVING until the drain, for grpc_health_probe and load
+    // balancers) and, unless GRPC_REFLECTION=0, server reflection (grpcurl lists and
+    // describes the methods); neither asks for the service token.
+    grpc::EnableDefaultHealthCheckService(true);
+    if (cfg.integer("GRPC_REFLECTION", 1, 0, 1) == 1) {
+      grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    }
     grpc::ServerBuilder b;
     // MAX_POLLERS: idle sync-server threads kept (gRPC's default of 2 makes a server under
     // steady concurrency create and destroy a thread per call: docs/architecture.md#load).
@@ -299,6 +308,7 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     log(spec.name, "info", "", "listening", {{"grpc", addr}});
     const int sig = lakh_examples::wait_stop_signal(sigs);
     log(spec.name, "info", "", "draining", {{"signal", sig}});
+    server->GetHealthCheckService()->SetServingStatus(false);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (svc.workers_) {
       svc.workers_->shutdown(); // the calls they still hold finish before the server goes

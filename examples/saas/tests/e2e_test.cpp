@@ -11,6 +11,7 @@
 #include "saas.grpc.pb.h"
 
 #include <doctest/doctest.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -25,6 +26,54 @@ namespace {
 
 using saas_test::json;
 using saas_test::usage;
+
+/// The bytes of one message (`out`) of gRPC method `method` on `channel`, sent as the raw
+/// protobuf bytes `request` on a generic stream (no generated stub: health and reflection are
+/// gRPC's own services), or the call's error code.
+struct raw_answer {
+  grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+  std::string bytes;
+};
+raw_answer raw_call(const std::shared_ptr<grpc::Channel> &channel, const std::string &method,
+                    const std::string &request) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(&ctx, method, &cq);
+  // Each step completes on the queue, in order; `ok` false ends the exchange early.
+  const auto step = [&cq] {
+    void *tag = nullptr;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && ok;
+  };
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  grpc::ByteBuffer in;
+  raw_answer a;
+  call->StartCall(nullptr);
+  if (step()) {
+    call->Write(out, nullptr);
+    if (step()) {
+      call->WritesDone(nullptr);
+      if (step()) {
+        call->Read(&in, nullptr);
+        if (step()) {
+          std::vector<grpc::Slice> slices;
+          (void)in.Dump(&slices);
+          for (const auto &sl : slices) {
+            a.bytes.append(reinterpret_cast<const char *>(sl.begin()), sl.size());
+          }
+        }
+      }
+    }
+  }
+  grpc::Status st;
+  call->Finish(&st, nullptr);
+  (void)step();
+  a.code = st.error_code();
+  return a;
+}
 
 /// Sets environment variables (the services' settings) for one scope.
 struct env_guard {
@@ -552,6 +601,25 @@ TEST_CASE("saas.e2e.hop.internal_calls_and_failed_logins_are_refused" * doctest:
   forged.AddMetadata("x-saas-caller", "gateway");
   forged.AddMetadata("x-saas-token", "9999999999.00");
   CHECK(stub->GetUser(&forged, in, &out).error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  // gRPC health and reflection answer without the token, for probes and grpcurl: Check of
+  // the server as a whole ("" in the empty request) is SERVING (field 1 = 1), and the
+  // reflection's list of services (field 7, list_services) names the user service.
+  for (int i = 0; i < 6; ++i) {
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(p.base + 1 + i),
+                                       grpc::InsecureChannelCredentials());
+    CAPTURE(i);
+    const auto health = raw_call(channel, "/grpc.health.v1.Health/Check", "");
+    CHECK(health.code == grpc::StatusCode::OK);
+    CHECK(health.bytes == std::string("\x08\x01", 2));
+    const auto listed =
+        raw_call(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                 std::string("\x3a\x00", 2));
+    CHECK(listed.code == grpc::StatusCode::OK);
+    CHECK(listed.bytes.find("grpc.health.v1.Health") != std::string::npos);
+    if (i == 0) {
+      CHECK(listed.bytes.find("lakh.saas.v1.UserService") != std::string::npos);
+    }
+  }
   // An answer for a failure carries no internal error text, only the trace to look it up.
   p.svc["user"]->kill9();
   auto r = p.get("/v1/users/1", key);
