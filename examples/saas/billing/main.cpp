@@ -109,7 +109,7 @@ public:
   void on_closing(const saas::event &ev) {
     const auto period = ev.body.value("period", std::string());
     if (!saas::valid_period(period)) {
-      saas::log(svc_->name(), "error", ev.trace.trace_id, "dropped a malformed closing event",
+      saas::log(svc_->name(), "error", ev.trace, "dropped a malformed closing event",
                 {{"event", ev.id}});
       return;
     }
@@ -179,7 +179,7 @@ private:
       s = invoicing_->Issue(&call, issue, out.mutable_invoice());
       if (s.ok() && mark_closed(tenant, period, out.invoice().id())) {
         closed_->add();
-        saas::log(svc_->name(), "info", trace.trace_id, "period closed",
+        saas::log(svc_->name(), "info", trace, "period closed",
                   {{"tenant_id", tenant}, {"period", period}, {"invoice_id", out.invoice().id()}});
       }
     } else {
@@ -193,7 +193,7 @@ private:
     }
     if (!s.ok()) { // the invoice follows (the consumer keeps driving): say "closing"
       saas::log(
-          svc_->name(), "info", trace.trace_id, "invoice not issued yet",
+          svc_->name(), "info", trace, "invoice not issued yet",
           {{"tenant_id", tenant}, {"period", period}, {"code", static_cast<int>(s.error_code())}});
       out.clear_invoice();
       out.set_state("closing");

@@ -114,8 +114,8 @@ inline void on_subscription_changed(pqxx::work &w, const saas::event &ev) {
   const auto &b = ev.body;
   if (!b.contains("plan") || !b["plan"].is_string() || !b.contains("version") ||
       !b["version"].is_number_integer()) {
-    saas::log("billing", "error", ev.trace.trace_id,
-              "dropped a malformed subscription.changed event", {{"event", ev.id}});
+    saas::log("billing", "error", ev.trace, "dropped a malformed subscription.changed event",
+              {{"event", ev.id}});
     return;
   }
   w.exec_params("INSERT INTO billing.accounts AS a (tenant_id, plan, version) VALUES ($1, $2, $3) "

@@ -123,7 +123,7 @@ public:
     lakh::pg::wal_relay_options o;
     o.conninfo = replication_url_;
     o.on_error = [this](const std::exception &e) {
-      log(service_, "error", "", std::string("outbox relay: ") + e.what() + " (retrying)");
+      log(service_, "error", std::string("outbox relay: ") + e.what() + " (retrying)");
     };
     wal_thread_.emplace(box_, pub_, std::move(o));
   }
@@ -179,7 +179,7 @@ public:
     options_.ack_wait = ack_wait;
     options_.batch = fetch;
     options_.on_error = [this](const std::exception &e) {
-      log(service_, "error", "", "consumer " + options_.durable + ": " + e.what() + " (retrying)");
+      log(service_, "error", "consumer " + options_.durable + ": " + e.what() + " (retrying)");
     };
   }
 
@@ -204,7 +204,7 @@ private:
     if (!ev.body.is_object() || !ev.body.contains("tenant_id") ||
         !ev.body["tenant_id"].is_number_integer() || ev.id.empty()) {
       // A malformed event can never succeed: acknowledge it (and say so) instead of looping.
-      log(service_, "error", ev.trace.trace_id, "dropped a malformed event",
+      log(service_, "error", ev.trace, "dropped a malformed event",
           {{"subject", ev.subject}, {"payload", std::string(d.payload())}});
       return lakh::nats::verdict::ack;
     }
@@ -213,7 +213,7 @@ private:
       handler_(ev);
     } catch (const std::exception &e) {
       failed_->add();
-      log(service_, "error", ev.trace.trace_id, "event handler failed (redelivered later)",
+      log(service_, "error", ev.trace, "event handler failed (redelivered later)",
           {{"subject", ev.subject}, {"event", ev.id}, {"error", e.what()}});
       return lakh::nats::verdict::leave; // JetStream redelivers it after ack_wait
     }

@@ -46,19 +46,18 @@ public:
   housekeeping(std::string service, lakh::pg::pool &db, const std::string &schema,
                std::chrono::milliseconds interval, std::function<json()> purge)
       : queue_(db, {schema + ".jobs", false}),
-        worker_(
-            db, queue_, options(interval),
-            lakh::pg::job_handler([service = std::move(service), purge = std::move(purge)](
-                                      const lakh::pg::claimed_job &, std::stop_token) {
-              try {
-                if (auto purged = purge(); !purged.empty()) {
-                  log(service, "info", "", "purged", std::move(purged));
-                }
-              } catch (const std::exception &e) {
-                log(service, "warn", "", "purge failed; the job is retried", {{"error", e.what()}});
-                throw;
-              }
-            })) {
+        worker_(db, queue_, options(interval),
+                lakh::pg::job_handler([service = std::move(service), purge = std::move(purge)](
+                                          const lakh::pg::claimed_job &, std::stop_token) {
+                  try {
+                    if (auto purged = purge(); !purged.empty()) {
+                      log(service, "info", "purged", std::move(purged));
+                    }
+                  } catch (const std::exception &e) {
+                    log(service, "warn", "purge failed; the job is retried", {{"error", e.what()}});
+                    throw;
+                  }
+                })) {
     worker_.start();
   }
 

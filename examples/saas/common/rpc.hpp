@@ -160,7 +160,7 @@ public:
       if (!detail.empty()) {
         fields["error"] = detail; // logged only: answers never carry internal error text
       }
-      log(service_, bad ? "error" : "info", trace.trace_id, std::string(method) + " failed",
+      log(service_, bad ? "error" : "info", trace, std::string(method) + " failed",
           std::move(fields));
     }
     return s;

@@ -292,7 +292,7 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     b.RegisterService(impl.get());
     auto server = b.BuildAndStart();
     if (!server || port == 0) {
-      log(spec.name, "error", "", "cannot listen on " + addr);
+      log(spec.name, "error", "cannot listen on " + addr);
       return 1;
     }
     if (svc.relay_) {
@@ -305,9 +305,9 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     for (auto &c : svc.consumers_) {
       c->start();
     }
-    log(spec.name, "info", "", "listening", {{"grpc", addr}});
+    log(spec.name, "info", "listening", {{"grpc", addr}});
     const int sig = lakh_examples::wait_stop_signal(sigs);
-    log(spec.name, "info", "", "draining", {{"signal", sig}});
+    log(spec.name, "info", "draining", {{"signal", sig}});
     server->GetHealthCheckService()->SetServingStatus(false);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (svc.workers_) {
@@ -320,10 +320,10 @@ template <class Build> int service_main(const service_spec &spec, Build &&build)
     if (svc.relay_) {
       svc.relay_->stop();
     }
-    log(spec.name, "info", "", "stopped");
+    log(spec.name, "info", "stopped");
     return 0;
   } catch (const std::exception &e) {
-    log(spec.name, "error", "", e.what());
+    log(spec.name, "error", e.what());
     return 1;
   }
 }

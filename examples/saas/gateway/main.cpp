@@ -47,20 +47,20 @@ int main() {
     gateway::server g(cfg);
     std::thread stopper([&] {
       const int sig = lakh_examples::wait_stop_signal(sigs);
-      saas::log("gateway", "info", "", "draining", {{"signal", sig}});
+      saas::log("gateway", "info", "draining", {{"signal", sig}});
       g.stop(); // in-flight requests finish
     });
-    saas::log("gateway", "info", "", "listening", {{"http", host + ":" + std::to_string(port)}});
+    saas::log("gateway", "info", "listening", {{"http", host + ":" + std::to_string(port)}});
     const bool ok = g.listen(host, port);
     if (!ok) {
-      saas::log("gateway", "error", "", "cannot listen on " + host + ":" + std::to_string(port));
+      saas::log("gateway", "error", "cannot listen on " + host + ":" + std::to_string(port));
       ::kill(::getpid(), SIGTERM); // ends the stopper thread
     }
     stopper.join();
-    saas::log("gateway", "info", "", "stopped");
+    saas::log("gateway", "info", "stopped");
     return ok ? 0 : 1;
   } catch (const std::exception &e) {
-    saas::log("gateway", "error", "", e.what());
+    saas::log("gateway", "error", e.what());
     return 1;
   }
 }

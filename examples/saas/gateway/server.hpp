@@ -287,8 +287,8 @@ private:
       if (!error.empty()) {
         fields["error"] = error;
       }
-      saas::log("gateway", r.status >= 500 && r.status != 499 ? "error" : "info",
-                p->rc.trace.trace_id, "request", std::move(fields));
+      saas::log("gateway", r.status >= 500 && r.status != 499 ? "error" : "info", p->rc.trace,
+                "request", std::move(fields));
     }
     p->permit.reset();
     p->ex->answer(std::move(res));

@@ -83,7 +83,7 @@ public:
       });
       if (s.ok() && inserted) {
         issued_->add();
-        saas::log(svc_->name(), "info", trace.trace_id, "invoice issued",
+        saas::log(svc_->name(), "info", trace, "invoice issued",
                   {{"tenant_id", req->tenant_id()},
                    {"invoice_id", out->id()},
                    {"period", req->period()},
@@ -132,15 +132,15 @@ public:
   void operator()(const saas::event &ev) {
     const auto &b = ev.body;
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer()) {
-      saas::log("invoicing", "error", ev.trace.trace_id,
-                "dropped a malformed payment.captured event", {{"event", ev.id}, {"payload", b}});
+      saas::log("invoicing", "error", ev.trace, "dropped a malformed payment.captured event",
+                {{"event", ev.id}, {"payload", b}});
       return;
     }
     pending_.reset();
     once_(ev);      // throws: not acknowledged, redelivered
     if (pending_) { // marked paid by this event, committed
       paid_->add();
-      saas::log("invoicing", "info", ev.trace.trace_id, "invoice paid", *pending_);
+      saas::log("invoicing", "info", ev.trace, "invoice paid", *pending_);
     }
   }
 
@@ -157,7 +157,7 @@ private:
                             {"total_cents", r[0][0].as<std::int64_t>()},
                             {"amount_cents", ev.body.value("amount_cents", saas::json())}};
     } else if (w.exec_params("SELECT 1 FROM invoicing.invoices WHERE id = $1", invoice).empty()) {
-      saas::log("invoicing", "error", ev.trace.trace_id, "payment for an unknown invoice",
+      saas::log("invoicing", "error", ev.trace, "payment for an unknown invoice",
                 {{"tenant_id", ev.tenant_id}, {"invoice_id", invoice}, {"event", ev.id}});
     }
   }

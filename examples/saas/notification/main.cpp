@@ -46,15 +46,15 @@ public:
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer() ||
         !b.contains("amount_cents") || !b["amount_cents"].is_number_integer() ||
         b["amount_cents"].get<std::int64_t>() < 0) {
-      saas::log("notification", "error", ev.trace.trace_id,
-                "dropped a malformed payment.captured event", {{"event", ev.id}, {"payload", b}});
+      saas::log("notification", "error", ev.trace, "dropped a malformed payment.captured event",
+                {{"event", ev.id}, {"payload", b}});
       return; // acknowledged: a redelivery could never succeed
     }
     pending_.reset();
     once_(ev);      // throws: not acknowledged, redelivered
     if (pending_) { // first delivery, committed (a retried transaction set it again)
       recorded_->add();
-      saas::log("notification", "info", ev.trace.trace_id, "notification recorded", *pending_);
+      saas::log("notification", "info", ev.trace, "notification recorded", *pending_);
     }
   }
 

@@ -195,7 +195,7 @@ public:
       out.status = Status(StatusCode::FAILED_PRECONDITION, e.what());
       out.outcome = lakh::idempotency_outcome::mismatch;
     }
-    saas::log("payment", "info", trace.trace_id, "capture",
+    saas::log("payment", "info", trace, "capture",
               {{"tenant_id", tenant},
                {"invoice_id", invoice_id},
                {"amount_cents", amount},
@@ -331,7 +331,7 @@ saas::event_handler on_invoice_issued(capturer &c) {
     if (!b.contains("invoice_id") || !b["invoice_id"].is_number_integer() ||
         !b.contains("total_cents") || !b["total_cents"].is_number_integer() ||
         b["invoice_id"].get<std::int64_t>() < 1 || b["total_cents"].get<std::int64_t>() < 0) {
-      saas::log("payment", "error", ev.trace.trace_id, "dropped a malformed invoice.issued event",
+      saas::log("payment", "error", ev.trace, "dropped a malformed invoice.issued event",
                 {{"event", ev.id}, {"payload", b}});
       return;
     }
@@ -340,7 +340,7 @@ saas::event_handler on_invoice_issued(capturer &c) {
     if (r.status.error_code() == StatusCode::FAILED_PRECONDITION) {
       // Another amount was captured (or charged) for this invoice: a redelivery would get the
       // same answer, so acknowledge it and leave it to an operator.
-      saas::log("payment", "error", ev.trace.trace_id, "invoice not captured",
+      saas::log("payment", "error", ev.trace, "invoice not captured",
                 {{"event", ev.id}, {"error", r.status.error_message()}});
       return;
     }

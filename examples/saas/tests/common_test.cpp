@@ -1,12 +1,15 @@
 // Unit tests of examples/saas/common: configuration and trace context.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "../common/config.hpp"
+#include "../common/log.hpp"
 #include "../common/trace.hpp"
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <unistd.h>
 
@@ -90,4 +93,46 @@ TEST_CASE("trace: parse, format, child, and the invalid forms of the W3C spec") 
   // A future version may append fields after a '-'.
   CHECK(
       saas::trace_context::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"));
+}
+
+namespace {
+
+/// What `fn` writes to stderr (fd 2), one string.
+template <class Fn> std::string stderr_of(Fn fn) {
+  char path[] = "/tmp/saas_common_test_XXXXXX";
+  const int fd = ::mkstemp(path);
+  REQUIRE(fd >= 0);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  ::dup2(fd, 2);
+  fn();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  ::close(fd);
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ::unlink(path);
+  return text;
+}
+
+} // namespace
+
+TEST_CASE("log: a request's lines carry its trace and this hop's span; others neither") {
+  const auto hop = saas::trace_context::root().child();
+  const auto text = stderr_of([&] {
+    saas::log("user", "info", hop, "GetUser failed", {{"code", 5}});
+    saas::log("user", "info", "listening", {{"grpc", "127.0.0.1:1"}});
+  });
+  const auto nl = text.find('\n');
+  REQUIRE(nl != std::string::npos);
+  const auto first = saas::json::parse(text.substr(0, nl));
+  const auto second = saas::json::parse(text.substr(nl + 1));
+  CHECK(first["trace_id"] == hop.trace_id);
+  CHECK(first["span_id"] == hop.parent_id);
+  CHECK(first["msg"] == "GetUser failed");
+  CHECK(first["code"] == 5);
+  CHECK_FALSE(second.contains("trace_id"));
+  CHECK_FALSE(second.contains("span_id"));
+  CHECK(second["msg"] == "listening");
 }
