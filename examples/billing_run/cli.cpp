@@ -3,6 +3,8 @@
 
 #include <servers.hpp>
 
+#include <lakh/version.hpp>
+
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -89,7 +91,9 @@ CLI::App *add_run(CLI::App &app, common_opts &c, run_opts &o) {
   s->add_option("--lease-ms", o.lease_ms, "job lease")->check(CLI::Range(100U, 3'600'000U));
   s->add_option("--timeout", o.timeout_s, "give up after this many seconds")
       ->check(CLI::Range(1U, 86'400U));
-  s->add_option("--json", o.json_file, "write the figures as JSON to this file");
+  s->add_flag("--json{-}", o.json,
+              "print the figures as JSON on stdout instead of the text; --json=FILE: the "
+              "text, and the JSON written to FILE");
   s->add_flag("--quiet", o.quiet, "no progress lines");
   return s;
 }
@@ -99,11 +103,13 @@ CLI::App *add_run(CLI::App &app, common_opts &c, run_opts &o) {
 command_line::command_line()
     : app("lakh_billing_run: usage rows billed through PostgreSQL by worker processes "
           "(SKIP LOCKED jobs with leases, sorted per-tenant advisory locks, invoices "
-          "through the outbox to NATS JetStream), verified against the spec") {
+          "through the outbox to NATS JetStream), verified against the spec",
+          "lakh_billing_run") {
   common.database_url = env_or("DATABASE_URL", "");
   common.nats_url = env_or("NATS_URL", "nats://127.0.0.1:4222");
   run.services_script = lakh_examples::services_script;
   app.require_subcommand(1);
+  app.set_version_flag("--version", lakh::version_string);
   app.set_help_all_flag("--help-all", "print the flags of every subcommand and exit");
   app.footer("`lakh_billing_run <subcommand> --help` lists a subcommand's flags.");
   load_cmd = add_load(app, common, load);

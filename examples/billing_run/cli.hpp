@@ -57,7 +57,7 @@ struct run_opts {
   std::string services_script;
   unsigned lease_ms = 3000;
   unsigned timeout_s = 900;
-  std::string json_file;
+  std::string json; ///< "": none; "-": stdout, instead of the text report; else a file
   bool quiet = false;
 };
 

@@ -5,7 +5,9 @@
 // See docs/case-study.md and `lakh_billing_run --help-all`. The stages are billing.hpp's
 // headers; cli, the subcommands, the supervisor of `run` and its report have a file each.
 #include "cli.hpp"
+
 #include "commands.hpp"
+#include <cli_exit.hpp>
 
 #include <child_process.hpp>
 #include <stop_signals.hpp>
@@ -19,7 +21,11 @@ int main(int argc, char **argv) {
   std::stop_source stop;            // SIGINT and SIGTERM request stop
   lakh_examples::stop_on_signal(stop);
   billing_run::command_line cl;
-  CLI11_PARSE(cl.app, argc, argv);
+  try {
+    cl.app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    return lakh_examples::cli_exit(cl.app, e);
+  }
   try {
     billing_run::validate(cl);
     if (*cl.load_cmd) {
@@ -36,7 +42,7 @@ int main(int argc, char **argv) {
     }
     return billing_run::cmd_run(cl.common, cl.run, stop.get_token());
   } catch (const CLI::Error &e) {
-    return cl.app.exit(e);
+    return lakh_examples::cli_exit(cl.app, e);
   } catch (const std::exception &e) {
     std::fprintf(stderr, "billing_run: %s\n", e.what());
     return 1;

@@ -190,7 +190,9 @@ int cmd_run(const common_opts &c, const run_opts &o, std::stop_token st) {
     ::rmdir(stats_dir.c_str());
     f.redelivered = relay.consumer_stats.redelivered;
     f.faults = sup.faults();
-    print_report(o, f);
+    if (o.json != "-") { // --json alone: the JSON on stdout, instead of the text
+      print_report(o, f);
+    }
     report = to_json(o, f);
   } catch (...) {
     sup.stop_monitor();
@@ -200,8 +202,10 @@ int cmd_run(const common_opts &c, const run_opts &o, std::stop_token st) {
     throw;
   }
   drop_wal_slot(relay.box);
-  if (!o.json_file.empty()) {
-    std::ofstream(o.json_file) << report.dump(2) << "\n";
+  if (o.json == "-") {
+    std::printf("%s\n", report.dump(2).c_str());
+  } else if (!o.json.empty()) {
+    std::ofstream(o.json) << report.dump(2) << "\n";
   }
   return passed(o, f) ? 0 : 1;
 }

@@ -8,6 +8,8 @@
 // failed run; 2 bad flags.
 #include "pipeline.hpp"
 
+#include <cli_exit.hpp>
+
 #include <lakh/lock_order.hpp>
 #include <lakh/version.hpp>
 
@@ -18,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -83,13 +86,14 @@ int main(int argc, char **argv) {
   pipeline::config cfg;
   cfg.generators = pipeline::cores();
   cfg.workers = pipeline::cores();
-  bool json = false;
+  std::string json_to; // "": the text report; "-": JSON on stdout instead; else also to a file
   bool check = false;
   bool no_progress = false;
 
   CLI::App app{std::string("lakh_pipeline: spec v1 usage rows through a bounded lakh::channel "
                            "to a lakh::worker_pool, aggregated per tenant (lakh ") +
-               lakh::version_string + ")"};
+                   lakh::version_string + ")",
+               "lakh_pipeline"};
   app.add_option("--rows", cfg.rows, "rows to generate")
       ->check(whole_number)
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
@@ -112,21 +116,19 @@ int main(int argc, char **argv) {
       ->check(whole_number)
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
       ->capture_default_str();
-  app.add_flag("--json", json, "print one JSON object at the end instead of the text report");
+  app.add_flag("--json{-}", json_to,
+               "print one JSON object at the end instead of the text report; --json=FILE: the "
+               "text, and the JSON written to FILE");
   app.add_flag("--verify", check,
                "recompute the totals sequentially and compare (exit 1 on any difference)");
   app.add_flag("--no-progress", no_progress, "do not draw the progress line");
+  app.set_version_flag("--version", lakh::version_string);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp &e) {
-    return app.exit(e);
-  } catch (const CLI::CallForAllHelp &e) {
-    return app.exit(e);
   } catch (const CLI::ParseError &e) {
-    (void)app.exit(e); // prints what was wrong
-    return 2;
+    return lakh_examples::cli_exit(app, e);
   }
-  cfg.progress = !no_progress && !json;
+  cfg.progress = !no_progress && json_to != "-";
 
   // The merge takes two ranked mutexes; report (never abort) any inconsistent order.
   lakh::lock_order::set_mode(lakh::lock_order::mode::report);
@@ -148,8 +150,9 @@ int main(int argc, char **argv) {
   const auto since_main = std::chrono::steady_clock::now() - main_start;
   const auto cpu = process_cpu();
 
-  if (json) {
-    nlohmann::ordered_json out = {
+  nlohmann::ordered_json out;
+  if (!json_to.empty()) {
+    out = {
         {"rows", r.totals.rows()},
         {"seed", cfg.seed},
         {"tenants", r.totals.tenants()},
@@ -177,8 +180,13 @@ int main(int argc, char **argv) {
     if (v.checked) {
       out["verified"] = v.equal;
     }
+  }
+  if (json_to == "-") {
     std::cout << out.dump(2) << "\n";
   } else {
+    if (!json_to.empty()) {
+      std::ofstream(json_to) << out.dump(2) << "\n";
+    }
     std::printf("rows                %llu (seed %llu)\n",
                 static_cast<unsigned long long>(r.totals.rows()),
                 static_cast<unsigned long long>(cfg.seed));
