@@ -223,15 +223,17 @@ private:
 
 } // namespace
 
-int main() {
-  return saas::service_main({"billing", "billing", saas::schema_sql, 15053, 9103, true, true},
-                            [](saas::service &s) {
-                              auto svc = std::make_unique<billing_service>(s);
-                              s.on_event("subscription.changed", "billing-subscriptions",
-                                         billing::on_subscription_changed);
-                              s.consume(
-                                  "billing.period.closing", "billing-closing",
-                                  [p = svc.get()](const saas::event &ev) { p->on_closing(ev); }, 1);
-                              return svc;
-                            });
+int main(int argc, char **argv) {
+  return saas::service_main(
+      {"billing", "billing", saas::schema_sql, 15053, 9103, true, true},
+      [](saas::service &s) {
+        auto svc = std::make_unique<billing_service>(s);
+        s.on_event("subscription.changed", "billing-subscriptions",
+                   billing::on_subscription_changed);
+        s.consume(
+            "billing.period.closing", "billing-closing",
+            [p = svc.get()](const saas::event &ev) { p->on_closing(ev); }, 1);
+        return svc;
+      },
+      argc, argv);
 }

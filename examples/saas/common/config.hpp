@@ -4,8 +4,11 @@
 // The environment wins over the file, so a deployment overrides what a developer wrote down.
 // Every error names the variable (or the file and line) and what was wrong with it.
 
+#include <lakh/version.hpp>
+
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -132,5 +135,33 @@ public:
 private:
   std::map<std::string, std::string> file_;
 };
+
+/// The command line of a SaaS program, which is configured by its environment (and .env):
+/// `--help` prints what it is and where its settings are documented, `--version` lakh's
+/// version (both: exit status 0); any other argument is a usage error, one line on stderr
+/// (status 2, as lakh's scripts). Returns the status to exit with, or nullopt to run.
+inline std::optional<int> command_line(int argc, char **argv, const std::string &program,
+                                       const std::string &about) {
+  if (argc < 2) {
+    return std::nullopt;
+  }
+  const std::string a = argv[1];
+  if (argc == 2 && (a == "--help" || a == "-h")) {
+    std::printf("usage: %s [--help | --version]\n%s\nSettings: environment variables (and a "
+                ".env file in the working directory), listed in docs/architecture.md#configuration."
+                "\n",
+                program.c_str(), about.c_str());
+    return 0;
+  }
+  if (argc == 2 && a == "--version") {
+    std::printf("%s\n", lakh::version_string);
+    return 0;
+  }
+  std::fprintf(stderr,
+               "%s: unexpected argument '%s': settings are environment variables (try "
+               "--help)\n",
+               program.c_str(), a.c_str());
+  return 2;
+}
 
 } // namespace saas

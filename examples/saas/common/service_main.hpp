@@ -175,7 +175,7 @@ public:
   }
 
 private:
-  template <class Build> friend int service_main(const service_spec &, Build &&);
+  template <class Build> friend int service_main(const service_spec &, Build &&, int, char **);
 
   static lakh::pg::pool_options pool_options(const config &cfg,
                                              const std::vector<prepared_statement> &prepared) {
@@ -260,8 +260,17 @@ private:
 };
 
 /// The main() of a gRPC service (see the header comment). build(service&) returns the
-/// std::unique_ptr of its grpc::Service implementation. Returns main's exit status.
-template <class Build> int service_main(const service_spec &spec, Build &&build) {
+/// std::unique_ptr of its grpc::Service implementation; argv answers --help and --version
+/// (saas::command_line). Returns main's exit status.
+template <class Build>
+int service_main(const service_spec &spec, Build &&build, int argc, char **argv) {
+  if (const auto done =
+          command_line(argc, argv, "saas_" + spec.name,
+                       "The " + spec.name +
+                           " service of lakh's SaaS example "
+                           "(examples/saas/README.md): gRPC inside, its own schema.")) {
+    return *done;
+  }
   lakh_examples::die_with_parent(); // under saas.e2e: the service dies with the test
   quiet_abseil_mutexes();
   const sigset_t sigs = lakh_examples::block_stop_signals();

@@ -28,6 +28,8 @@
 
 #include <servers.hpp>
 
+#include <lakh/version.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -445,9 +447,7 @@ int run(const options &o) {
 }
 
 int usage_error(const std::string &msg) {
-  std::cerr << "saas_faults: " << msg
-            << "\nusage: saas_faults [--duration SECONDS (1..3600, 60)] [--clients N (1..64, "
-               "4)] [--seed S (1)]\n";
+  std::cerr << "saas_faults: " << msg << " (try --help)\n";
   return 2;
 }
 
@@ -458,9 +458,14 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::cout << "usage: saas_faults [--duration SECONDS] [--clients N] [--seed S]\n"
+      std::cout << "usage: saas_faults [--duration SECONDS (1..3600, 60)] [--clients N (1..64, "
+                   "4)] [--seed S (1)] | --version\n"
                    "The SaaS platform under faults, checked by its invariants (see the header "
                    "of examples/saas/faults/main.cpp). Run under scripts/services.\n";
+      return 0;
+    }
+    if (a == "--version") {
+      std::cout << lakh::version_string << "\n";
       return 0;
     }
     if (i + 1 >= argc) {

@@ -31,7 +31,13 @@
 #include <csignal>
 #include <thread>
 
-int main() {
+int main(int argc, char **argv) {
+  if (const auto done = saas::command_line(argc, argv, "saas_gateway",
+                                           "The HTTP gateway of lakh's SaaS example "
+                                           "(examples/saas/README.md): REST outside, gRPC to "
+                                           "the services.")) {
+    return *done;
+  }
   saas::quiet_abseil_mutexes();
   lakh_examples::die_with_parent(); // under saas.e2e: the gateway dies with the test
   const sigset_t sigs = lakh_examples::block_stop_signals();

@@ -169,12 +169,14 @@ private:
 
 } // namespace
 
-int main() {
-  return saas::service_main({"invoicing", "invoicing", saas::schema_sql, 15054, 9104, true, true},
-                            [](saas::service &s) {
-                              auto handler = std::make_shared<payment_captured_handler>(s);
-                              s.consume("payment.captured", "invoicing-payments",
-                                        [handler](const saas::event &ev) { (*handler)(ev); });
-                              return std::make_unique<invoicing_service>(s);
-                            });
+int main(int argc, char **argv) {
+  return saas::service_main(
+      {"invoicing", "invoicing", saas::schema_sql, 15054, 9104, true, true},
+      [](saas::service &s) {
+        auto handler = std::make_shared<payment_captured_handler>(s);
+        s.consume("payment.captured", "invoicing-payments",
+                  [handler](const saas::event &ev) { (*handler)(ev); });
+        return std::make_unique<invoicing_service>(s);
+      },
+      argc, argv);
 }

@@ -125,7 +125,7 @@ private:
 
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   return saas::service_main(
       {"notification", "notifications", saas::schema_sql, 15056, 9106, false, true},
       [](saas::service &s) {
@@ -133,5 +133,6 @@ int main() {
         s.consume("payment.captured", consumer_name,
                   [handler](const saas::event &ev) { (*handler)(ev); });
         return std::make_unique<notification_service>(s);
-      });
+      },
+      argc, argv);
 }

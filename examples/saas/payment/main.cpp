@@ -375,12 +375,14 @@ private:
 
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   return saas::service_main(
-      {"payment", "payments", saas::schema_sql, 15055, 9105, true}, [](saas::service &s) {
+      {"payment", "payments", saas::schema_sql, 15055, 9105, true},
+      [](saas::service &s) {
         auto parts = std::make_unique<payment_parts>(s);
         // One event at a time: a capture may wait up to 4 s for a duplicate in flight.
         s.consume("invoice.issued", "payment-invoices", on_invoice_issued(parts->cap), 1);
         return std::make_unique<payment_server>(s, std::move(parts));
-      });
+      },
+      argc, argv);
 }

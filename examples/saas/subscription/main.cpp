@@ -86,8 +86,8 @@ private:
 
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   return saas::service_main(
       {"subscription", "subscriptions", saas::schema_sql, 15052, 9102, true},
-      [](saas::service &s) { return std::make_unique<subscription_service>(s); });
+      [](saas::service &s) { return std::make_unique<subscription_service>(s); }, argc, argv);
 }

@@ -104,11 +104,11 @@ private:
 
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   saas::service_spec spec{"user", "users", saas::schema_sql, 15051, 9101};
   spec.prepared = {{"get_user", "SELECT email FROM users.users WHERE id = $1"},
                    {"create_user", "INSERT INTO users.users (tenant_id, email) VALUES ($1, $2) "
                                    "ON CONFLICT (tenant_id, email) DO NOTHING RETURNING id"}};
-  return saas::service_main(spec,
-                            [](saas::service &s) { return std::make_unique<user_service>(s); });
+  return saas::service_main(
+      spec, [](saas::service &s) { return std::make_unique<user_service>(s); }, argc, argv);
 }
