@@ -261,6 +261,22 @@ private:
     return lo + ((std::uint64_t{1} << shift) >> 1);
   }
 
+  // out[k] = the samples in the buckets up to the one holding le[k] ns (le ascending): every
+  // sample at or below le[k], and possibly some above it in that bucket (at most 1/128 above).
+  // Returns the count of all samples, from the same pass (so it is never below out[n - 1]).
+  std::uint64_t cumulative_counts(const std::uint64_t *le, std::uint64_t *out,
+                                  std::size_t n) const noexcept {
+    std::uint64_t seen = 0;
+    std::size_t k = 0;
+    for (std::size_t i = 0; i < bucket_count; ++i) {
+      seen += buckets_[i].load(std::memory_order_relaxed);
+      while (k < n && index_of(le[k]) == i) {
+        out[k++] = seen;
+      }
+    }
+    return seen;
+  }
+
   // out[k] = the qs[k]-quantile, for qs ascending within [0, 1]: a pass to count, then one
   // cumulative pass for all n ranks (so the n results are monotone even while others
   // record). Returns the count the ranks were taken from.

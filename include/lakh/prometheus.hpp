@@ -1,6 +1,7 @@
 #pragma once
 // lakh/prometheus.hpp: registry, the named metrics of lakh/metrics.hpp with labels, written
-// in the Prometheus text exposition format 0.0.4 (histograms as summaries). Unlike
+// in the Prometheus text exposition format 0.0.4 (latency histograms as Prometheus histograms
+// with cumulative buckets, or as summaries). Unlike
 // prometheus-cpp there is no HTTP exposer and no push gateway: a service serves
 // registry::prometheus_text() from its own endpoint. docs/metrics.md.
 
@@ -25,6 +26,18 @@ namespace lakh {
 
 /// Label names and values of one metric, e.g. {{"queue", "billing"}}, written in this order.
 using labels = std::vector<std::pair<std::string, std::string>>;
+
+/// How registry::make_histogram exposes a latency histogram.
+enum class histogram_exposition {
+  /// TYPE histogram: cumulative `<name>_bucket{le="..."}` series in seconds (100 µs .. 10 s
+  /// and +Inf), `<name>_sum`, `<name>_count`; aggregatable across replicas with
+  /// histogram_quantile(). Each bucket counts every sample at or below its bound and may
+  /// count samples up to 1/128 above it (the log-linear bucket holding the bound).
+  histogram,
+  /// TYPE summary: quantiles 0.5, 0.9, 0.99, 0.999 of the whole process lifetime (within
+  /// 0.4%), `<name>_sum`, `<name>_count`; exact per process, not aggregatable.
+  summary,
+};
 
 /// Named metrics and their Prometheus text exposition (format 0.0.4).
 ///
@@ -65,15 +78,20 @@ public:
     return add<gauge>(kind::gauge, std::move(name), std::move(help), std::move(l));
   }
 
-  /// Registers a latency histogram, exposed as a Prometheus summary in seconds: quantiles
-  /// 0.5, 0.9, 0.99, 0.999 (`<name>{labels,quantile="0.5"}`), then `<name>_sum` and
-  /// `<name>_count`.
+  /// Registers a latency histogram, exposed in seconds as `as` says (histogram_exposition):
+  /// by default a Prometheus histogram (`<name>_bucket{labels,le="0.001"}` ... `le="+Inf"`,
+  /// `<name>_sum`, `<name>_count`), or a summary (`<name>{labels,quantile="0.5"}` for 0.5, 0.9,
+  /// 0.99, 0.999, `<name>_sum`, `<name>_count`). All metrics of one name share one exposition.
   /// Thread-safety: safe.
   /// Blocks: briefly, on the registry's mutex.
-  /// @throws std::invalid_argument as make_counter, and if a label is named "quantile".
+  /// @throws std::invalid_argument as make_counter, and if a label is named "le" (histogram)
+  /// or "quantile" (summary).
   /// Allocates: the histogram (43 KiB) and its entry.
-  latency_histogram &make_histogram(std::string name, std::string help, labels l = {}) {
-    return add<latency_histogram>(kind::summary, std::move(name), std::move(help), std::move(l));
+  latency_histogram &make_histogram(std::string name, std::string help, labels l = {},
+                                    histogram_exposition as = histogram_exposition::histogram) {
+    return add<latency_histogram>(as == histogram_exposition::histogram ? kind::histogram
+                                                                        : kind::summary,
+                                  std::move(name), std::move(help), std::move(l));
   }
 
   /// Writes every metric in the Prometheus text format 0.0.4: per name a `# HELP` line (help
@@ -115,7 +133,16 @@ public:
   }
 
 private:
-  enum class kind { counter, gauge, summary };
+  enum class kind { counter, gauge, histogram, summary };
+
+  // The histogram exposition's bucket bounds, in nanoseconds and as `le` label values.
+  static constexpr std::array<std::uint64_t, 16> bucket_ns = {
+      100'000,       250'000,       500'000,       1'000'000,     2'500'000,   5'000'000,
+      10'000'000,    25'000'000,    50'000'000,    100'000'000,   250'000'000, 500'000'000,
+      1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
+  static constexpr std::array<std::string_view, 16> bucket_le = {
+      "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
+      "0.05",   "0.1",     "0.25",   "0.5",   "1",      "2.5",   "5",    "10"};
 
   struct entry {
     kind type;
@@ -135,6 +162,10 @@ private:
       if (type == kind::summary && l[i].first == "quantile") {
         throw std::invalid_argument(std::string(fn) + ": label 'quantile' of '" + name +
                                     "' is reserved for the summary's quantiles");
+      }
+      if (type == kind::histogram && l[i].first == "le") {
+        throw std::invalid_argument(std::string(fn) + ": label 'le' of '" + name +
+                                    "' is reserved for the histogram's buckets");
       }
       for (std::size_t j = 0; j < i; ++j) {
         if (l[j].first == l[i].first) {
@@ -157,11 +188,14 @@ private:
                                       "' is registered already");
         }
       }
-      const bool clash = (e.type == kind::summary && is_summary_series(name, e.name)) ||
-                         (type == kind::summary && is_summary_series(e.name, name));
-      if (clash) {
+      if (is_extra_series(name, e.name, e.type)) {
         throw std::invalid_argument(std::string(fn) + ": '" + name + "' collides with the '" +
-                                    e.name + "' summary's _sum/_count series");
+                                    e.name + "' " + std::string(type_name(e.type)) + "'s " +
+                                    extra_series(e.type) + " series");
+      }
+      if (is_extra_series(e.name, name, type)) {
+        throw std::invalid_argument(std::string(fn) + ": the " + extra_series(type) +
+                                    " series of '" + name + "' collide with '" + e.name + "'");
       }
     }
     M &ref = *m;
@@ -169,10 +203,19 @@ private:
     return ref;
   }
 
-  // Whether `series` is one of the extra series a summary called `summary` writes.
-  static bool is_summary_series(std::string_view series, std::string_view summary) noexcept {
-    return series.size() > summary.size() && series.substr(0, summary.size()) == summary &&
-           (series.substr(summary.size()) == "_sum" || series.substr(summary.size()) == "_count");
+  // Whether `series` is one of the extra series that the metric `name` of type `k` writes.
+  static bool is_extra_series(std::string_view series, std::string_view name, kind k) noexcept {
+    if (k != kind::histogram && k != kind::summary) {
+      return false;
+    }
+    if (series.size() <= name.size() || series.substr(0, name.size()) != name) {
+      return false;
+    }
+    const auto suffix = series.substr(name.size());
+    return suffix == "_sum" || suffix == "_count" || (k == kind::histogram && suffix == "_bucket");
+  }
+  static const char *extra_series(kind k) noexcept {
+    return k == kind::histogram ? "_bucket/_sum/_count" : "_sum/_count";
   }
 
   static void check_name(const char *fn, const std::string &n, bool label) {
@@ -194,6 +237,8 @@ private:
       return "counter";
     case kind::gauge:
       return "gauge";
+    case kind::histogram:
+      return "histogram";
     case kind::summary:
       break;
     }
@@ -254,6 +299,9 @@ private:
       out << e.name << label_text(e.lbls) << ' '
           << static_cast<const gauge *>(e.metric.get())->value() << '\n';
       return;
+    case kind::histogram:
+      write_buckets(out, e);
+      return;
     case kind::summary:
       break;
     }
@@ -266,6 +314,20 @@ private:
       out << e.name << label_text(e.lbls, "quantile", q_text[k]) << ' '
           << number(std::chrono::duration<double>(values[k]).count()) << '\n';
     }
+    out << e.name << "_sum" << label_text(e.lbls) << ' '
+        << number(std::chrono::duration<double>(h.sum()).count()) << '\n';
+    out << e.name << "_count" << label_text(e.lbls) << ' ' << count << '\n';
+  }
+
+  static void write_buckets(std::ostream &out, const entry &e) {
+    const auto &h = *static_cast<const latency_histogram *>(e.metric.get());
+    std::array<std::uint64_t, bucket_ns.size()> counts{};
+    const std::uint64_t count = h.cumulative_counts(bucket_ns.data(), counts.data(), counts.size());
+    const std::string bucket = e.name + "_bucket";
+    for (std::size_t k = 0; k < counts.size(); ++k) {
+      out << bucket << label_text(e.lbls, "le", bucket_le[k]) << ' ' << counts[k] << '\n';
+    }
+    out << bucket << label_text(e.lbls, "le", "+Inf") << ' ' << count << '\n';
     out << e.name << "_sum" << label_text(e.lbls) << ' '
         << number(std::chrono::duration<double>(h.sum()).count()) << '\n';
     out << e.name << "_count" << label_text(e.lbls) << ' ' << count << '\n';

@@ -233,7 +233,7 @@ TEST_CASE("metrics.histogram.concurrent_records_are_exact" * doctest::timeout(60
 TEST_CASE("metrics.registry.summary_quantiles_are_monotone_while_recording" *
           doctest::timeout(60)) {
   lakh::registry reg;
-  auto &h = reg.make_histogram("lat_seconds", "x");
+  auto &h = reg.make_histogram("lat_seconds", "x", {}, lakh::histogram_exposition::summary);
   std::atomic<bool> stop{false};
   std::jthread writer([&] {
     std::uint64_t v = 1;
@@ -374,7 +374,7 @@ TEST_CASE("metrics.registry.prometheus_text") {
                             {{"queue", "a\"b"}, {"path", "C:\\tmp"}});
   auto &q2 = reg.make_gauge("lakh_queue_depth", "ignored for the second", {{"queue", "c\nd"}});
   auto &lat = reg.make_histogram("lakh_batch_seconds", "Batch latency.", {{"stage", "agg"}});
-  auto &bare = reg.make_histogram("lakh_idle_seconds", "");
+  auto &bare = reg.make_histogram("lakh_idle_seconds", "", {}, lakh::histogram_exposition::summary);
   rows.add(42);
   q1.set(3);
   q2.set(-1);
@@ -382,8 +382,9 @@ TEST_CASE("metrics.registry.prometheus_text") {
     lat.record(1ms);
   }
   lat.record(250ms);
+  lat.record(60s); // above every bound but +Inf
   const auto lines = lines_of(reg.prometheus_text());
-  const std::vector<std::string> want = {
+  std::vector<std::string> want = {
       "# HELP lakh_rows_total Rows aggregated.",
       "# TYPE lakh_rows_total counter",
       "lakh_rows_total 42",
@@ -393,40 +394,43 @@ TEST_CASE("metrics.registry.prometheus_text") {
       R"(lakh_queue_depth{queue="a\"b",path="C:\\tmp"} 3)",
       R"(lakh_queue_depth{queue="c\nd"} -1)",
       "# HELP lakh_batch_seconds Batch latency.",
-      "# TYPE lakh_batch_seconds summary",
-      // 1000 samples of 1 ms and one of 250 ms: every quantile (p999 is rank 1000) reports
-      // the middle of 1 ms's bucket [999424, 1003520) ns, 0.15% off
-      R"(lakh_batch_seconds{stage="agg",quantile="0.5"} 0.001001472)",
-      R"(lakh_batch_seconds{stage="agg",quantile="0.9"} 0.001001472)",
-      R"(lakh_batch_seconds{stage="agg",quantile="0.99"} 0.001001472)",
-      R"(lakh_batch_seconds{stage="agg",quantile="0.999"} 0.001001472)",
-      R"(lakh_batch_seconds_sum{stage="agg"} 1.25)",
-      R"(lakh_batch_seconds_count{stage="agg"} 1001)",
-      "# HELP lakh_idle_seconds ",
-      "# TYPE lakh_idle_seconds summary",
-      R"(lakh_idle_seconds{quantile="0.5"} 0)",
-      R"(lakh_idle_seconds{quantile="0.9"} 0)",
-      R"(lakh_idle_seconds{quantile="0.99"} 0)",
-      R"(lakh_idle_seconds{quantile="0.999"} 0)",
-      "lakh_idle_seconds_sum 0",
-      "lakh_idle_seconds_count 0",
+      "# TYPE lakh_batch_seconds histogram",
   };
+  // Cumulative buckets: the 1000 samples of 1 ms from le="0.001" on (a bound counts its
+  // bucket's samples), 250 ms from le="0.25", 60 s only in +Inf.
+  const std::vector<std::pair<std::string, int>> buckets = {
+      {"0.0001", 0},   {"0.00025", 0}, {"0.0005", 0},   {"0.001", 1000}, {"0.0025", 1000},
+      {"0.005", 1000}, {"0.01", 1000}, {"0.025", 1000}, {"0.05", 1000},  {"0.1", 1000},
+      {"0.25", 1001},  {"0.5", 1001},  {"1", 1001},     {"2.5", 1001},   {"5", 1001},
+      {"10", 1001},    {"+Inf", 1002}};
+  for (const auto &[le, n] : buckets) {
+    want.push_back(R"(lakh_batch_seconds_bucket{stage="agg",le=")" + le + "\"} " +
+                   std::to_string(n));
+  }
+  for (const char *line :
+       {R"(lakh_batch_seconds_sum{stage="agg"} 61.25)",
+        R"(lakh_batch_seconds_count{stage="agg"} 1002)", "# HELP lakh_idle_seconds ",
+        "# TYPE lakh_idle_seconds summary", R"(lakh_idle_seconds{quantile="0.5"} 0)",
+        R"(lakh_idle_seconds{quantile="0.9"} 0)", R"(lakh_idle_seconds{quantile="0.99"} 0)",
+        R"(lakh_idle_seconds{quantile="0.999"} 0)", "lakh_idle_seconds_sum 0",
+        "lakh_idle_seconds_count 0"}) {
+    want.emplace_back(line);
+  }
   CHECK(lines.size() == want.size());
   for (std::size_t i = 0; i < std::min(lines.size(), want.size()); ++i) {
     CAPTURE(i);
     CHECK(lines[i] == want[i]);
   }
   bare.record(2500us);
-  for (int i = 0; i < 10; ++i) { // p999 now falls on the largest sample
-    lat.record(250ms);
-  }
+  lat.record(100us); // exactly a bound: counted there
   std::ostringstream out;
   reg.write_prometheus(out);
   const auto again = lines_of(out.str());
   REQUIRE(again.size() == want.size());
-  CHECK(again[12] == R"(lakh_batch_seconds{stage="agg",quantile="0.999"} 0.25)");
-  CHECK(again[17] == R"(lakh_idle_seconds{quantile="0.5"} 0.0025)");
-  CHECK(again[22] == "lakh_idle_seconds_count 1");
+  CHECK(again[9] == R"(lakh_batch_seconds_bucket{stage="agg",le="0.0001"} 1)");
+  CHECK(again[27] == R"(lakh_batch_seconds_count{stage="agg"} 1003)");
+  CHECK(again[30] == R"(lakh_idle_seconds{quantile="0.5"} 0.0025)");
+  CHECK(again[35] == "lakh_idle_seconds_count 1");
   CHECK(out.str().back() == '\n');
 }
 
@@ -456,23 +460,33 @@ TEST_CASE("metrics.registry.rejects_bad_and_duplicate_names") {
   CHECK_THROWS_WITH_AS((void)reg.make_gauge("ok_total", "x", {{"a", "2"}}),
                        "lakh::registry::make_gauge: 'ok_total' is registered already as a counter",
                        std::invalid_argument);
-  CHECK_THROWS_WITH_AS(
-      (void)reg.make_histogram("h_seconds", "x", {{"quantile", "1"}}),
-      "lakh::registry::make_histogram: label 'quantile' of 'h_seconds' is reserved for the "
-      "summary's quantiles",
-      std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)reg.make_histogram("h_seconds", "x", {{"quantile", "1"}},
+                                                lakh::histogram_exposition::summary),
+                       "lakh::registry::make_histogram: label 'quantile' of 'h_seconds' is "
+                       "reserved for the summary's quantiles",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)reg.make_histogram("h_seconds", "x", {{"le", "1"}}),
+                       "lakh::registry::make_histogram: label 'le' of 'h_seconds' is reserved "
+                       "for the histogram's buckets",
+                       std::invalid_argument);
   (void)reg.make_histogram("h_seconds", "x");
   CHECK_THROWS_WITH_AS(
       (void)reg.make_counter("h_seconds_count", "x"),
-      "lakh::registry::make_counter: 'h_seconds_count' collides with the 'h_seconds' summary's "
-      "_sum/_count series",
+      "lakh::registry::make_counter: 'h_seconds_count' collides with the 'h_seconds' "
+      "histogram's _bucket/_sum/_count series",
+      std::invalid_argument);
+  CHECK_THROWS_AS((void)reg.make_gauge("h_seconds_bucket", "x"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(
+      (void)reg.make_histogram("h_seconds", "x", {{"a", "1"}}, lakh::histogram_exposition::summary),
+      "lakh::registry::make_histogram: 'h_seconds' is registered already as a "
+      "histogram",
       std::invalid_argument);
   (void)reg.make_gauge("g_sum", "x");
   CHECK_THROWS_AS((void)reg.make_histogram("g", "x"), std::invalid_argument);
   (void)reg.make_counter("ok_total", "x", {{"a", "2"}});     // other labels: fine
   (void)reg.make_counter("m:sub_total", "x", {{"_a1", ""}}); // ':' in a metric name is legal
   const auto lines = lines_of(reg.prometheus_text());
-  CHECK(lines.size() == 4 + 8 + 3 + 3); // ok_total x2, h_seconds, g_sum, m:sub_total
+  CHECK(lines.size() == 4 + 21 + 3 + 3); // ok_total x2, h_seconds (17 buckets), g_sum, m:sub_total
   CHECK(lines[2] == "ok_total{a=\"1\"} 0");
   CHECK(lines[3] == "ok_total{a=\"2\"} 0");
   CHECK(lines.back() == "m:sub_total{_a1=\"\"} 0");
