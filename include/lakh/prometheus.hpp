@@ -9,8 +9,10 @@
 
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <ostream>
@@ -76,6 +78,24 @@ public:
   /// Allocates: the metric and its entry.
   gauge &make_gauge(std::string name, std::string help, labels l = {}) {
     return add<gauge>(kind::gauge, std::move(name), std::move(help), std::move(l));
+  }
+
+  /// Registers a gauge whose value `fn` computes each time the registry is written (at
+  /// scrape time), for a figure kept elsewhere: a pool's idle connections, a queue's depth, a
+  /// relay's lag. Exposed as `<name>{labels} <fn()>` with TYPE gauge, beside gauges of the
+  /// same name. fn runs on the writing thread under the registry's mutex, so it must be quick
+  /// and must not use this registry; should it throw, the sample reads NaN. Whatever fn
+  /// reads must outlive the registry, or the registry's writes.
+  /// Thread-safety: safe. Blocks: briefly, on the registry's mutex.
+  /// @throws std::invalid_argument as make_counter, or if fn is empty.
+  /// Allocates: the function and its entry.
+  void make_callback_gauge(std::string name, std::string help, std::function<double()> fn,
+                           labels l = {}) {
+    if (!fn) {
+      throw std::invalid_argument("lakh::registry::make_callback_gauge: the function of '" + name +
+                                  "' is empty");
+    }
+    (void)add<gauge>(kind::gauge, std::move(name), std::move(help), std::move(l), std::move(fn));
   }
 
   /// Registers a latency histogram, exposed in seconds as `as` says (histogram_exposition):
@@ -149,12 +169,16 @@ private:
     std::string name;
     std::string help;
     labels lbls;
-    std::shared_ptr<void> metric; // counter, gauge or latency_histogram, by type
+    std::shared_ptr<void> metric;  // counter, gauge or latency_histogram, by type
+    std::function<double()> value; // a callback gauge's: written instead of the gauge's value
   };
 
-  template <class M> M &add(kind type, std::string name, std::string help, labels l) {
+  template <class M>
+  M &add(kind type, std::string name, std::string help, labels l,
+         std::function<double()> value = {}) {
     const char *fn = type == kind::counter ? "lakh::registry::make_counter"
-                     : type == kind::gauge ? "lakh::registry::make_gauge"
+                     : type == kind::gauge ? (value ? "lakh::registry::make_callback_gauge"
+                                                    : "lakh::registry::make_gauge")
                                            : "lakh::registry::make_histogram";
     check_name(fn, name, false);
     for (std::size_t i = 0; i < l.size(); ++i) {
@@ -199,7 +223,8 @@ private:
       }
     }
     M &ref = *m;
-    entries_.push_back(entry{type, std::move(name), std::move(help), std::move(l), std::move(m)});
+    entries_.push_back(entry{type, std::move(name), std::move(help), std::move(l), std::move(m),
+                             std::move(value)});
     return ref;
   }
 
@@ -296,8 +321,12 @@ private:
           << static_cast<const counter *>(e.metric.get())->value() << '\n';
       return;
     case kind::gauge:
-      out << e.name << label_text(e.lbls) << ' '
-          << static_cast<const gauge *>(e.metric.get())->value() << '\n';
+      out << e.name << label_text(e.lbls) << ' ';
+      if (e.value) {
+        out << callback_value(e.value) << '\n';
+      } else {
+        out << static_cast<const gauge *>(e.metric.get())->value() << '\n';
+      }
       return;
     case kind::histogram:
       write_buckets(out, e);
@@ -317,6 +346,21 @@ private:
     out << e.name << "_sum" << label_text(e.lbls) << ' '
         << number(std::chrono::duration<double>(h.sum()).count()) << '\n';
     out << e.name << "_count" << label_text(e.lbls) << ' ' << count << '\n';
+  }
+
+  static std::string callback_value(const std::function<double()> &fn) {
+    try {
+      const double v = fn();
+      if (std::isnan(v)) {
+        return "NaN";
+      }
+      if (std::isinf(v)) {
+        return v > 0 ? "+Inf" : "-Inf";
+      }
+      return number(v);
+    } catch (...) {
+      return "NaN";
+    }
   }
 
   static void write_buckets(std::ostream &out, const entry &e) {

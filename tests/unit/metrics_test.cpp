@@ -659,3 +659,31 @@ TEST_CASE("metrics.progress.finish_from_several_threads_prints_once" * doctest::
   REQUIRE(lines.size() == 1);
   CHECK(lines[0].rfind("rows 50.0% 2/4 ", 0) == 0); // where it stopped, not 100%
 }
+
+TEST_CASE("metrics.registry.callback_gauges_are_computed_at_each_write") {
+  lakh::registry reg;
+  std::atomic<int> idle{3};
+  auto &depth = reg.make_gauge("lakh_pool_connections", "Connections.", {{"state", "busy"}});
+  depth.set(2);
+  reg.make_callback_gauge("lakh_pool_connections", "ignored",
+                          [&] { return static_cast<double>(idle.load()); }, {{"state", "idle"}});
+  reg.make_callback_gauge("lakh_lag_seconds", "Lag.", [] { return 0.25; });
+  reg.make_callback_gauge("lakh_broken", "Throws.",
+                          []() -> double { throw std::runtime_error("no figure"); });
+  auto lines = lines_of(reg.prometheus_text());
+  REQUIRE(lines.size() == 10);
+  CHECK(lines[1] == "# TYPE lakh_pool_connections gauge");
+  CHECK(lines[2] == R"(lakh_pool_connections{state="busy"} 2)");
+  CHECK(lines[3] == R"(lakh_pool_connections{state="idle"} 3)");
+  CHECK(lines[6] == "lakh_lag_seconds 0.25");
+  CHECK(lines[9] == "lakh_broken NaN");
+  idle = 7; // read again at the next scrape
+  lines = lines_of(reg.prometheus_text());
+  CHECK(lines[3] == R"(lakh_pool_connections{state="idle"} 7)");
+  CHECK_THROWS_WITH_AS(reg.make_callback_gauge("lakh_none", "x", {}),
+                       "lakh::registry::make_callback_gauge: the function of 'lakh_none' is empty",
+                       std::invalid_argument);
+  CHECK_THROWS_AS(
+      reg.make_callback_gauge("lakh_lag_seconds", "x", [] { return 1.0; }), // same name, labels
+      std::invalid_argument);
+}
