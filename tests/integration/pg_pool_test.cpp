@@ -52,6 +52,15 @@ int socket_option(pqxx::connection &c, int level, int name) {
   return v;
 }
 
+/// Options of a pool of one connection that waits `acquire_timeout` for it.
+pg::pool_options one_connection(std::chrono::milliseconds acquire_timeout) {
+  pg::pool_options o;
+  o.url = database_url();
+  o.max_size = 1;
+  o.acquire_timeout = acquire_timeout;
+  return o;
+}
+
 } // namespace
 
 TEST_CASE("pg.pool.acquire.reuses_idle_connection") {
@@ -338,11 +347,7 @@ TEST_CASE("pg.pool.connect.a_lost_connection_is_never_silently_reopened" * docte
 }
 
 TEST_CASE("pg.pool.acquire_timeout.bounds_the_helpers_wait" * doctest::timeout(30)) {
-  pg::pool_options o;
-  o.url = database_url();
-  o.max_size = 1;
-  o.acquire_timeout = 100ms;
-  pg::pool p(std::move(o));
+  pg::pool p(one_connection(100ms));
   auto held = p.acquire(); // the pool is exhausted
   REQUIRE(held);
   const auto t0 = std::chrono::steady_clock::now();
@@ -362,11 +367,7 @@ TEST_CASE("pg.pool.acquire_timeout.bounds_the_helpers_wait" * doctest::timeout(3
 
 TEST_CASE("pg.pool.acquire_default_until.the_earlier_of_timeout_and_deadline" *
           doctest::timeout(30)) {
-  pg::pool_options o;
-  o.url = database_url();
-  o.max_size = 1;
-  o.acquire_timeout = 300ms;
-  pg::pool p(std::move(o));
+  pg::pool p(one_connection(300ms));
   auto held = p.acquire(); // the pool is exhausted
   REQUIRE(held);
   const auto waited = [&](auto deadline) {
