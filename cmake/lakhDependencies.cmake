@@ -1,14 +1,16 @@
 # How lakh finds its dependencies. One place, used both by lakh's own CMakeLists.txt and by
 # the installed lakhConfig.cmake, so that a consumer resolves them exactly as the build did.
 #
-# Debian 12 ships libpqxx, hiredis and cnats with pkg-config files; libpqxx has no CMake
-# config, hiredis's needs a version and makes no target, and cnats's points at a static
-# library that is not shipped. Each adapter is therefore found with pkg-config, which works
-# for all three, as the imported target PkgConfig::<prefix>.
+# Each adapter's dependency becomes the imported target lakh_dependency::<adapter>. libpqxx is
+# taken from its own CMake package where there is one (libpqxx 7 and 8 install it, Debian 12's
+# 6.4 does not), with libpq from pkg-config; otherwise, and for hiredis and cnats, from
+# pkg-config, which works for all three on Debian 12 (hiredis's CMake package needs a version
+# and makes no target; cnats's points at a static library that is not shipped).
 #
 # lakh_find_adapter(<pg|redis|nats> [REQUIRED]) leaves the target defined when found; with
 # REQUIRED a missing dependency stops configuration with a message naming the pkg-config
-# modules missing and the Debian package that provides them (lakh_adapter_missing).
+# modules missing and the Debian package that provides them (lakh_adapter_missing). For pg it
+# also sets lakh_pqxx_version, the version of the libpqxx it found.
 
 include_guard(GLOBAL)
 
@@ -34,16 +36,40 @@ set(lakh_nats_prefix LAKH_NATS)
 set(lakh_nats_debian libnats-dev)
 
 function(lakh_find_adapter name)
-  set(prefix ${lakh_${name}_prefix})
-  if(TARGET PkgConfig::${prefix})
+  set(target lakh_dependency::${name})
+  if(TARGET ${target})
     return()
   endif()
-  find_package(PkgConfig QUIET)
-  if(PKG_CONFIG_FOUND)
-    # GLOBAL so that the target is visible wherever lakh's exported targets are used.
-    pkg_check_modules(${prefix} QUIET IMPORTED_TARGET GLOBAL ${lakh_${name}_modules})
+  set(CMAKE_FIND_PACKAGE_TARGETS_GLOBAL ON) # visible wherever lakh's exported targets are used
+  set(link "")
+  if(name STREQUAL "pg")
+    find_package(libpqxx CONFIG QUIET)
+    find_package(PkgConfig QUIET)
+    if(TARGET libpqxx::pqxx AND PKG_CONFIG_FOUND)
+      pkg_check_modules(LAKH_LIBPQ QUIET IMPORTED_TARGET GLOBAL libpq)
+      if(TARGET PkgConfig::LAKH_LIBPQ)
+        set(link libpqxx::pqxx PkgConfig::LAKH_LIBPQ)
+        set(lakh_pqxx_version ${libpqxx_VERSION} PARENT_SCOPE)
+      endif()
+    endif()
   endif()
-  if(NOT TARGET PkgConfig::${prefix} AND "REQUIRED" IN_LIST ARGN)
+  if(NOT link)
+    set(prefix ${lakh_${name}_prefix})
+    find_package(PkgConfig QUIET)
+    if(PKG_CONFIG_FOUND)
+      pkg_check_modules(${prefix} QUIET IMPORTED_TARGET GLOBAL ${lakh_${name}_modules})
+    endif()
+    if(TARGET PkgConfig::${prefix})
+      set(link PkgConfig::${prefix})
+      if(name STREQUAL "pg")
+        set(lakh_pqxx_version ${${prefix}_libpqxx_VERSION} PARENT_SCOPE)
+      endif()
+    endif()
+  endif()
+  if(link)
+    add_library(${target} INTERFACE IMPORTED GLOBAL)
+    set_target_properties(${target} PROPERTIES INTERFACE_LINK_LIBRARIES "${link}")
+  elseif("REQUIRED" IN_LIST ARGN)
     lakh_adapter_missing(missing ${name})
     message(FATAL_ERROR "lakh: lakh::${name} was asked for, but ${missing}")
   endif()

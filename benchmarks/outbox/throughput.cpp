@@ -71,10 +71,11 @@ run_result table_run(const setup &s, lakh::pg::pool &pool, lakh::nats::jetstream
   {
     auto c = pool.acquire();
     pqxx::work w(*c);
-    w.exec_params("INSERT INTO bench_outbox (topic, key, payload) SELECT $3, "
-                  "'tenant-' || (i % $2), '{\"invoice\":' || i || ',\"cents\":4200}' "
-                  "FROM generate_series(1, $1) AS i",
-                  s.events, s.keys, subject);
+    lakh::pg::detail::exec(w,
+                           "INSERT INTO bench_outbox (topic, key, payload) SELECT $3, "
+                           "'tenant-' || (i % $2), '{\"invoice\":' || i || ',\"cents\":4200}' "
+                           "FROM generate_series(1, $1) AS i",
+                           s.events, s.keys, subject);
     w.commit();
     pqxx::nontransaction tx(*c);
     tx.exec("VACUUM ANALYZE bench_outbox");

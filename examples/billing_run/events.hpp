@@ -85,10 +85,12 @@ inline void count_events(lakh::pg::pool &p, lakh::nats::jetstream &js, const nam
           const std::uint64_t f = tenants.size();
           if (f != 0) {
             // Were a tenant's event counted twice, verify would see deliveries > 1.
-            w.exec_params("INSERT INTO billing.notified AS n (tenant_id, cents) "
-                          "SELECT * FROM unnest($1::int[], $2::bigint[]) "
-                          "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = n.deliveries + 1",
-                          lakh::pg::int_array(tenants), lakh::pg::int_array(cents));
+            lakh::pg::detail::exec(
+                w,
+                "INSERT INTO billing.notified AS n (tenant_id, cents) "
+                "SELECT * FROM unnest($1::int[], $2::bigint[]) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET deliveries = n.deliveries + 1",
+                lakh::pg::int_array(tenants), lakh::pg::int_array(cents));
           }
           return std::pair<std::uint64_t, std::uint64_t>{f, batch.size() - f};
         },

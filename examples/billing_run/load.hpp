@@ -73,9 +73,9 @@ inline void record_params(lakh::pg::retrier &retry, lakh::pg::pool &p, std::uint
       }
       return;
     }
-    w.exec_params("INSERT INTO billing.params (seed, rows, batch) VALUES ($1, $2, $3)",
-                  static_cast<std::int64_t>(seed), static_cast<std::int64_t>(rows),
-                  static_cast<std::int64_t>(batch));
+    lakh::pg::detail::exec(w, "INSERT INTO billing.params (seed, rows, batch) VALUES ($1, $2, $3)",
+                           static_cast<std::int64_t>(seed), static_cast<std::int64_t>(rows),
+                           static_cast<std::int64_t>(batch));
     const auto expected = lakh::fake::reference_totals(seed, rows);
     std::vector<std::uint32_t> tenants;
     std::vector<std::uint64_t> counts;
@@ -85,8 +85,9 @@ inline void record_params(lakh::pg::retrier &retry, lakh::pg::pool &p, std::uint
         counts.push_back(n);
       }
     }
-    w.exec_params("INSERT INTO billing.manifest SELECT * FROM unnest($1::int[], $2::bigint[])",
-                  lakh::pg::int_array(tenants), lakh::pg::int_array(counts));
+    lakh::pg::detail::exec(
+        w, "INSERT INTO billing.manifest SELECT * FROM unnest($1::int[], $2::bigint[])",
+        lakh::pg::int_array(tenants), lakh::pg::int_array(counts));
   });
 }
 
@@ -107,10 +108,10 @@ inline bool copy_chunk(lakh::pg::retrier &retry, lakh::pg::pool &p, lakh::pg::jo
       p,
       [&](pqxx::work &w) {
         // Serialize the (rare) race of two loaders on one chunk; skip a committed chunk.
-        w.exec_params("SELECT pg_advisory_xact_lock($1, $2)", tenant_lock_ns - 1,
-                      static_cast<std::int32_t>(chunk));
-        if (!w.exec_params("SELECT 1 FROM billing.chunks WHERE chunk = $1",
-                           static_cast<std::int64_t>(chunk))
+        lakh::pg::detail::exec(w, "SELECT pg_advisory_xact_lock($1, $2)", tenant_lock_ns - 1,
+                               static_cast<std::int32_t>(chunk));
+        if (!lakh::pg::detail::exec(w, "SELECT 1 FROM billing.chunks WHERE chunk = $1",
+                                    static_cast<std::int64_t>(chunk))
                  .empty()) {
           return false;
         }
@@ -128,8 +129,8 @@ inline bool copy_chunk(lakh::pg::retrier &retry, lakh::pg::pool &p, lakh::pg::jo
           throw std::logic_error("billing_run load: chunk " + std::to_string(chunk) +
                                  " has a live job but no chunk record");
         }
-        w.exec_params("INSERT INTO billing.chunks VALUES ($1, $2, $3, $4)",
-                      static_cast<std::int64_t>(chunk), first_id, last_id, *job);
+        lakh::pg::detail::exec(w, "INSERT INTO billing.chunks VALUES ($1, $2, $3, $4)",
+                               static_cast<std::int64_t>(chunk), first_id, last_id, *job);
         return true;
       },
       st);

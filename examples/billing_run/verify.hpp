@@ -49,7 +49,7 @@ struct folded {
 
 inline folded fold(const pqxx::result &r) {
   folded f;
-  f.tenants = r.size();
+  f.tenants = lakh::pg::detail::row_count(r);
   for (const auto &row : r) {
     const auto c = row[2].as<std::uint64_t>();
     f.rows += row[1].as<std::uint64_t>();
@@ -113,13 +113,15 @@ inline verify_result verify(lakh::pg::pool &p) {
       // Peeking decodes without consuming; it needs the slot free of a relay.
       v.checks.push_back(
           {"outbox events the wal slot has not confirmed", "0",
-           slot.active ? "unknown: a relay streams from the slot"
-                       : t.exec_params("SELECT count(*) FROM pg_logical_slot_peek_binary_changes("
-                                       "$1::text, NULL, NULL, 'proto_version', '1', "
-                                       "'publication_names', $1, 'messages', 'true') "
-                                       "WHERE get_byte(data, 0) = ascii('M')",
-                                       slot_name)[0][0]
-                             .as<std::string>()});
+           slot.active
+               ? "unknown: a relay streams from the slot"
+               : lakh::pg::detail::exec(t,
+                                        "SELECT count(*) FROM pg_logical_slot_peek_binary_changes("
+                                        "$1::text, NULL, NULL, 'proto_version', '1', "
+                                        "'publication_names', $1, 'messages', 'true') "
+                                        "WHERE get_byte(data, 0) = ascii('M')",
+                                        slot_name)[0][0]
+                     .as<std::string>()});
     }
     v.total_cents = totals.cents;
     v.checksum = totals.checksum;

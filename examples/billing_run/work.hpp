@@ -73,9 +73,10 @@ struct tenant_sum {
 /// Reads a job's rows and rates them: per-tenant sums in the order tenants first appear.
 inline std::vector<tenant_sum> rate_job(pqxx::transaction_base &t, std::int64_t first_id,
                                         std::int64_t last_id) {
-  auto r = t.exec_params("SELECT tenant_id, metric, quantity FROM billing.usage WHERE id "
-                         "BETWEEN $1 AND $2",
-                         first_id, last_id);
+  auto r = lakh::pg::detail::exec(t,
+                                  "SELECT tenant_id, metric, quantity FROM billing.usage WHERE id "
+                                  "BETWEEN $1 AND $2",
+                                  first_id, last_id);
   if (static_cast<std::int64_t>(r.size()) != last_id - first_id + 1) {
     throw std::runtime_error("billing_run work: rows " + std::to_string(first_id) + ".." +
                              std::to_string(last_id) + " hold " + std::to_string(r.size()) +
@@ -126,7 +127,8 @@ inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, c
            ", t)) FROM unnest('" + lakh::pg::int_array(sums, &tenant_sum::tenant) +
            "'::int[]) AS t");
   }
-  auto invoices = w.exec_params(
+  auto invoices = lakh::pg::detail::exec(
+      w,
       "WITH up AS (INSERT INTO billing.tenant_totals AS t (tenant_id, rows, cents) "
       "SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[]) "
       "ON CONFLICT (tenant_id) DO UPDATE SET rows = t.rows + excluded.rows, "
@@ -144,7 +146,7 @@ inline std::size_t apply_job(pqxx::transaction_base &w, lakh::pg::outbox &box, c
                                   {"total_cents", inv[2].as<std::int64_t>()}};
     (void)box.enqueue(w, n.subject(), "tenant-" + std::string(inv[0].c_str()), event.dump());
   }
-  return invoices.size();
+  return lakh::pg::detail::row_count(invoices);
 }
 
 /// A worker process's loop: a lakh::pg::job_worker with one thread over the queue until `st`

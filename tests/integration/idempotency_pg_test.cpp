@@ -65,7 +65,8 @@ struct pg_fixture {
 
   auto op(int status, std::string body, std::chrono::milliseconds work = {}) {
     return [this, status, body = std::move(body), work](pqxx::work &w) {
-      w.exec_params("INSERT INTO " + business_ + " (note) VALUES ($1)", body.substr(0, 100));
+      lakh::pg::detail::exec(w, "INSERT INTO " + business_ + " (note) VALUES ($1)",
+                             body.substr(0, 100));
       if (work.count() > 0) {
         std::this_thread::sleep_for(work);
       }
@@ -173,7 +174,7 @@ namespace {
 /// The business write of `note`: a parameterised statement, or, in a batched transaction,
 /// a statement queued for the commit.
 void write_note(pqxx::transaction_base &tx, const std::string &table, const std::string &note) {
-  tx.exec_params("INSERT INTO " + table + " (note) VALUES ($1)", note);
+  lakh::pg::detail::exec(tx, "INSERT INTO " + table + " (note) VALUES ($1)", note);
 }
 void write_note(lakh::pg::batched_transaction &tx, const std::string &table,
                 const std::string &note) {

@@ -53,9 +53,11 @@ int main(int argc, char **argv) {
                 ids += (i == 0 ? "" : ",") + std::to_string(jobs[i].id);
                 values += (i == 0 ? "" : ",") + jobs[i].payload;
               }
-              w.exec_params("INSERT INTO " + log +
-                                " (job_id, value) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
-                            ids + "}", values + "}");
+              lakh::pg::detail::exec(
+                  w,
+                  "INSERT INTO " + log +
+                      " (job_id, value) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+                  ids + "}", values + "}");
               auto done = queue.complete_batch(w, jobs);
               if (done.size() != jobs.size()) {
                 throw std::runtime_error("completed " + std::to_string(done.size()) + " of " +

@@ -73,9 +73,11 @@ struct pg_outbox {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
     std::vector<lakh::pg::outbox_event> out;
-    for (const auto &row : tx.exec_params("SELECT id, topic, key, payload, uuid::text FROM " +
-                                              box.table() + " ORDER BY id LIMIT $1",
-                                          limit)) {
+    for (const auto &row :
+         lakh::pg::detail::exec(tx,
+                                "SELECT id, topic, key, payload, uuid::text FROM " + box.table() +
+                                    " ORDER BY id LIMIT $1",
+                                limit)) {
       out.push_back({row[0].as<std::int64_t>(),
                      row[1].as<std::string>(),
                      row[2].as<std::string>(),
@@ -196,7 +198,8 @@ TEST_CASE("nats.outbox.refused_event_holds_back_its_key_only" * doctest::timeout
   { // a1 is fixed by hand (moved to a bound subject): then a1 and a2 go out, in order
     auto c = db.pool.acquire();
     pqxx::work w(*c);
-    w.exec_params("UPDATE " + db.box.table() + " SET topic = $1 WHERE id = $2", base + ".ok.x", a1);
+    lakh::pg::detail::exec(w, "UPDATE " + db.box.table() + " SET topic = $1 WHERE id = $2",
+                           base + ".ok.x", a1);
     w.commit();
   }
   CHECK(relay.run_once().published == 2);
@@ -256,7 +259,8 @@ TEST_CASE("nats.outbox.end_to_end_exactly_once_with_the_inbox" * doctest::timeou
         auto c = db.pool.acquire();
         pqxx::work w(*c);
         if (inbox.first_delivery(w, "billing", m.id())) {
-          w.exec_params("INSERT INTO " + effects + " VALUES ($1)", std::string(m.payload()));
+          lakh::pg::detail::exec(w, "INSERT INTO " + effects + " VALUES ($1)",
+                                 std::string(m.payload()));
           ++processed;
         } else {
           ++skipped;

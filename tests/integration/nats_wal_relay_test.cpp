@@ -222,7 +222,7 @@ TEST_CASE("nats.wal_relay.killed_relays_lose_nothing_and_duplicate_nothing" *
       auto c = db.pool.acquire();
       pqxx::work w(*c);
       if (inbox.first_delivery(w, "billing", m.id())) {
-        w.exec_params("INSERT INTO app.effects VALUES ($1)", std::string(m.payload()));
+        lakh::pg::detail::exec(w, "INSERT INTO app.effects VALUES ($1)", std::string(m.payload()));
         ++handled;
       } else {
         ++skipped;

@@ -1,5 +1,6 @@
 // lakh::pg::int_array and text_array: the literals, and what PostgreSQL reads from them.
 #include <lakh/pg/array.hpp>
+#include <lakh/pg/detail/pqxx_compat.hpp>
 
 #include <support/env.hpp>
 
@@ -32,8 +33,9 @@ TEST_CASE("pg.array.postgresql_reads_back_every_element_as_itself") {
   const std::vector<std::string> texts{"plain",       "",         "NULL",
                                        "with,comma",  "{braces}", "q\"uote",
                                        "back\\slash", " spaces ", "ünïcødé"};
-  auto r = n.exec_params("SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
-                         lakh::pg::text_array(texts));
+  auto r = lakh::pg::detail::exec(
+      n, "SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+      lakh::pg::text_array(texts));
   REQUIRE(r.size() == texts.size());
   std::size_t i = 0;
   for (const auto &row : r) {
@@ -41,7 +43,7 @@ TEST_CASE("pg.array.postgresql_reads_back_every_element_as_itself") {
     CHECK(row[0].as<std::string>() == texts[i++]);
   }
   const std::vector<std::int64_t> ids{3, -1, 9223372036854775807};
-  CHECK(n.exec_params("SELECT sum(x::numeric)::text FROM unnest($1::bigint[]) AS x",
-                      lakh::pg::int_array(ids))[0][0]
+  CHECK(lakh::pg::detail::exec(n, "SELECT sum(x::numeric)::text FROM unnest($1::bigint[]) AS x",
+                               lakh::pg::int_array(ids))[0][0]
             .as<std::string>() == "9223372036854775809");
 }

@@ -158,7 +158,7 @@ TEST_CASE("pg.batched.values_survive_quoting") {
     bytes.push_back(static_cast<char>(b));
   }
   auto r = tx.exec("SELECT " + pg::batched_transaction::quote_bytes(bytes));
-  CHECK(pqxx::binarystring(r[0][0]).str() == bytes);
+  CHECK(pg::detail::bytea_string(r[0][0]) == bytes);
   CHECK(tx.exec("SELECT " + tx.quote(std::int64_t{-9223372036854775807LL - 1}) + "::bigint")[0][0]
             .as<std::int64_t>() == std::numeric_limits<std::int64_t>::min());
   CHECK(pg::detail::bind("SELECT $2, $1, $10", {"'a'", "'b'", "3", "4", "5", "6", "7", "8", "9",

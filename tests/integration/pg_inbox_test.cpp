@@ -54,7 +54,7 @@ struct fixture {
       w.commit();
       return false;
     }
-    w.exec_params("INSERT INTO " + effects + " VALUES ($1)", id);
+    lakh::pg::detail::exec(w, "INSERT INTO " + effects + " VALUES ($1)", id);
     if (fail) {
       throw std::runtime_error("processing failed"); // w rolls back: no effect, no id
     }
@@ -64,7 +64,8 @@ struct fixture {
   long effects_of(const std::string &id) {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
-    return tx.exec_params("SELECT count(*) FROM " + effects + " WHERE message_id = $1", id)[0][0]
+    return lakh::pg::detail::exec(tx, "SELECT count(*) FROM " + effects + " WHERE message_id = $1",
+                                  id)[0][0]
         .as<long>();
   }
 };
@@ -157,7 +158,8 @@ void wait_blocked(lakh::pg::pool &pool, int pid) {
   for (int i = 0; i < 1000; ++i) {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
-    if (tx.exec_params("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid)
+    if (lakh::pg::detail::exec(
+            tx, "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid)
             .at(0)
             .at(0)
             .as<bool>(false)) {

@@ -58,7 +58,8 @@ struct fixture {
   std::string state_of(std::int64_t id) {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
-    return tx.exec_params("SELECT state FROM " + queue.table() + " WHERE id = $1", id)[0][0]
+    return lakh::pg::detail::exec(tx, "SELECT state FROM " + queue.table() + " WHERE id = $1",
+                                  id)[0][0]
         .as<std::string>();
   }
 };

@@ -76,7 +76,8 @@ struct fixture {
   /// A handler that logs the job in the worker's transaction.
   lakh::pg::job_handler_tx logger() {
     return [this](const lakh::pg::claimed_job &j, pqxx::transaction_base &w, std::stop_token) {
-      w.exec_params("INSERT INTO " + log + " (job_id, payload) VALUES ($1, $2)", j.id, j.payload);
+      lakh::pg::detail::exec(w, "INSERT INTO " + log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                             j.payload);
     };
   }
   long long count(const std::string &where) {
@@ -108,9 +109,9 @@ TEST_CASE("pg.job_worker.errors_are_kept_retried_then_dead_and_the_api_retries_t
                          lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j,
                                                       pqxx::transaction_base &tx, std::stop_token) {
                            ++runs;
-                           tx.exec_params("INSERT INTO " + f.log +
-                                              " (job_id, payload) VALUES ($1, $2)",
-                                          j.id, j.payload);
+                           lakh::pg::detail::exec(
+                               tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, j.payload);
                            if (!healed) {
                              throw std::runtime_error("the provider said no (attempt " +
                                                       std::to_string(j.attempts) + ")");
@@ -156,8 +157,8 @@ TEST_CASE("pg.job_worker.a_retryable_failure_runs_again_in_place_with_options_re
   const auto flaky = [](fixture &f, std::atomic<int> &runs) {
     return lakh::pg::job_handler_tx(
         [&f, &runs](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
-          tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                         j.payload);
+          lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                                 j.id, j.payload);
           if (++runs % 3 != 0) {
             tx.exec("DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$");
           }
@@ -207,16 +208,16 @@ TEST_CASE("pg.job_worker.a_completion_refused_by_the_fence_rolls_its_effects_bac
   o.metrics = &metrics;
   lakh::pg::job_worker w(
       f.pool, f.queue, o,
-      lakh::pg::job_handler_tx(
-          [&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
-            tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                           std::to_string(runs));
-            if (++runs == 1) {
-              // Another worker takes the job over (as after a rescue): a new token.
-              exec("UPDATE " + f.queue.table() + " SET token = nextval('" + f.queue.table() +
-                   "_token_seq') WHERE id = " + std::to_string(j.id));
-            }
-          }));
+      lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx,
+                                   std::stop_token) {
+        lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, std::to_string(runs));
+        if (++runs == 1) {
+          // Another worker takes the job over (as after a rescue): a new token.
+          exec("UPDATE " + f.queue.table() + " SET token = nextval('" + f.queue.table() +
+               "_token_seq') WHERE id = " + std::to_string(j.id));
+        }
+      }));
   w.start();
   f.enqueue("q", "a");
   // The taken-over lease runs out (no heartbeat matches the old token), the rescue returns
@@ -274,7 +275,8 @@ TEST_CASE("pg.job_worker.stop_mid_run_loses_nothing" * doctest::timeout(120)) {
   const auto slow = [&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx,
                         std::stop_token) {
     std::this_thread::sleep_for(2ms);
-    tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id, j.payload);
+    lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
+                           j.payload);
   };
   {
     lakh::pg::job_worker first(f.pool, f.queue, fast("q", 4), lakh::pg::job_handler_tx(slow));
@@ -302,9 +304,9 @@ TEST_CASE("pg.job_worker.n_workers_on_a_pool_of_n_never_deadlock" * doctest::tim
                          lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j,
                                                       pqxx::transaction_base &tx, std::stop_token) {
                            std::this_thread::sleep_for(20ms);
-                           tx.exec_params("INSERT INTO " + f.log +
-                                              " (job_id, payload) VALUES ($1, $2)",
-                                          j.id, j.payload);
+                           lakh::pg::detail::exec(
+                               tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, j.payload);
                          }));
   w.start();
   REQUIRE(eventually([&] { return f.count("state = 'done'") == 60; }, 30s));
@@ -345,8 +347,8 @@ TEST_CASE("pg.job_worker.n_workers_on_a_pool_of_n_finish_with_every_kind_of_hand
     return lakh::pg::job_batch_handler([&f](const std::vector<lakh::pg::claimed_job> &jobs,
                                             pqxx::transaction_base &tx, std::stop_token) {
       for (const auto &j : jobs) {
-        tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                       j.payload);
+        lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, j.payload);
       }
     });
   });
@@ -377,9 +379,9 @@ TEST_CASE("pg.job_worker.a_job_claimed_with_a_completion_gets_its_whole_lease" *
                          lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j,
                                                       pqxx::transaction_base &tx, std::stop_token) {
                            std::this_thread::sleep_for(2500ms); // longer than the lease
-                           tx.exec_params("INSERT INTO " + f.log +
-                                              " (job_id, payload) VALUES ($1, $2)",
-                                          j.id, j.payload);
+                           lakh::pg::detail::exec(
+                               tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, j.payload);
                          }));
   std::atomic<std::size_t> rescued{0};
   std::jthread rescuer([&](std::stop_token st) {
@@ -425,9 +427,9 @@ TEST_CASE("pg.job_worker.a_row_lock_held_elsewhere_does_not_stall_the_other_hear
   {
     auto c = f.pool.acquire();
     pqxx::work tx(*c);
-    const auto token =
-        tx.exec_params("SELECT token FROM " + f.queue.table() + " WHERE id = $1", a)[0][0]
-            .as<std::int64_t>();
+    const auto token = lakh::pg::detail::exec(
+                           tx, "SELECT token FROM " + f.queue.table() + " WHERE id = $1", a)[0][0]
+                           .as<std::int64_t>();
     REQUIRE(f.queue.heartbeat(tx, {{a, "a", 1, token}}, 10s).size() == 1);
     std::this_thread::sleep_for(1500ms); // A's row stays locked: 2.5 leases
     tx.commit();
@@ -464,8 +466,8 @@ TEST_CASE("pg.job_worker.batches_commit_effects_with_their_fenced_completion" *
         ++batches;
         CHECK(jobs.size() <= 100);
         for (const auto &j : jobs) {
-          tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                         j.payload);
+          lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                                 j.id, j.payload);
         }
         if (!failed_once.exchange(true)) {
           throw std::runtime_error("first batch refused");
@@ -541,8 +543,8 @@ TEST_CASE("pg.job_worker.row_lock_claims_run_each_job_once_in_its_own_transactio
                                       pqxx::transaction_base &tx, std::stop_token) {
         for (const auto &j : jobs) {
           CHECK(j.token == 0);
-          tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                         j.payload);
+          lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                                 j.id, j.payload);
         }
         // Held by row locks, never by a lease: no job is 'running' at any time.
         seen_running +=
@@ -565,15 +567,15 @@ TEST_CASE("pg.job_worker.row_lock_failures_roll_back_and_count_then_dead" * doct
   o.claim = lakh::pg::job_claim::row_lock;
   lakh::pg::job_worker w(
       f.pool, f.queue, o,
-      lakh::pg::job_handler_tx(
-          [&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx, std::stop_token) {
-            ++runs;
-            tx.exec_params("INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)", j.id,
-                           j.payload);
-            if (!healed) {
-              throw std::runtime_error("no (attempt " + std::to_string(j.attempts) + ")");
-            }
-          }));
+      lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j, pqxx::transaction_base &tx,
+                                   std::stop_token) {
+        ++runs;
+        lakh::pg::detail::exec(tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, j.payload);
+        if (!healed) {
+          throw std::runtime_error("no (attempt " + std::to_string(j.attempts) + ")");
+        }
+      }));
   const auto dead = f.enqueue("q", "a", 2);
   w.start();
   REQUIRE(eventually([&] { return f.count("state = 'dead'") == 1; }));

@@ -225,7 +225,7 @@ TEST_CASE("pg.outbox.concurrent_producers_every_event_once_in_key_order" * docte
           pqxx::work w(*c);
           // Writers of one key are serialized, as events whose order matters must be.
           const std::string key = "key-" + std::to_string(rng() % 7);
-          w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", key);
+          lakh::pg::detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", key);
           const auto id =
               f.box.enqueue(w, "usage", key, std::to_string(p) + ":" + std::to_string(i));
           if (rng() % 4 == 0) {
@@ -330,7 +330,7 @@ TEST_CASE("pg.outbox.two_running_relays_never_race_and_hand_over" * doctest::tim
             auto c = f.pool.acquire();
             pqxx::work w(*c);
             const std::string key = "key-" + std::to_string((p + i) % 5);
-            w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", key);
+            lakh::pg::detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", key);
             (void)f.box.enqueue(w, "t", key, std::to_string(p) + ":" + std::to_string(i));
             w.commit();
           }

@@ -8,6 +8,7 @@
 #include <support/scratch_database.hpp>
 
 #include <doctest/doctest.h>
+#include <support/pqxx_errors.hpp>
 
 #include <atomic>
 #include <barrier>
@@ -300,7 +301,7 @@ TEST_CASE("pg.retry.in_doubt_is_never_retried") {
   CHECK_THROWS_AS(r.run(p,
                         [&](pqxx::work &) {
                           ++calls;
-                          throw pqxx::statement_completion_unknown("40003");
+                          throw lakh::test::pqxx_error<pqxx::statement_completion_unknown>("40003");
                         }),
                   pqxx::statement_completion_unknown);
   CHECK(calls == 2);

@@ -106,9 +106,10 @@ struct wal_fixture : lakh::test::wal_outbox {
   std::int64_t slot_confirmed() {
     auto c = pool.acquire();
     pqxx::nontransaction tx(*c);
-    const auto r = tx.exec_params("SELECT (confirmed_flush_lsn - '0/0')::bigint FROM "
-                                  "pg_replication_slots WHERE slot_name = $1",
-                                  box.wal_slot());
+    const auto r = lakh::pg::detail::exec(tx,
+                                          "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM "
+                                          "pg_replication_slots WHERE slot_name = $1",
+                                          box.wal_slot());
     return r.empty() ? 0 : r[0][0].as<std::int64_t>(0);
   }
 
@@ -578,9 +579,11 @@ TEST_CASE("pg.wal_relay.a_relay_that_takes_over_again_never_moves_the_slot_back"
   {
     auto c = f.pool.acquire();
     pqxx::nontransaction tx(*c);
-    tx.exec_params("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE "
-                   "slot_name = $1",
-                   f.box.wal_slot());
+    lakh::pg::detail::exec(
+        tx,
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE "
+        "slot_name = $1",
+        f.box.wal_slot());
   }
   CHECK_THROWS_AS((void)a->run_once(5s), std::runtime_error); // the server ended the stream
   CHECK_FALSE(a->active());
@@ -785,6 +788,8 @@ TEST_CASE("pg.wal_relay_thread.standby_takes_over_when_the_active_one_stops" *
   wait_for([&] { return second_pub.count() >= 10; }, "the standby took over and published 10");
   CHECK(first_pub.payloads() == std::vector<std::string>(all.begin(), all.begin() + 10));
   CHECK(second_pub.payloads() == std::vector<std::string>(all.begin() + 10, all.end()));
+  // The counter is raised once the publisher has returned, so just after its record.
+  wait_for([&] { return second.metrics().published.value() >= 10; }, "the standby counted 10");
   CHECK(second.metrics().published.value() == 10);
 }
 

@@ -3,6 +3,7 @@
 #include <lakh/pg/retry.hpp>
 
 #include <doctest/doctest.h>
+#include <support/pqxx_errors.hpp>
 
 #include <stdexcept>
 #include <string>
@@ -12,10 +13,12 @@ using pg::retry_cause;
 
 TEST_CASE("pg.classify.typed_rollbacks_without_sqlstate") {
   // libpqxx 6.4: these derive from transaction_rollback, not sql_error, and carry no SQLSTATE.
-  CHECK(pg::classify(pqxx::deadlock_detected("deadlock detected")) == retry_cause::deadlock);
-  CHECK(pg::classify(pqxx::serialization_failure("could not serialize")) ==
+  CHECK(pg::classify(lakh::test::pqxx_error<pqxx::deadlock_detected>("deadlock detected")) ==
+        retry_cause::deadlock);
+  CHECK(pg::classify(lakh::test::pqxx_error<pqxx::serialization_failure>("could not serialize")) ==
         retry_cause::serialization);
-  CHECK(pg::classify(pqxx::statement_completion_unknown("?")) == retry_cause::in_doubt);
+  CHECK(pg::classify(lakh::test::pqxx_error<pqxx::statement_completion_unknown>("?")) ==
+        retry_cause::in_doubt);
   CHECK(pg::classify(pqxx::in_doubt_error("?")) == retry_cause::in_doubt);
   CHECK(pg::classify(pqxx::transaction_rollback("40000")) == retry_cause::not_retryable);
 }

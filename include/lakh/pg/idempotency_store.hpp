@@ -55,7 +55,7 @@ public:
   void create_schema() {
     with_connection([&](pqxx::connection &c) {
       pqxx::work w(c);
-      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_idempotency:" + table_);
+      detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_idempotency:" + table_);
       w.exec("CREATE TABLE IF NOT EXISTS " + table_ +
              " ("
              "tenant text NOT NULL, "
@@ -90,42 +90,44 @@ public:
         auto token = lakh::detail::random_token();
         {
           pqxx::work w(c);
-          auto r = w.exec_params("INSERT INTO " + table_ +
-                                     " (tenant, key, fingerprint, token, state, locked_until) "
-                                     "VALUES ($1, $2, $3, $4, 'running', clock_timestamp() + "
-                                     "$5 * interval '1 millisecond') "
-                                     "ON CONFLICT (tenant, key) DO NOTHING RETURNING 1",
-                                 t, k, fpv, token, lease_ms);
+          auto r = detail::exec(w,
+                                "INSERT INTO " + table_ +
+                                    " (tenant, key, fingerprint, token, state, locked_until) "
+                                    "VALUES ($1, $2, $3, $4, 'running', clock_timestamp() + "
+                                    "$5 * interval '1 millisecond') "
+                                    "ON CONFLICT (tenant, key) DO NOTHING RETURNING 1",
+                                t, k, fpv, token, lease_ms);
           w.commit();
           if (!r.empty()) {
             return {begin_state::acquired, std::move(token), {}};
           }
         }
-        pqxx::row row;
+        pqxx::result found;
         {
           pqxx::work w(c);
-          auto r = w.exec_params("SELECT fingerprint, state, status, body, " + expired_sql() +
-                                     " FROM " + table_ + " WHERE tenant = $1 AND key = $2",
-                                 t, k);
+          found = detail::exec(w,
+                               "SELECT fingerprint, state, status, body, " + expired_sql() +
+                                   " FROM " + table_ + " WHERE tenant = $1 AND key = $2",
+                               t, k);
           w.commit();
-          if (r.empty()) {
+          if (found.empty()) {
             continue; // released or purged in between: insert again
           }
-          row = r[0];
         }
+        const auto row = found[0];
         if (!row[4].as<bool>()) {
           if (row[0].as<std::int64_t>() != fpv) {
             return {begin_state::mismatch, {}, {}};
           }
           if (row[1].as<std::string>() == "done") {
-            pqxx::binarystring body(row[3]);
-            return {begin_state::completed, {}, {row[2].as<int>(), body.str()}};
+            return {begin_state::completed, {}, {row[2].as<int>(), detail::bytea_string(row[3])}};
           }
           return {begin_state::running, {}, {}};
         }
         // Expired: take it over unless its owner's transaction still holds it.
         pqxx::work w(c);
-        auto r = w.exec_params(
+        auto r = detail::exec(
+            w,
             "WITH c AS (SELECT tenant, key FROM " + table_ +
                 " WHERE tenant = $1 AND key = $2 AND " + expired_sql() +
                 " FOR UPDATE SKIP LOCKED) "
@@ -164,10 +166,11 @@ public:
     try {
       return with_connection([&](pqxx::connection &c) -> execute_result {
         pqxx::work w(c);
-        auto own = w.exec_params("SELECT token FROM " + table_ +
-                                     " WHERE tenant = $1 AND key = $2 AND state = 'running' "
-                                     "FOR UPDATE",
-                                 t, k);
+        auto own = detail::exec(w,
+                                "SELECT token FROM " + table_ +
+                                    " WHERE tenant = $1 AND key = $2 AND state = 'running' "
+                                    "FOR UPDATE",
+                                t, k);
         if (own.empty() || own[0][0].as<std::string>() != token) {
           w.abort();
           return {idempotency_outcome::in_progress, {}};
@@ -180,12 +183,13 @@ public:
           throw;
         }
         auto done =
-            w.exec_params("UPDATE " + table_ +
-                              " SET state = 'done', status = $3, body = $4, locked_until = NULL, "
-                              "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
-                              "WHERE tenant = $1 AND key = $2 AND token = $6 AND state = 'running'",
-                          t, k, resp.status, pqxx::binarystring(resp.body),
-                          static_cast<long long>(opts.ttl.count()), token);
+            detail::exec(w,
+                         "UPDATE " + table_ +
+                             " SET state = 'done', status = $3, body = $4, locked_until = NULL, "
+                             "expires_at = clock_timestamp() + $5 * interval '1 millisecond' "
+                             "WHERE tenant = $1 AND key = $2 AND token = $6 AND state = 'running'",
+                         t, k, resp.status, detail::bytea_param(resp.body),
+                         static_cast<long long>(opts.ttl.count()), token);
         if (done.affected_rows() != 1) {
           throw std::logic_error("lakh::pg::idempotency_store::execute: record vanished while "
                                  "locked"); // cannot happen: we hold its row lock
@@ -251,14 +255,14 @@ public:
     if constexpr (batched) {
       taken = tx.exec(detail::bind(take, {tx.quote(t), tx.quote(k), tx.quote(fpv), tx.quote(ttl)}));
     } else {
-      taken = tx.exec_params(take, t, k, fpv, ttl);
+      taken = detail::exec(tx, take, t, k, fpv, ttl);
     }
     if (taken.empty()) { // a live record, now locked by this transaction
       pqxx::result r;
       if constexpr (batched) {
         r = tx.exec(detail::bind(read, {tx.quote(t), tx.quote(k)}));
       } else {
-        r = tx.exec_params(read, t, k);
+        r = detail::exec(tx, read, t, k);
       }
       const auto &row = r.at(0);
       if (row[0].as<std::int64_t>() != fpv) {
@@ -267,15 +271,14 @@ public:
       if (row[1].as<std::string>() != "done") {
         return {idempotency_outcome::in_progress, {}};
       }
-      pqxx::binarystring body(row[3]);
-      return {idempotency_outcome::replayed, {row[2].as<int>(), body.str()}};
+      return {idempotency_outcome::replayed, {row[2].as<int>(), detail::bytea_string(row[3])}};
     }
     stored_response resp = std::invoke(fn, tx);
     if constexpr (batched) {
       tx.defer(detail::bind(record, {tx.quote(t), tx.quote(k), tx.quote(resp.status),
                                      batched_transaction::quote_bytes(resp.body)}));
     } else {
-      tx.exec_params(record, t, k, resp.status, pqxx::binarystring(resp.body));
+      detail::exec(tx, record, t, k, resp.status, detail::bytea_param(resp.body));
     }
     return {idempotency_outcome::executed, std::move(resp)};
   }
@@ -287,10 +290,11 @@ public:
     try {
       return with_connection([&](pqxx::connection &c) {
         pqxx::work w(c);
-        auto r = w.exec_params("DELETE FROM " + table_ +
-                                   " WHERE tenant = $1 AND key = $2 AND token = $3 AND "
-                                   "state = 'running'",
-                               std::string(tenant), std::string(key), token);
+        auto r = detail::exec(w,
+                              "DELETE FROM " + table_ +
+                                  " WHERE tenant = $1 AND key = $2 AND token = $3 AND "
+                                  "state = 'running'",
+                              std::string(tenant), std::string(key), token);
         w.commit();
         return r.affected_rows() == 1;
       });

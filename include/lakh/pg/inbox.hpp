@@ -48,7 +48,7 @@ public:
   void create_schema() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_inbox_schema:" + table_);
+      detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_inbox_schema:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
         w.exec("CREATE SCHEMA IF NOT EXISTS " + table_.substr(0, dot));
       }
@@ -69,9 +69,10 @@ public:
                                     std::string_view message_id) {
     check(consumer, "consumer");
     check(message_id, "message_id");
-    auto r = w.exec_params("INSERT INTO " + table_ +
-                               " (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                           std::string(consumer), std::string(message_id));
+    auto r = detail::exec(w,
+                          "INSERT INTO " + table_ +
+                              " (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                          std::string(consumer), std::string(message_id));
     return r.affected_rows() == 1;
   }
 
@@ -103,11 +104,12 @@ public:
     }
     // Rows are inserted in one order for every caller (byte order), so two batches with
     // overlapping ids in different orders cannot deadlock; RETURNING names the new ids.
-    auto r = w.exec_params("INSERT INTO " + table_ +
-                               " (consumer, message_id) SELECT $1, m FROM unnest($2::text[]) "
-                               "AS m ORDER BY m COLLATE \"C\" ON CONFLICT DO NOTHING "
-                               "RETURNING message_id",
-                           std::string(consumer), array);
+    auto r = detail::exec(w,
+                          "INSERT INTO " + table_ +
+                              " (consumer, message_id) SELECT $1, m FROM unnest($2::text[]) "
+                              "AS m ORDER BY m COLLATE \"C\" ON CONFLICT DO NOTHING "
+                              "RETURNING message_id",
+                          std::string(consumer), array);
     std::unordered_set<std::string> fresh;
     for (const auto &row : r) {
       fresh.insert(row[0].as<std::string>());
@@ -124,9 +126,9 @@ public:
   std::size_t purge(std::chrono::milliseconds older_than) {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("DELETE FROM " + table_ +
-                                 " WHERE received_at < now() - $1 * interval '1 millisecond'",
-                             static_cast<long long>(older_than.count()));
+      auto r = detail::exec(
+          w, "DELETE FROM " + table_ + " WHERE received_at < now() - $1 * interval '1 millisecond'",
+          static_cast<long long>(older_than.count()));
       w.commit();
       return static_cast<std::size_t>(r.affected_rows());
     });

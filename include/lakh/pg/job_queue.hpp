@@ -148,7 +148,7 @@ public:
     const std::string base = detail::index_base(table_);
     with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
+      detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_job_queue:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
         w.exec("CREATE SCHEMA IF NOT EXISTS " + table_.substr(0, dot));
       }
@@ -200,10 +200,10 @@ public:
     const int n = spec.max_attempts;
     pqxx::result r =
         spec.unique_key
-            ? (notify_ ? w.exec_params(sql, q, pl, n, delay_ms, *spec.unique_key, channel())
-                       : w.exec_params(sql, q, pl, n, delay_ms, *spec.unique_key))
-            : (notify_ ? w.exec_params(sql, q, pl, n, delay_ms, channel())
-                       : w.exec_params(sql, q, pl, n, delay_ms));
+            ? (notify_ ? detail::exec(w, sql, q, pl, n, delay_ms, *spec.unique_key, channel())
+                       : detail::exec(w, sql, q, pl, n, delay_ms, *spec.unique_key))
+            : (notify_ ? detail::exec(w, sql, q, pl, n, delay_ms, channel())
+                       : detail::exec(w, sql, q, pl, n, delay_ms));
     if (r.empty()) {
       return std::nullopt;
     }
@@ -228,12 +228,13 @@ public:
       check_payload(payload, "enqueue_bulk");
     }
     const auto array = text_array(payloads);
-    auto r = w.exec_params("INSERT INTO " + table_ +
-                               " (queue, payload, max_attempts) "
-                               "SELECT $1, p, $3 FROM unnest($2::text[]) AS p",
-                           std::string(queue), array, max_attempts);
+    auto r = detail::exec(w,
+                          "INSERT INTO " + table_ +
+                              " (queue, payload, max_attempts) "
+                              "SELECT $1, p, $3 FROM unnest($2::text[]) AS p",
+                          std::string(queue), array, max_attempts);
     if (notify_) {
-      w.exec_params("SELECT pg_notify($1, $2)", channel(), std::string(queue));
+      detail::exec(w, "SELECT pg_notify($1, $2)", channel(), std::string(queue));
     }
     return static_cast<std::size_t>(r.affected_rows());
   }
@@ -295,11 +296,12 @@ public:
   /// attempt, its token void. For a worker that stops before it runs the job. False when the
   /// job is no longer running with its token.
   bool release(pqxx::transaction_base &w, const claimed_job &job) {
-    return w.exec_params("UPDATE " + table_ +
-                             " SET state = 'pending', attempts = attempts - 1, lease_until = "
-                             "NULL, token = NULL WHERE id = $1 AND token = $2 AND state = "
-                             "'running'",
-                         job.id, job.token)
+    return detail::exec(w,
+                        "UPDATE " + table_ +
+                            " SET state = 'pending', attempts = attempts - 1, lease_until = "
+                            "NULL, token = NULL WHERE id = $1 AND token = $2 AND state = "
+                            "'running'",
+                        job.id, job.token)
                .affected_rows() == 1;
   }
 
@@ -321,15 +323,16 @@ public:
     const auto ids = int_array(jobs, &claimed_job::id);
     const auto tokens = int_array(jobs, &claimed_job::token);
     auto r =
-        w.exec_params("UPDATE " + table_ +
-                          " j SET lease_until = clock_timestamp() + $3 * "
-                          "interval '1 millisecond' WHERE j.id IN (SELECT t.id FROM " +
-                          table_ +
-                          " t JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, token) ON "
-                          "t.id = c.id AND t.token = c.token WHERE t.state = 'running' "
-                          "ORDER BY t.id FOR UPDATE OF t" +
-                          (locked == locked_rows::skip ? " SKIP LOCKED" : "") + ") RETURNING j.id",
-                      ids, tokens, static_cast<long long>(lease.count()));
+        detail::exec(w,
+                     "UPDATE " + table_ +
+                         " j SET lease_until = clock_timestamp() + $3 * "
+                         "interval '1 millisecond' WHERE j.id IN (SELECT t.id FROM " +
+                         table_ +
+                         " t JOIN unnest($1::bigint[], $2::bigint[]) AS c(id, token) ON "
+                         "t.id = c.id AND t.token = c.token WHERE t.state = 'running' "
+                         "ORDER BY t.id FOR UPDATE OF t" +
+                         (locked == locked_rows::skip ? " SKIP LOCKED" : "") + ") RETURNING j.id",
+                     ids, tokens, static_cast<long long>(lease.count()));
     return ids_of(r);
   }
 
@@ -359,10 +362,11 @@ public:
   /// token; returns false otherwise (then roll back the job's effects: another worker owns
   /// the job now). Committing `w` commits the effects and the completion together.
   [[nodiscard]] bool complete(pqxx::transaction_base &w, const claimed_job &job) {
-    auto r = w.exec_params("UPDATE " + table_ +
-                               " SET state = 'done', finished_at = now(), lease_until = NULL "
-                               "WHERE id = $1 AND token = $2 AND state = 'running'",
-                           job.id, job.token);
+    auto r = detail::exec(w,
+                          "UPDATE " + table_ +
+                              " SET state = 'done', finished_at = now(), lease_until = NULL "
+                              "WHERE id = $1 AND token = $2 AND state = 'running'",
+                          job.id, job.token);
     return r.affected_rows() == 1;
   }
 
@@ -398,7 +402,8 @@ public:
     const auto tokens = int_array(done, &claimed_job::token);
     // The two UPDATEs touch disjoint rows (running with a token; pending), so one statement
     // may hold both. Completed rows come back with a NULL token.
-    auto r = w.exec_params(
+    auto r = detail::exec(
+        w,
         "WITH done AS (UPDATE " + table_ +
             " j SET state = 'done', finished_at = now(), lease_until = NULL "
             "FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
@@ -458,21 +463,22 @@ public:
     // ($2 is the attempts it was claimed with); a leased job is fenced by its token ($2).
     const bool unleased = job.token == 0;
     const std::string counted = unleased ? "attempts + 1" : "attempts";
-    auto r = w.exec_params("UPDATE " + table_ + " SET attempts = " + counted +
-                               ", state = CASE WHEN " + counted +
-                               " >= max_attempts THEN 'dead' ELSE 'pending' END, "
-                               "run_at = now() + " +
-                               backoff_sql(counted, "$3") +
-                               ", "
-                               "finished_at = CASE WHEN " +
-                               counted +
-                               " >= max_attempts THEN now() END, "
-                               "lease_until = NULL, last_error = $4 WHERE id = $1 AND " +
-                               (unleased ? "attempts = $2 - 1 AND state = 'pending'"
-                                         : "token = $2 AND state = 'running'") +
-                               " RETURNING state",
-                           job.id, unleased ? static_cast<std::int64_t>(job.attempts) : job.token,
-                           static_cast<long long>(backoff.count()), std::string(error));
+    auto r = detail::exec(w,
+                          "UPDATE " + table_ + " SET attempts = " + counted +
+                              ", state = CASE WHEN " + counted +
+                              " >= max_attempts THEN 'dead' ELSE 'pending' END, "
+                              "run_at = now() + " +
+                              backoff_sql(counted, "$3") +
+                              ", "
+                              "finished_at = CASE WHEN " +
+                              counted +
+                              " >= max_attempts THEN now() END, "
+                              "lease_until = NULL, last_error = $4 WHERE id = $1 AND " +
+                              (unleased ? "attempts = $2 - 1 AND state = 'pending'"
+                                        : "token = $2 AND state = 'running'") +
+                              " RETURNING state",
+                          job.id, unleased ? static_cast<std::int64_t>(job.attempts) : job.token,
+                          static_cast<long long>(backoff.count()), std::string(error));
     if (r.empty()) {
       return fail_outcome::refused;
     }
@@ -501,7 +507,8 @@ public:
   std::size_t rescue_expired(pqxx::transaction_base &w,
                              std::chrono::milliseconds backoff = std::chrono::seconds(1)) {
     check_backoff(backoff, "rescue_expired");
-    auto r = w.exec_params(
+    auto r = detail::exec(
+        w,
         "UPDATE " + table_ +
             " SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'pending' "
             "END, run_at = now() + " +
@@ -527,15 +534,16 @@ public:
     }
     return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("SELECT id, queue, payload, unique_key, state, attempts, "
-                             "max_attempts, last_error FROM " +
-                                 table_ +
-                                 " WHERE state = $1 AND ($2 = '' OR queue = $2) AND id > $3 "
-                                 "ORDER BY id LIMIT $4",
-                             std::string(state), std::string(queue), after_id, limit);
+      auto r = detail::exec(w,
+                            "SELECT id, queue, payload, unique_key, state, attempts, "
+                            "max_attempts, last_error FROM " +
+                                table_ +
+                                " WHERE state = $1 AND ($2 = '' OR queue = $2) AND id > $3 "
+                                "ORDER BY id LIMIT $4",
+                            std::string(state), std::string(queue), after_id, limit);
       w.commit();
       std::vector<job_info> jobs;
-      jobs.reserve(r.size());
+      jobs.reserve(detail::row_count(r));
       for (const auto &row : r) {
         jobs.push_back(
             {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<std::string>(),
@@ -592,11 +600,12 @@ public:
         which == finished_jobs::done ? "state = 'done'" : "state IN ('done', 'dead')";
     return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("DELETE FROM " + table_ + " WHERE id IN (SELECT id FROM " + table_ +
-                                 " WHERE " + states +
-                                 " AND finished_at < now() - $1 * "
-                                 "interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                             static_cast<long long>(older_than.count()), limit);
+      auto r = detail::exec(w,
+                            "DELETE FROM " + table_ + " WHERE id IN (SELECT id FROM " + table_ +
+                                " WHERE " + states +
+                                " AND finished_at < now() - $1 * "
+                                "interval '1 millisecond' LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                            static_cast<long long>(older_than.count()), limit);
       w.commit();
       return static_cast<std::size_t>(r.affected_rows());
     });
@@ -622,8 +631,9 @@ public:
               .as<double>();
       const auto dot = table_.find('.');
       const std::string rel = dot == std::string::npos ? table_ : table_.substr(dot + 1);
-      auto dead = w.exec_params(
-          "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname = $1", rel);
+      auto dead = detail::exec(
+          w, "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables WHERE relname = $1",
+          rel);
       h.dead_tuples = dead[0][0].as<std::int64_t>();
       h.oldest_transaction_seconds =
           w.exec("SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) "
@@ -651,7 +661,7 @@ private:
   /// The first column of every row, as ids.
   static std::vector<std::int64_t> ids_of(const pqxx::result &r) {
     std::vector<std::int64_t> ids;
-    ids.reserve(r.size());
+    ids.reserve(detail::row_count(r));
     for (const auto &row : r) {
       ids.push_back(row[0].as<std::int64_t>());
     }
@@ -670,16 +680,17 @@ private:
                                   std::to_string(n) + ") must be within 1.." +
                                   std::to_string(max_batch));
     }
-    auto r = w.exec_params("WITH next AS (SELECT id FROM " + table_ +
-                               " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
-                               "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE " +
-                               table_ + " j SET " + set +
-                               " WHERE j.id = ANY(ARRAY(SELECT id FROM next)) RETURNING j.id, "
-                               "j.payload, j.attempts, " +
-                               token + ", (extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
-                           std::string(queue), n);
+    auto r = detail::exec(w,
+                          "WITH next AS (SELECT id FROM " + table_ +
+                              " WHERE queue = $1 AND state = 'pending' AND run_at <= now() "
+                              "ORDER BY run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) UPDATE " +
+                              table_ + " j SET " + set +
+                              " WHERE j.id = ANY(ARRAY(SELECT id FROM next)) RETURNING j.id, "
+                              "j.payload, j.attempts, " +
+                              token + ", (extract(epoch FROM now() - j.run_at) * 1000000)::bigint",
+                          std::string(queue), n);
     std::vector<claimed_job> jobs;
-    jobs.reserve(r.size());
+    jobs.reserve(detail::row_count(r));
     for (const auto &row : r) {
       jobs.push_back(claimed_from(row));
     }
@@ -689,7 +700,7 @@ private:
   }
 
   /// A claimed job from a row (id, payload, attempts, token, waited in microseconds).
-  static claimed_job claimed_from(const pqxx::row &row) {
+  static claimed_job claimed_from(const detail::row_view &row) {
     return {row[0].as<std::int64_t>(), row[1].as<std::string>(), row[2].as<int>(),
             row[3].as<std::int64_t>(),
             std::chrono::microseconds(std::max<std::int64_t>(0, row[4].as<std::int64_t>()))};
@@ -721,7 +732,7 @@ private:
   bool admin(std::stop_token st, const std::string &sql, std::int64_t id) {
     return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      const bool changed = w.exec_params(sql, id).affected_rows() == 1;
+      const bool changed = detail::exec(w, sql, id).affected_rows() == 1;
       w.commit();
       return changed;
     });
@@ -782,9 +793,10 @@ private:
                      Args &&...args) {
     return with_lease(st, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("UPDATE " + table_ + " SET " + set +
-                                 " WHERE id = $1 AND token = $2 AND state = 'running'",
-                             job.id, job.token, std::forward<Args>(args)...);
+      auto r = detail::exec(w,
+                            "UPDATE " + table_ + " SET " + set +
+                                " WHERE id = $1 AND token = $2 AND state = 'running'",
+                            job.id, job.token, std::forward<Args>(args)...);
       w.commit();
       return r.affected_rows() == 1;
     });
@@ -801,11 +813,12 @@ private:
     }
     const auto ids = int_array(jobs, &claimed_job::id);
     const auto tokens = int_array(jobs, &claimed_job::token);
-    auto r = w.exec_params("UPDATE " + table_ + " j SET " + set +
-                               " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
-                               "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
-                               "RETURNING j.id",
-                           ids, tokens, std::forward<Args>(args)...);
+    auto r = detail::exec(w,
+                          "UPDATE " + table_ + " j SET " + set +
+                              " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, token) "
+                              "WHERE j.id = c.id AND j.token = c.token AND j.state = 'running' "
+                              "RETURNING j.id",
+                          ids, tokens, std::forward<Args>(args)...);
     return ids_of(r);
   }
 

@@ -593,18 +593,13 @@ private:
     while (!st.stop_requested()) {
       try {
         auto c = pool_->connect_dedicated();
-        struct receiver : pqxx::notification_receiver {
-          receiver(pqxx::connection &conn, const std::string &channel, job_worker &w)
-              : pqxx::notification_receiver(conn, channel), worker(w) {}
-          void operator()(const std::string &payload, int) override {
-            if (payload == worker.opts_.queue) {
-              std::lock_guard l(worker.idle_m_);
-              ++worker.notifications_;
-              worker.idle_cv_.notify_all();
-            }
+        const detail::listener listening(*c, queue_->channel(), [this](std::string_view payload) {
+          if (payload == opts_.queue) {
+            std::lock_guard l(idle_m_);
+            ++notifications_;
+            idle_cv_.notify_all();
           }
-          job_worker &worker;
-        } r(*c, queue_->channel(), *this);
+        });
         while (!st.stop_requested()) {
           c->await_notification(0, 100'000); // 100 ms, to see a stop
         }
@@ -661,29 +656,31 @@ private:
   void maintain(pqxx::connection &c) {
     pqxx::work w(c);
     // One process at a time; the others skip this round.
-    if (!w.exec_params("SELECT pg_try_advisory_xact_lock(hashtext($1))",
-                       "lakh_job_worker:" + queue_->table() + ":" + opts_.queue)[0][0]
+    if (!detail::exec(w, "SELECT pg_try_advisory_xact_lock(hashtext($1))",
+                      "lakh_job_worker:" + queue_->table() + ":" + opts_.queue)[0][0]
              .as<bool>()) {
       return;
     }
     add(rescued_, queue_->rescue_expired(w, opts_.backoff));
     if (opts_.keep_done.count() > 0) {
-      w.exec_params("DELETE FROM " + queue_->table() + " WHERE id IN (SELECT id FROM " +
-                        queue_->table() +
-                        " WHERE queue = $1 AND state = 'done' AND finished_at < now() - $2 * "
-                        "interval '1 millisecond' LIMIT 10000 FOR UPDATE SKIP LOCKED)",
-                    opts_.queue, static_cast<long long>(opts_.keep_done.count()));
+      detail::exec(w,
+                   "DELETE FROM " + queue_->table() + " WHERE id IN (SELECT id FROM " +
+                       queue_->table() +
+                       " WHERE queue = $1 AND state = 'done' AND finished_at < now() - $2 * "
+                       "interval '1 millisecond' LIMIT 10000 FOR UPDATE SKIP LOCKED)",
+                   opts_.queue, static_cast<long long>(opts_.keep_done.count()));
     }
     for (const auto &p : opts_.periodic) {
       // The slot by the database's clock; the key is checked against every state (a done
       // slot's job is not enqueued again), which is race-free under the lock above.
-      const auto slot = w.exec_params("SELECT (floor(extract(epoch FROM now()) / $1) * $1)::bigint",
-                                      static_cast<long long>(p.every.count()))[0][0]
-                            .as<long long>();
+      const auto slot =
+          detail::exec(w, "SELECT (floor(extract(epoch FROM now()) / $1) * $1)::bigint",
+                       static_cast<long long>(p.every.count()))[0][0]
+              .as<long long>();
       const auto key = p.name + "@" + std::to_string(slot);
-      if (w.exec_params("SELECT 1 FROM " + queue_->table() +
-                            " WHERE queue = $1 AND unique_key = $2",
-                        opts_.queue, key)
+      if (detail::exec(w,
+                       "SELECT 1 FROM " + queue_->table() + " WHERE queue = $1 AND unique_key = $2",
+                       opts_.queue, key)
               .empty()) {
         (void)queue_->enqueue(
             w, job_spec{opts_.queue, p.payload, key, std::chrono::milliseconds(0), p.max_attempts});

@@ -211,11 +211,12 @@ public:
     const auto slot = wal_slot();
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
-      const auto r = tx.exec_params(
-          "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
-          "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
-          "coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
-          slot);
+      const auto r =
+          detail::exec(tx,
+                       "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+                       "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+                       "coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
+                       slot);
       wal_slot_state s;
       if (!r.empty()) {
         s = {true, r[0][0].as<bool>(), r[0][1].as<std::int64_t>(0), r[0][2].as<std::int64_t>(0),
@@ -244,9 +245,10 @@ public:
       bool dropped = false;
       while (true) {
         try {
-          dropped = !tx.exec_params("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                    "pg_replication_slots WHERE slot_name = $1",
-                                    slot)
+          dropped = !detail::exec(tx,
+                                  "SELECT pg_drop_replication_slot(slot_name) FROM "
+                                  "pg_replication_slots WHERE slot_name = $1",
+                                  slot)
                          .empty();
           break;
         } catch (const pqxx::sql_error &e) {
@@ -265,7 +267,7 @@ private:
   void create_table() {
     lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      w.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_outbox_schema:" + table_);
+      detail::exec(w, "SELECT pg_advisory_xact_lock(hashtext($1))", "lakh_outbox_schema:" + table_);
       if (const auto dot = table_.find('.'); dot != std::string::npos) {
         w.exec("CREATE SCHEMA IF NOT EXISTS " + table_.substr(0, dot));
       }
@@ -303,7 +305,7 @@ private:
       const auto slot = wal_slot(c);
       pqxx::nontransaction tx(c);
       const auto lock_key = "lakh_outbox_slot:" + slot;
-      tx.exec_params("SELECT pg_advisory_lock(hashtext($1))", lock_key);
+      detail::exec(tx, "SELECT pg_advisory_lock(hashtext($1))", lock_key);
       try {
         const auto [has_slot, has_publication, slot_made] =
             read_wal_setup(tx, slot, "lakh::pg::outbox: ");
@@ -321,7 +323,7 @@ private:
         }
         if (!has_slot) {
           try {
-            tx.exec_params("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot);
+            detail::exec(tx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot);
           } catch (const pqxx::sql_error &e) {
             if (e.sqlstate() == "42501") { // insufficient_privilege
               throw wal_setup_error("lakh::pg::outbox: the role may not create the "
@@ -338,12 +340,12 @@ private:
         }
       } catch (...) {
         try {
-          tx.exec_params("SELECT pg_advisory_unlock(hashtext($1))", lock_key);
+          detail::exec(tx, "SELECT pg_advisory_unlock(hashtext($1))", lock_key);
         } catch (...) { // the connection is gone, and the lock with it
         }
         throw;
       }
-      tx.exec_params("SELECT pg_advisory_unlock(hashtext($1))", lock_key);
+      detail::exec(tx, "SELECT pg_advisory_unlock(hashtext($1))", lock_key);
     });
   }
 
@@ -366,10 +368,10 @@ public:
     }
     const auto sql = "INSERT INTO " + table_ +
                      " (topic, key, payload, headers) VALUES ($1, $2, $3, $4) RETURNING id";
-    auto r = headers.empty() ? tx.exec_params(sql, std::string(topic), std::string(key),
-                                              std::string(payload), nullptr)
-                             : tx.exec_params(sql, std::string(topic), std::string(key),
-                                              std::string(payload), header_array(headers));
+    auto r = headers.empty() ? detail::exec(tx, sql, std::string(topic), std::string(key),
+                                            std::string(payload), nullptr)
+                             : detail::exec(tx, sql, std::string(topic), std::string(key),
+                                            std::string(payload), header_array(headers));
     return r[0][0].as<std::int64_t>();
   }
 
@@ -392,10 +394,11 @@ public:
       return;
     }
     const auto ids = int_array(events, &outbox_event::id);
-    tx.exec_params(delete_published_ ? "DELETE FROM " + table_ + " WHERE id = ANY($1::bigint[])"
-                                     : "UPDATE " + table_ +
-                                           " SET published_at = now() WHERE id = ANY($1::bigint[])",
-                   ids);
+    detail::exec(tx,
+                 delete_published_ ? "DELETE FROM " + table_ + " WHERE id = ANY($1::bigint[])"
+                                   : "UPDATE " + table_ +
+                                         " SET published_at = now() WHERE id = ANY($1::bigint[])",
+                 ids);
   }
 
   /// Committed events not yet published, parked ones excluded. Blocks: a round trip (a
@@ -440,13 +443,14 @@ public:
     }
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::nontransaction tx(c);
-      auto r = tx.exec_params(
+      auto r = detail::exec(
+          tx,
           "SELECT id, topic, key, payload, headers, uuid::text, attempts, "
           "extract(epoch FROM failed_at)::float8, coalesce(last_error, '') FROM " +
               table_ + " WHERE parked_at IS NOT NULL AND published_at IS NULL ORDER BY id LIMIT $1",
           limit);
       std::vector<parked_event> out;
-      out.reserve(r.size());
+      out.reserve(detail::row_count(r));
       for (const auto &row : r) {
         parked_event p{{row[0].as<std::int64_t>(), row[1].as<std::string>(),
                         row[2].as<std::string>(), row[3].as<std::string>(),
@@ -478,11 +482,12 @@ public:
     }
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("WITH d AS (DELETE FROM " + table_ +
-                                 " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL "
-                                 "RETURNING id, topic, key, payload, headers, uuid::text) "
-                                 "SELECT * FROM d ORDER BY id",
-                             int_array(ids));
+      auto r = detail::exec(w,
+                            "WITH d AS (DELETE FROM " + table_ +
+                                " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL "
+                                "RETURNING id, topic, key, payload, headers, uuid::text) "
+                                "SELECT * FROM d ORDER BY id",
+                            int_array(ids));
       for (const auto &row : r) {
         const auto headers =
             row[4].is_null() ? std::vector<outbox_header>{} : parse_headers(row[4]);
@@ -491,7 +496,7 @@ public:
                    headers, &uuid);
       }
       w.commit();
-      return r.size();
+      return detail::row_count(r);
     });
   }
 
@@ -506,9 +511,10 @@ public:
   std::size_t purge_published(std::chrono::milliseconds older_than) {
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params("DELETE FROM " + table_ +
-                                 " WHERE published_at < now() - $1 * interval '1 millisecond'",
-                             static_cast<long long>(older_than.count()));
+      auto r = detail::exec(w,
+                            "DELETE FROM " + table_ +
+                                " WHERE published_at < now() - $1 * interval '1 millisecond'",
+                            static_cast<long long>(older_than.count()));
       w.commit();
       return static_cast<std::size_t>(r.affected_rows());
     });
@@ -546,7 +552,8 @@ private:
   // `who`) if wal_level is not logical, or `slot` is another database's or plugin's.
   static wal_setup read_wal_setup(pqxx::transaction_base &tx, const std::string &slot,
                                   const std::string &who) {
-    const auto r = tx.exec_params(
+    const auto r = detail::exec(
+        tx,
         "SELECT current_setting('wal_level'), (SELECT row(plugin, database = "
         "current_database(), database)::text FROM pg_replication_slots WHERE slot_name = $1), "
         "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1), "
@@ -592,7 +599,8 @@ private:
       fields.push_back(h.name);
       fields.push_back(h.value);
     }
-    auto r = tx.exec_params(
+    auto r = detail::exec(
+        tx,
         "SELECT pg_logical_emit_message(true, $1, $2 || coalesce($3, gen_random_uuid()::text) "
         "|| $4) - '0/0'::pg_lsn",
         prefix_, std::string(detail::wal_content_version),
@@ -610,12 +618,13 @@ private:
       flat.push_back(h.name);
       flat.push_back(h.value);
     }
-    tx.exec_params("INSERT INTO " + table_ +
-                       " (topic, key, payload, headers, uuid, attempts, failed_at, last_error, "
-                       "parked_at) VALUES ($1, $2, $3, $4, $5::uuid, $6, now(), $7, now())",
-                   e.topic, e.key, e.payload,
-                   e.headers.empty() ? std::optional<std::string>() : text_array(flat), e.uuid,
-                   attempts, error);
+    detail::exec(tx,
+                 "INSERT INTO " + table_ +
+                     " (topic, key, payload, headers, uuid, attempts, failed_at, last_error, "
+                     "parked_at) VALUES ($1, $2, $3, $4, $5::uuid, $6, now(), $7, now())",
+                 e.topic, e.key, e.payload,
+                 e.headers.empty() ? std::optional<std::string>() : text_array(flat), e.uuid,
+                 attempts, error);
   }
 
   struct ready_result {
@@ -636,7 +645,8 @@ private:
     // xid is below the snapshot's xmin (every transaction below it has ended), and the batch
     // is cut at the first row that is not. xmin is taken once per statement (MATERIALIZED),
     // not by a volatile call per row.
-    auto r = tx.exec_params(
+    auto r = detail::exec(
+        tx,
         "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) "
         "SELECT o.id, o.topic, o.key, o.payload, o.headers, o.xid < s.xmin, "
         "extract(epoch FROM clock_timestamp() - o.created_at)::float8, o.uuid::text FROM " +
@@ -648,7 +658,7 @@ private:
             "ORDER BY o.id LIMIT $1",
         limit, exclude, skip_keys);
     ready_result out;
-    out.events.reserve(r.size());
+    out.events.reserve(detail::row_count(r));
     if (!r.empty()) {
       out.oldest_age_s = r[0][6].as<double>();
     }
@@ -692,7 +702,8 @@ private:
       rejected += f.rejected ? 't' : 'f';
     }
     rejected += '}';
-    auto r = tx.exec_params(
+    auto r = detail::exec(
+        tx,
         "UPDATE " + table_ +
             " o SET attempts = o.attempts + 1, failed_at = now(), last_error = f.error, "
             "parked_at = CASE WHEN f.rejected AND o.attempts + 1 >= $4 THEN now() END "
@@ -713,8 +724,8 @@ private:
     }
     return lakh::pg::with_connection(*pool_, [&](pqxx::connection &c) {
       pqxx::work w(c);
-      auto r = w.exec_params(change + " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL",
-                             int_array(ids));
+      auto r = detail::exec(w, change + " WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL",
+                            int_array(ids));
       w.commit();
       return static_cast<std::size_t>(r.affected_rows());
     });
@@ -773,15 +784,8 @@ private:
     return text_array(flat);
   }
 
-  static std::vector<outbox_header> parse_headers(const pqxx::field &f) {
-    std::vector<std::string> flat;
-    auto parser = f.as_array();
-    for (auto step = parser.get_next(); step.first != pqxx::array_parser::done;
-         step = parser.get_next()) {
-      if (step.first == pqxx::array_parser::string_value) {
-        flat.push_back(std::move(step.second));
-      }
-    }
+  static std::vector<outbox_header> parse_headers(const detail::field_view &f) {
+    std::vector<std::string> flat = detail::text_array_of(f);
     std::vector<outbox_header> out;
     for (std::size_t i = 0; i + 1 < flat.size(); i += 2) {
       out.push_back({std::move(flat[i]), std::move(flat[i + 1])});

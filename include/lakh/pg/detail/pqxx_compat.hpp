@@ -1,21 +1,28 @@
 #pragma once
-// lakh/pg/detail/pqxx_compat.hpp: the ONE place where libpqxx 6.x and 7.x differ for lakh.
+// lakh/pg/detail/pqxx_compat.hpp: the ONE place where libpqxx 6.x, 7.x and 8.x differ for lakh.
 //
-// lakh::pg is written against the API that libpqxx 6.4 (Debian 12) and 7.x share:
-// pqxx::connection (string constructor, is_open, sock, get_notifs, backendpid),
-// pqxx::transaction<isolation_level>, exec/exec_params, esc/quote, the exception types
-// broken_connection, sql_error (with sqlstate()), in_doubt_error, transaction_rollback,
-// deadlock_detected, serialization_failure, statement_completion_unknown. What differs is
-// kept here:
+// lakh::pg is written against what libpqxx 6.4 (Debian 12), 7.10 (Debian 13, vcpkg) and 8.0
+// share: pqxx::connection, pqxx::transaction<isolation_level>, exec(query), esc/quote, the
+// exception types broken_connection, sql_error (with sqlstate()), in_doubt_error,
+// transaction_rollback, deadlock_detected, serialization_failure,
+// statement_completion_unknown. What differs is kept here, in two API generations: "legacy"
+// (6.x up to 7.9) and "modern" (7.10 and later, where the legacy calls are deprecated, and
+// 8.x, where some are gone):
+//   - statements with parameters: exec_params(query, args...) / exec(query, params{...}),
+//     through exec();
+//   - bytea: binarystring / bytes and bytes_view, through bytea_param() and bytea_string();
+//   - SQL arrays read from a field: array_parser / as_sql_array(), through text_array_of();
+//   - LISTEN: notification_receiver / connection::listen(), through listener;
+//   - the size of a result: an unsigned type in 6.x, int in 7.x, through row_count();
 //   - the exception hierarchy: in 6.4 deadlock_detected / serialization_failure /
 //     statement_completion_unknown derive from transaction_rollback : failure and carry NO
-//     sqlstate(); in 7.x transaction_rollback derives from sql_error. sqlstate_of() reads a
-//     SQLSTATE where there is one, and lakh::pg::classify() decides by type first;
+//     sqlstate(); in 7.x transaction_rollback derives from sql_error; in 8.x every exception
+//     derives from failure and carries sqlstate(). sqlstate_of() reads a SQLSTATE where there
+//     is one, and lakh::pg::classify() decides by type first;
 //   - COPY: 6.4's stream_to allocates a string per field and has no public raw-line write,
 //     so copy_writer formats lines itself and sends them with tablewriter::write_raw_line;
 //     7.x uses stream_to::raw_table() and write_row().
-// lakh has been built and tested against 6.4.5 only (7.x is not packaged in Debian 12); the
-// 7.x branches follow the 7.x headers' documented API.
+// Tested against 6.4.5, 7.10.7 and 8.0.1 (the presets dev, pqxx7 and pqxx8).
 
 #include <pqxx/pqxx>
 #if PQXX_VERSION_MAJOR < 7
@@ -24,6 +31,7 @@
 
 #include <charconv>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,8 +46,114 @@
 
 namespace lakh::pg::detail {
 
-/// libpqxx's major version (6 or 7).
+/// libpqxx's major version (6, 7 or 8).
 inline constexpr int pqxx_major = PQXX_VERSION_MAJOR;
+
+/// Whether libpqxx has the API of 7.10 and later (params, bytes, as_sql_array, listen).
+#if PQXX_VERSION_MAJOR > 7 || (PQXX_VERSION_MAJOR == 7 && PQXX_VERSION_MINOR >= 10)
+#  define LAKH_PQXX_MODERN 1
+#else
+#  define LAKH_PQXX_MODERN 0
+#endif
+
+/// What indexing a result and a row gives: row_ref and field_ref from 8.x (views that need the
+/// result to live), row and field before.
+#if PQXX_VERSION_MAJOR >= 8
+using row_view = pqxx::row_ref;
+using field_view = pqxx::field_ref;
+#else
+using row_view = pqxx::row;
+using field_view = pqxx::field;
+#endif
+
+/// Runs `query` with `args` bound to $1, $2, ... in `tx`.
+template <class... Args>
+pqxx::result exec(pqxx::transaction_base &tx, std::string_view query, Args &&...args) {
+#if PQXX_VERSION_MAJOR >= 8
+  return tx.exec(query, pqxx::params{tx, std::forward<Args>(args)...});
+#elif LAKH_PQXX_MODERN
+  return tx.exec(query, pqxx::params{std::forward<Args>(args)...});
+#else
+  return tx.exec_params(std::string(query), std::forward<Args>(args)...);
+#endif
+}
+
+/// The number of rows in `r` as a size.
+inline std::size_t row_count(const pqxx::result &r) noexcept {
+  return static_cast<std::size_t>(r.size());
+}
+
+/// `bytes` as a bytea parameter of exec(); it refers to `bytes`, which must outlive the call.
+inline auto bytea_param(std::string_view bytes) {
+#if LAKH_PQXX_MODERN
+  return pqxx::bytes_view(reinterpret_cast<const std::byte *>(bytes.data()), bytes.size());
+#else
+  return pqxx::binarystring(std::string(bytes));
+#endif
+}
+
+/// The bytes of a bytea field.
+inline std::string bytea_string(const field_view &f) {
+#if LAKH_PQXX_MODERN
+  const auto b = f.as<pqxx::bytes>();
+  return std::string(reinterpret_cast<const char *>(b.data()), b.size());
+#else
+  return pqxx::binarystring(f).str();
+#endif
+}
+
+/// The non-NULL elements of a one-dimensional text[] field, in order.
+inline std::vector<std::string> text_array_of(const field_view &f) {
+  std::vector<std::string> out;
+#if LAKH_PQXX_MODERN
+#  if PQXX_VERSION_MAJOR >= 8
+  const auto array = f.as<pqxx::array<std::optional<std::string>>>();
+#  else
+  const auto array = f.as_sql_array<std::optional<std::string>>();
+#  endif
+  for (auto it = array.cbegin(); it != array.cend(); ++it) {
+    if (*it) {
+      out.push_back(**it);
+    }
+  }
+#else
+  auto parser = f.as_array();
+  for (auto step = parser.get_next(); step.first != pqxx::array_parser::juncture::done;
+       step = parser.get_next()) {
+    if (step.first == pqxx::array_parser::juncture::string_value) {
+      out.push_back(std::move(step.second));
+    }
+  }
+#endif
+  return out;
+}
+
+/// LISTENs on `channel` on `c` for as long as it lives, calling `on_payload(payload)` for
+/// each notification that c.await_notification() or c.get_notifs() takes in.
+class listener {
+public:
+  using handler = std::function<void(std::string_view payload)>;
+
+  listener(pqxx::connection &c, const std::string &channel, handler on_payload) {
+#if LAKH_PQXX_MODERN
+    c.listen(channel,
+             [h = std::move(on_payload)](pqxx::notification n) { h(std::string_view(n.payload)); });
+#else
+    receiver_ = std::make_unique<receiver>(c, channel, std::move(on_payload));
+#endif
+  }
+
+private:
+#if !LAKH_PQXX_MODERN
+  struct receiver : pqxx::notification_receiver {
+    receiver(pqxx::connection &c, const std::string &channel, handler h)
+        : pqxx::notification_receiver(c, channel), on_payload(std::move(h)) {}
+    void operator()(const std::string &payload, int) override { on_payload(payload); }
+    handler on_payload;
+  };
+  std::unique_ptr<receiver> receiver_;
+#endif
+};
 
 /// The five-character SQLSTATE carried by `e` if it is a pqxx::sql_error (all of them in
 /// 7.x; not the 6.4 transaction_rollback family), else "".
