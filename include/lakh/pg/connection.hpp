@@ -77,7 +77,7 @@ inline void warm_up_once(pqxx::connection &c) noexcept {
 /// key=value "host=... port=... dbname=..."), with lakh's connection_defaults (TCP
 /// keepalives, tcp_user_timeout) for what the URL does not set: a network path that breaks
 /// without a reset ends the connection (pqxx::broken_connection) instead of blocking for
-/// hours. Add connect_timeout=<seconds> to the URL to
+/// hours. Add `connect_timeout=<seconds>` to the URL to
 /// bound the wait for an unreachable host. libpqxx 6's automatic reactivation is inhibited:
 /// a lost connection throws pqxx::broken_connection instead of reopening without its
 /// session state. The first connection of the process also runs

@@ -41,7 +41,7 @@ namespace lakh::pg {
 
 /// A job enqueued on a schedule: every `every`, at most once per slot across all processes.
 struct periodic_job {
-  std::string name;               ///< 1..200 bytes; the slot's unique key is name@slot
+  std::string name;               ///< 1..200 bytes; the slot's unique key is `name@slot`
   std::chrono::seconds every{60}; ///< the slot length (>= 1 s); slots start at the epoch
   std::string payload;            ///< the job's payload
   int max_attempts = 5;           ///< as job_spec::max_attempts

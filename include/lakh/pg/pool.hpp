@@ -48,7 +48,7 @@ enum class validation {
 
 /// Settings of a pool.
 struct pool_options {
-  /// libpq connection string: URI (postgresql://user@host:port/db?connect_timeout=5) or
+  /// libpq connection string: URI (`postgresql://user@host:port/db?connect_timeout=5`) or
   /// key=value, opened by lakh::pg::connect (with lakh's keepalive defaults where it sets
   /// none). Ignored when `factory` is set.
   std::string url;
