@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <support/pqxx_errors.hpp>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -70,6 +71,17 @@ TEST_CASE("pg.connection.describe_target_never_shows_the_password") {
   CHECK(pg::describe_target("host=10.0.0.1 port=5544 dbname='my db' password='p w'") ==
         "10.0.0.1:5544/my db");
   CHECK(pg::describe_target("postgresql://u:p%40ss@h:1/d%20b") == "h:1/d b");
+  CHECK(pg::describe_target("service=billing") == "service=billing");
+  CHECK(pg::describe_target("service=billing dbname=ledger") == "service=billing/ledger");
+  CHECK(pg::describe_target("service=billing host=h") == "h");
+  // What the string leaves out comes from libpq's defaults, the environment among them.
+  ::setenv("PGHOST", "envhost", 1);
+  ::setenv("PGPORT", "7777", 1);
+  CHECK(pg::describe_target("dbname=ledger") == "envhost:7777/ledger");
+  CHECK(pg::describe_target("postgresql:///ledger") == "envhost:7777/ledger");
+  CHECK(pg::describe_target("postgresql://h/ledger") == "h:7777/ledger");
+  ::unsetenv("PGHOST");
+  ::unsetenv("PGPORT");
   CHECK(pg::detail::redact("auth failed for p@ss and p@ss", "p@ss") ==
         "auth failed for *** and ***");
   CHECK(pg::detail::redact("nothing", "") == "nothing");
