@@ -636,7 +636,9 @@ public:
           rel);
       h.dead_tuples = dead[0][0].as<std::int64_t>();
       h.oldest_transaction_seconds =
-          w.exec("SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0) "
+          // clock_timestamp(), not now(): a transaction that began after this one must not
+          // read as a negative age.
+          w.exec("SELECT greatest(extract(epoch FROM clock_timestamp() - min(xact_start)), 0) "
                  "FROM pg_stat_activity WHERE datname = current_database() "
                  "AND xact_start IS NOT NULL AND pid <> pg_backend_pid()")[0][0]
               .as<double>();
