@@ -32,6 +32,13 @@ void add_store(CLI::App *s, common_opts &c) {
       ->capture_default_str();
 }
 
+void add_replicas(CLI::App *s, common_opts &c) {
+  s->add_option("--stream-replicas", c.stream_replicas,
+                "copies of each event on a JetStream cluster's servers (3 survives the loss "
+                "of one; default: the server's, or the stream's own)")
+      ->check(CLI::Range(1, 5));
+}
+
 CLI::App *add_load(CLI::App &app, common_opts &c, load_opts &o) {
   auto *s = app.add_subcommand("load", "generate rows and COPY them in, one job per chunk");
   add_common(s, c);
@@ -62,6 +69,7 @@ CLI::App *add_relay(CLI::App &app, common_opts &c, bool &until_done) {
                                         "once through the inbox");
   add_common(s, c);
   add_store(s, c);
+  add_replicas(s, c);
   s->add_flag("--until-done", until_done,
               "exit once every job is done and every invoice event counted");
   return s;
@@ -72,6 +80,7 @@ CLI::App *add_run(CLI::App &app, common_opts &c, run_opts &o) {
                                       "database, load, N workers, relay, verify");
   add_common(s, c);
   add_store(s, c);
+  add_replicas(s, c);
   s->add_option("--rows", o.rows, "rows to bill")->check(CLI::Range(1ULL, 100'000'000ULL));
   s->add_option("--seed", o.seed, "generator seed");
   s->add_option("--batch", o.batch, "rows per job")->check(CLI::Range(1U, 1'000'000U));
@@ -117,6 +126,8 @@ command_line::command_line()
   relay_cmd = add_relay(app, common, relay_until_done);
   verify_cmd = app.add_subcommand("verify", "recompute the spec's figures from the database");
   add_common(verify_cmd, common);
+  verify_cmd->add_flag("--stream", verify_stream,
+                       "also check that the stream holds each invoice's event once");
   run_cmd = add_run(app, common, run);
 }
 

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -23,6 +24,13 @@ struct common_opts {
   /// --outbox-store of load, work, relay and run: "table" (rows, outbox_relay) or "wal"
   /// (logical messages, wal_relay from the slot that load or run creates).
   std::string outbox_store = "table";
+  /// --stream-replicas of relay and run: copies of each event in a JetStream cluster; 0:
+  /// unset (a new stream has the server's default, an existing one keeps its own).
+  int stream_replicas = 0;
+
+  [[nodiscard]] std::optional<int> replicas() const {
+    return stream_replicas > 0 ? std::optional<int>(stream_replicas) : std::nullopt;
+  }
 
   [[nodiscard]] lakh::pg::outbox_store store() const;
 };
@@ -69,6 +77,7 @@ struct command_line {
   load_opts load;
   work_opts work;
   bool relay_until_done = false;
+  bool verify_stream = false;
   run_opts run;
   CLI::App *load_cmd = nullptr;
   CLI::App *work_cmd = nullptr;

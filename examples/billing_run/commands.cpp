@@ -45,7 +45,7 @@ int cmd_relay(const common_opts &c, bool until_done, std::stop_token st) {
   auto p = billing::make_pool(c.database_url, 4, "billing_run relay");
   const auto n = billing::names_of(p);
   lakh::nats::jetstream js(c.nats_url);
-  billing::ensure_stream(js, n, false);
+  billing::ensure_stream(js, n, false, c.replicas());
   billing::relay_threads r(p, js, n, c.store());
   r.start();
   while (!st.stop_requested()) {
@@ -63,9 +63,13 @@ int cmd_relay(const common_opts &c, bool until_done, std::stop_token st) {
   return 0;
 }
 
-int cmd_verify(const common_opts &c) {
+int cmd_verify(const common_opts &c, bool stream) {
   auto p = billing::make_pool(c.database_url, 1, "billing_run verify");
-  const auto v = billing::verify(p);
+  auto v = billing::verify(p);
+  if (stream) {
+    lakh::nats::jetstream js(c.nats_url);
+    billing::check_stream(v, js, billing::names_of(p));
+  }
   print_checks(v);
   std::printf("verify: %s\n", v.ok() ? "PASS" : "FAIL");
   return v.ok() ? 0 : 1;

@@ -16,7 +16,7 @@ int cmd_work(const common_opts &c, const work_opts &o, std::stop_token st);
 /// relay: outbox -> JetStream and the counting consumer, until stopped (or done).
 int cmd_relay(const common_opts &c, bool until_done, std::stop_token st);
 /// verify: the spec's figures recomputed from the database; 1 on any difference.
-int cmd_verify(const common_opts &c);
+int cmd_verify(const common_opts &c, bool stream);
 /// run: a fresh database, load, N worker processes, relay, verify, and the report.
 int cmd_run(const common_opts &c, const run_opts &o, std::stop_token st);
 

@@ -5,6 +5,7 @@
 // through lakh::pg::inbox.
 
 #include "database.hpp"
+#include "verify.hpp"
 
 #include <lakh/nats/outbox_publisher.hpp>
 #include <lakh/nats/pull_consumer.hpp>
@@ -36,13 +37,24 @@ struct relay_stats {
   std::uint64_t errors = 0;
 };
 
-/// Creates the run's JetStream stream (deleting a previous one with `reset`).
-inline void ensure_stream(lakh::nats::jetstream &js, const names &n, bool reset) {
+/// Creates the run's JetStream stream (deleting a previous one with `reset`), with
+/// `replicas` copies of each event when set (3 on a three-node cluster: docs/scale-out.md).
+inline void ensure_stream(lakh::nats::jetstream &js, const names &n, bool reset,
+                          std::optional<int> replicas = {}) {
   if (reset) {
     js.delete_stream(n.stream());
   }
-  js.ensure_stream(
-      {n.stream(), {n.subjects()}, lakh::nats::storage::file, std::chrono::minutes(10)});
+  lakh::nats::stream_config cfg{
+      n.stream(), {n.subjects()}, lakh::nats::storage::file, std::chrono::minutes(10)};
+  cfg.replicas = replicas;
+  js.ensure_stream(cfg);
+}
+
+/// Adds to `v` the check that the stream holds each invoice's event once: JetStream dropped
+/// what a relay sent again.
+inline void check_stream(verify_result &v, lakh::nats::jetstream &js, const names &n) {
+  v.checks.push_back({"invoice events in the stream (once each)", std::to_string(v.invoices),
+                      std::to_string(js.stream_messages(n.stream()))});
 }
 
 /// The consumer: fetches invoice events and records each once (inbox + notified row in one

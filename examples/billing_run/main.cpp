@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
       return billing_run::cmd_relay(cl.common, cl.relay_until_done, stop.get_token());
     }
     if (*cl.verify_cmd) {
-      return billing_run::cmd_verify(cl.common);
+      return billing_run::cmd_verify(cl.common, cl.verify_stream);
     }
     return billing_run::cmd_run(cl.common, cl.run, stop.get_token());
   } catch (const CLI::Error &e) {

@@ -138,10 +138,7 @@ void load_work_verify(const run_opts &o, lakh::pg::pool &p, supervisor &sup,
   relay.stop();
   const auto v0 = clock::now();
   f.verify = billing::verify(p);
-  // Each invoice's event once in the stream: JetStream dropped what a relay sent again.
-  f.verify.checks.push_back({"invoice events in the stream (once each)",
-                             std::to_string(f.verify.invoices),
-                             std::to_string(relay.js.stream_messages(relay.names.stream()))});
+  billing::check_stream(f.verify, relay.js, relay.names);
   f.verify_s = seconds_since(v0);
   f.total_s = seconds_since(t0);
 }
@@ -167,7 +164,7 @@ int cmd_run(const common_opts &c, const run_opts &o, std::stop_token st) {
   billing::create_schema(p, true, c.store());
   const auto n = billing::names_of(p);
   lakh::nats::jetstream js(c.nats_url);
-  billing::ensure_stream(js, n, true);
+  billing::ensure_stream(js, n, true, c.replicas());
   const auto deadlocks0 = billing::read_deadlocks(p);
   const std::string stats_dir = make_stats_dir();
   run_figures f;

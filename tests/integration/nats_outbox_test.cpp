@@ -356,9 +356,46 @@ TEST_CASE("nats.jetstream.ensure_stream_keeps_the_operators_settings" * doctest:
   CHECK(after->Config->MaxMsgsPerSubject == 50);
 }
 
+TEST_CASE("nats.ensure_stream_replicas") {
+  const std::string stream = "LAKH_REPLICAS_" + tag();
+  const std::string a = "lakhrepl" + tag() + ".a";
+  lakh::nats::jetstream js(lakh::test::nats_url());
+  lakh::nats::stream_config cfg{stream, {a}, lakh::nats::storage::memory, 5s};
+  cfg.replicas = 0;
+  CHECK_THROWS_WITH_AS(js.ensure_stream(cfg), doctest::Contains("replicas (0) must be 1..5"),
+                       std::invalid_argument);
+  cfg.replicas = 1;
+  lakh::test::scratch_stream s(js, cfg);
+  CHECK(lakh::test::stream_info(js, stream)->Config->Replicas == 1);
+  // One server cannot hold three copies: the server's refusal of a new stream, naming it.
+  const std::string three = stream + "_R3";
+  lakh::nats::stream_config r3{three, {a + "3"}, lakh::nats::storage::memory, 5s};
+  r3.replicas = 3;
+  js.delete_stream(three);
+  CHECK_THROWS_WITH_AS(js.ensure_stream(r3), doctest::Contains(three.c_str()),
+                       lakh::nats::nats_error);
+  js.delete_stream(three);
+}
+
 TEST_CASE("nats.connect_error_names_the_server") {
   CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1"),
                        doctest::Contains("nats://127.0.0.1:1"), lakh::nats::nats_error);
+}
+
+TEST_CASE("nats.connect_to_a_list_of_servers") {
+  // A cluster's URLs, one of them down: the client connects to one that answers.
+  CHECK(lakh::nats::detail::split_urls(" nats://a:1 ,nats://b:2,, ") ==
+        std::vector<std::string>{"nats://a:1", "nats://b:2"});
+  const std::string url = lakh::test::nats_url();
+  lakh::nats::jetstream js("nats://127.0.0.1:1, " + url);
+  const std::string stream = "LAKH_LIST_" + tag();
+  lakh::test::scratch_stream s(js, {stream, {"lakhlist" + tag() + ".a"}});
+  CHECK(js.publish_batch(std::vector<lakh::nats::message>{{"lakhlist" + tag() + ".a", "p", "1"}})
+            .all_acknowledged());
+  // None answers: the error names them all.
+  CHECK_THROWS_WITH_AS(lakh::nats::jetstream("nats://127.0.0.1:1,nats://127.0.0.1:2"),
+                       doctest::Contains("nats://127.0.0.1:1,nats://127.0.0.1:2"),
+                       lakh::nats::nats_error);
 }
 
 TEST_CASE("nats.connect_errors_mask_the_password") {

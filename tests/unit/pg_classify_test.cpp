@@ -66,7 +66,9 @@ TEST_CASE("pg.connection.describe_target_never_shows_the_password") {
   CHECK(pg::describe_target("postgresql://alice:pw@db.example:6432/ledger?sslmode=disable") ==
         "db.example:6432/ledger");
   CHECK(pg::describe_target("postgres://alice@[::1]:5433/app") == "[::1]:5433/app");
-  CHECK(pg::describe_target("postgresql://u@h1:1,h2:2/db") == "h1,h2:1,2/db");
+  CHECK(pg::describe_target("postgresql://u@h1:1,h2:2/db") == "h1:1,h2:2/db");
+  CHECK(pg::describe_target("postgresql://u@h1,[::1]:7/db?target_session_attrs=read-write") ==
+        "h1,[::1]:7/db"); // h1: the default port
   CHECK(pg::describe_target("postgresql://u@/db?host=/tmp/sock&port=7") == "/tmp/sock:7/db");
   CHECK(pg::describe_target("host=10.0.0.1 port=5544 dbname='my db' password='p w'") ==
         "10.0.0.1:5544/my db");

@@ -87,6 +87,11 @@ struct stream_config {
   std::optional<std::chrono::milliseconds> max_age{};
   std::optional<std::int64_t> max_bytes{};
   std::optional<std::int64_t> max_messages{};
+  /// Copies of each message, 1..5, on as many servers of a JetStream cluster (3 survives the
+  /// loss of one server). Unset: a new stream has the server's default (1), and an existing
+  /// stream keeps its own; set, an existing stream is changed to it (a cluster moves the
+  /// copies).
+  std::optional<int> replicas{};
 };
 
 /// Connection settings. Credentials can also be in the URL: "nats://user:password@host:4222"
@@ -109,6 +114,23 @@ struct jetstream_options {
 };
 
 namespace detail {
+// The URLs of a comma-separated list, each without surrounding spaces; empty entries dropped.
+inline std::vector<std::string> split_urls(std::string_view urls) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= urls.size()) {
+    const auto end = std::min(urls.find(',', start), urls.size());
+    auto u = urls.substr(start, end - start);
+    const auto first = u.find_first_not_of(" \t");
+    if (first != std::string_view::npos) {
+      u = u.substr(first, u.find_last_not_of(" \t") - first + 1);
+      out.emplace_back(u);
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
 // `urls` (one URL, or several separated by commas) with every password masked: "user:***@"
 // and a lone token "***@".
 inline std::string redact_urls(std::string_view urls) {
@@ -163,7 +185,19 @@ inline options_ptr make_options(const std::string &url, const jetstream_options 
   natsOptions *o = nullptr;
   check(natsOptions_Create(&o), "natsOptions_Create");
   options_ptr owned(o, natsOptions_Destroy);
-  check(natsOptions_SetURL(o, url.c_str()), "natsOptions_SetURL");
+  // cnats 3.4 reads one URL in SetURL: a cluster's several go to SetServers, which the
+  // client tries (in random order) at connect and again at each reconnect.
+  const auto urls = split_urls(url);
+  if (urls.size() > 1) {
+    std::vector<const char *> servers;
+    for (const auto &u : urls) {
+      servers.push_back(u.c_str());
+    }
+    check(natsOptions_SetServers(o, servers.data(), static_cast<int>(servers.size())),
+          "natsOptions_SetServers");
+  } else {
+    check(natsOptions_SetURL(o, url.c_str()), "natsOptions_SetURL");
+  }
   check(natsOptions_SetName(o, opts.name.c_str()), "natsOptions_SetName");
   check(natsOptions_SetMaxReconnect(o, -1), "natsOptions_SetMaxReconnect");
   check(natsOptions_SetReconnectWait(o, opts.reconnect_wait.count()),
@@ -245,6 +279,10 @@ public:
                                   std::to_string(cfg.duplicate_window.count()) +
                                   " ms) must be positive");
     }
+    if (cfg.replicas && (*cfg.replicas < 1 || *cfg.replicas > 5)) {
+      throw std::invalid_argument(who + "replicas (" + std::to_string(*cfg.replicas) +
+                                  ") must be 1..5");
+    }
     std::vector<const char *> subj;
     for (const auto &s : cfg.subjects) {
       subj.push_back(s.c_str());
@@ -265,6 +303,9 @@ public:
     }
     if (cfg.max_messages) {
       sc.MaxMsgs = *cfg.max_messages;
+    }
+    if (cfg.replicas) {
+      sc.Replicas = *cfg.replicas;
     }
 
     jsStreamInfo *si = nullptr;
@@ -292,9 +333,10 @@ public:
     up.MaxAge = cfg.max_age ? sc.MaxAge : up.MaxAge;
     up.MaxBytes = cfg.max_bytes ? sc.MaxBytes : up.MaxBytes;
     up.MaxMsgs = cfg.max_messages ? sc.MaxMsgs : up.MaxMsgs;
+    up.Replicas = cfg.replicas ? sc.Replicas : up.Replicas;
     const auto &now = *info->Config;
     bool same = now.Duplicates == up.Duplicates && now.SubjectsLen == up.SubjectsLen &&
-                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes && now.MaxMsgs == up.MaxMsgs;
+                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes && now.MaxMsgs == up.MaxMsgs && now.Replicas == up.Replicas;
     for (int i = 0; same && i < up.SubjectsLen; ++i) {
       same = std::string_view(now.Subjects[i]) == subj[static_cast<std::size_t>(i)];
     }

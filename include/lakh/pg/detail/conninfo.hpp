@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace lakh::pg::detail {
 
@@ -88,16 +89,40 @@ inline conninfo parse_conninfo(std::string_view url) {
   return ci;
 }
 
-/// "host:port/dbname" for messages ([::1] for an IPv6 address; "service=name[/dbname]" for a
-/// service file entry that names no host); never includes the password.
+/// "host:port/dbname" for messages ([::1] for an IPv6 address; "h1:p1,h2:p2/dbname" for
+/// several hosts, each with its port as libpq pairs them; "service=name[/dbname]" for a service
+/// file entry that names no host); never includes the password.
 inline std::string describe_target(const conninfo &ci) {
-  const bool ipv6 = ci.host.find(':') != std::string::npos && ci.host.front() != '/' &&
-                    ci.host.find(',') == std::string::npos;
-  std::string out = ci.host.empty() ? "service=" + ci.service
-                    : ipv6          ? "[" + ci.host + "]"
-                                    : ci.host;
-  if (!ci.port.empty()) {
-    out += ":" + ci.port;
+  const auto split = [](std::string_view list) {
+    std::vector<std::string_view> parts;
+    for (std::size_t start = 0;;) {
+      const auto end = list.find(',', start);
+      parts.push_back(list.substr(start, end == std::string_view::npos ? end : end - start));
+      if (end == std::string_view::npos) {
+        return parts;
+      }
+      start = end + 1;
+    }
+  };
+  std::string out;
+  if (ci.host.empty()) {
+    out = "service=" + ci.service;
+    if (!ci.port.empty()) {
+      out += ":" + ci.port;
+    }
+  } else {
+    const auto hosts = split(ci.host);
+    const auto ports = split(ci.port);
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      const auto h = hosts[i];
+      const bool ipv6 = h.find(':') != std::string_view::npos && h.front() != '/';
+      out += (i == 0 ? "" : ",") + (ipv6 ? "[" + std::string(h) + "]" : std::string(h));
+      // One port serves every host; else the i-th port is the i-th host's.
+      const auto port = ports.size() == 1 ? ports[0] : i < ports.size() ? ports[i] : "";
+      if (!port.empty()) {
+        out += ":" + std::string(port);
+      }
+    }
   }
   if (!ci.dbname.empty()) {
     out += "/" + ci.dbname;
