@@ -45,7 +45,20 @@ int cmd_relay(const common_opts &c, bool until_done, std::stop_token st) {
   auto p = billing::make_pool(c.database_url, 4, "billing_run relay");
   const auto n = billing::names_of(p);
   lakh::nats::jetstream js(c.nats_url);
-  billing::ensure_stream(js, n, false, c.replicas());
+  // A cluster that is electing a leader (a node just lost, or the stream being made by
+  // another relay) times requests out for a few seconds: ask again, up to a minute.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      billing::ensure_stream(js, n, false, c.replicas());
+      break;
+    } catch (const lakh::nats::nats_error &e) {
+      if (attempt == 60 || st.stop_requested()) {
+        throw;
+      }
+      std::fprintf(stderr, "billing_run relay: %s (asking again)\n", e.what());
+      std::this_thread::sleep_for(1s);
+    }
+  }
   billing::relay_threads r(p, js, n, c.store());
   r.start();
   while (!st.stop_requested()) {

@@ -54,8 +54,10 @@ enum class ack_status : std::uint8_t {
   failed,    ///< an error, or no acknowledgement before the timeout: publish again (same id)
   stored,    ///< stored in the stream
   duplicate, ///< the stream already had this id (within its duplicate window): nothing stored
-  /// refused for good: no stream covers the subject (no responders) or the message exceeds
-  /// the server's max_payload; publishing it again fails the same way until that is fixed
+  /// refused for good: no stream covers the subject (no responders, and JetStream's API says
+  /// no stream has it; a stream without a leader for a moment is `failed`) or the message
+  /// exceeds the server's max_payload; publishing it again fails the same way until that is
+  /// fixed
   refused,
 };
 
@@ -385,6 +387,7 @@ public:
       std::lock_guard g(state_->mu);
       state_->result = &r;
       state_->index.clear();
+      state_->no_responders.clear();
       state_->index.reserve(batch.size());
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -427,11 +430,14 @@ public:
         natsMsgList_Destroy(&pending);
       }
     }
+    std::vector<std::size_t> no_responders;
     {
       std::lock_guard g(state_->mu);
       state_->result = nullptr;
       state_->index.clear();
+      no_responders.swap(state_->no_responders);
     }
+    refuse_if_no_stream(batch, no_responders, r);
     for (auto st : r.status) {
       r.stored += st == ack_status::stored ? 1U : 0U;
       r.duplicates += st == ack_status::duplicate ? 1U : 0U;
@@ -448,6 +454,34 @@ public:
   [[nodiscard]] jsCtx *native_handle() const noexcept { return state_->js; }
 
 private:
+  // "No responders" answers a publish both when no stream covers its subject (refused: it
+  // fails the same way until a stream is made) and when the stream exists but has no leader
+  // for a moment (a cluster electing one after a server's loss: failed, publish again). The
+  // JetStream API tells them apart; when it does not answer either, the message stays failed.
+  void refuse_if_no_stream(std::span<const message> batch, const std::vector<std::size_t> &which,
+                           publish_result &r) {
+    std::unordered_map<std::string_view, bool> no_stream; // per subject, asked once
+    for (const auto i : which) {
+      const std::string &subject = batch[i].subject;
+      auto it = no_stream.find(subject);
+      if (it == no_stream.end()) {
+        jsOptions o;
+        jsOptions_Init(&o);
+        o.Stream.Info.SubjectsFilter = subject.c_str();
+        jsStreamNamesList *list = nullptr;
+        jsErrCode jerr = static_cast<jsErrCode>(0);
+        const natsStatus s = js_StreamNames(&list, state_->js, &o, &jerr);
+        jsStreamNamesList_Destroy(list);
+        it = no_stream.emplace(subject, s == NATS_NOT_FOUND).first;
+      }
+      if (it->second) {
+        r.status[i] = ack_status::refused;
+      } else if (i < r.errors.size()) {
+        r.errors[i] += " (a stream covers the subject but did not answer: no leader now?)";
+      }
+    }
+  }
+
   struct state {
     natsConnection *nc = nullptr;
     jsCtx *js = nullptr;
@@ -456,6 +490,7 @@ private:
     std::condition_variable cv;                             // index became empty
     publish_result *result = nullptr;                       // the batch in progress
     std::unordered_map<const natsMsg *, std::size_t> index; // in flight -> batch position
+    std::vector<std::size_t> no_responders; // batch positions answered "no responders"
     state() = default;
     state(const state &) = delete;
     state &operator=(const state &) = delete;
@@ -525,8 +560,8 @@ private:
         if (pa != nullptr) {
           status = pa->Duplicate ? ack_status::duplicate : ack_status::stored;
         } else if (pae != nullptr) {
-          if (pae->Err == NATS_NO_RESPONDERS) { // no stream covers the subject
-            status = ack_status::refused;
+          if (pae->Err == NATS_NO_RESPONDERS) { // no stream, or one without a leader now
+            st->no_responders.push_back(it->second);
           }
           note_error(*st->result, it->second,
                      std::string("JetStream refused ") + natsMsg_GetSubject(msg) + ": " +
