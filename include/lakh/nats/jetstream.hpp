@@ -338,7 +338,8 @@ public:
     up.Replicas = cfg.replicas ? sc.Replicas : up.Replicas;
     const auto &now = *info->Config;
     bool same = now.Duplicates == up.Duplicates && now.SubjectsLen == up.SubjectsLen &&
-                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes && now.MaxMsgs == up.MaxMsgs && now.Replicas == up.Replicas;
+                now.MaxAge == up.MaxAge && now.MaxBytes == up.MaxBytes &&
+                now.MaxMsgs == up.MaxMsgs && now.Replicas == up.Replicas;
     for (int i = 0; same && i < up.SubjectsLen; ++i) {
       same = std::string_view(now.Subjects[i]) == subj[static_cast<std::size_t>(i)];
     }
