@@ -372,7 +372,8 @@ public:
   /// `timeout` for all acknowledgements; returns each message's status. Messages not
   /// acknowledged by then are taken back and reported failed (a late acknowledgement is
   /// ignored): publish them again with the same ids and JetStream keeps one copy.
-  /// Blocks: until every message is acknowledged or `timeout`.
+  /// Blocks: until every message is acknowledged or `timeout`; then, for messages answered
+  /// "no responders", one request per subject (does a stream cover it?).
   /// @throws std::invalid_argument if timeout is not positive; never for a message that
   /// cannot be sent: it is reported failed.
   publish_result publish_batch(std::span<const message> batch,
@@ -461,24 +462,26 @@ private:
   // JetStream API tells them apart; when it does not answer either, the message stays failed.
   void refuse_if_no_stream(std::span<const message> batch, const std::vector<std::size_t> &which,
                            publish_result &r) {
-    std::unordered_map<std::string_view, bool> no_stream; // per subject, asked once
+    std::unordered_map<std::string_view, natsStatus> streams; // per subject, asked once
     for (const auto i : which) {
       const std::string &subject = batch[i].subject;
-      auto it = no_stream.find(subject);
-      if (it == no_stream.end()) {
+      auto it = streams.find(subject);
+      if (it == streams.end()) {
         jsOptions o;
         jsOptions_Init(&o);
         o.Stream.Info.SubjectsFilter = subject.c_str();
         jsStreamNamesList *list = nullptr;
         jsErrCode jerr = static_cast<jsErrCode>(0);
-        const natsStatus s = js_StreamNames(&list, state_->js, &o, &jerr);
+        it = streams.emplace(subject, js_StreamNames(&list, state_->js, &o, &jerr)).first;
         jsStreamNamesList_Destroy(list);
-        it = no_stream.emplace(subject, s == NATS_NOT_FOUND).first;
       }
-      if (it->second) {
+      if (it->second == NATS_NOT_FOUND) {
         r.status[i] = ack_status::refused;
       } else if (i < r.errors.size()) {
-        r.errors[i] += " (a stream covers the subject but did not answer: no leader now?)";
+        r.errors[i] += it->second == NATS_OK
+                           ? " (a stream covers the subject but has no leader now: publish again)"
+                           : " (JetStream did not say whether a stream covers the subject: "
+                             "publish again)";
       }
     }
   }
