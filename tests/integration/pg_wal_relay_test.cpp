@@ -552,7 +552,9 @@ TEST_CASE("pg.wal_relay_thread.fails_at_start_without_a_slot_and_stops_promptly"
     expected.push_back(std::to_string(i));
   }
   CHECK(pub.payloads() == expected);
-  CHECK(relay.confirmed_lsn() > static_cast<std::uint64_t>(last));
+  // The position is confirmed after the publisher returned: wait for it, not for the count.
+  wait_for([&] { return relay.confirmed_lsn() > static_cast<std::uint64_t>(last); },
+           "the last event's position confirmed");
   const auto t0 = std::chrono::steady_clock::now();
   relay.stop();
   const auto took = std::chrono::steady_clock::now() - t0;
