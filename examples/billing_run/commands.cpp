@@ -35,8 +35,8 @@ int cmd_work(const common_opts &c, const work_opts &o, std::stop_token st) {
     std::ofstream(o.stats_file) << stats.to_json().dump() << "\n";
   } else {
     std::printf("work: %" PRIu64 " jobs done, %" PRIu64 " lost to a takeover, %" PRIu64
-                " failed attempts (retried)\n",
-                stats.jobs, stats.lost, stats.errors);
+                " commits in doubt (left to the lease), %" PRIu64 " failed attempts (retried)\n",
+                stats.jobs, stats.lost, stats.in_doubt, stats.errors);
   }
   return 0;
 }

@@ -27,6 +27,7 @@ worker_reports collect_worker_reports(const std::vector<std::string> &files) {
       w.retries[cause] = w.retries.value(cause, std::uint64_t{0}) + count.get<std::uint64_t>();
     }
     w.lost += j["lost"].get<std::uint64_t>();
+    w.in_doubt += j["in_doubt"].get<std::uint64_t>();
     w.errors += j["errors"].get<std::uint64_t>();
     std::remove(f.c_str());
   }
@@ -85,8 +86,9 @@ void print_report(const run_opts &o, const run_figures &f) {
   print_timings(o, f);
   std::printf("  job p50 %.1f ms, p99 %.1f ms (%zu attempts, %u worker reports)\n",
               quantile_ms(w.job_ns, 0.5), quantile_ms(w.job_ns, 0.99), w.job_ns.size(), w.reports);
-  std::printf("  retries by cause %s; jobs lost to a takeover %" PRIu64 "; errors %" PRIu64 "\n",
-              w.retries.dump().c_str(), w.lost, w.errors);
+  std::printf("  retries by cause %s; jobs lost to a takeover %" PRIu64
+              "; commits in doubt (left to the lease) %" PRIu64 "; errors %" PRIu64 "\n",
+              w.retries.dump().c_str(), w.lost, w.in_doubt, w.errors);
   std::printf("  deadlocks (pg_stat_database) %" PRId64 "\n", f.deadlocks);
   std::printf("  invoices %" PRIu64 ", invoice events counted %" PRIu64 " (%" PRIu64
               " redeliveries skipped by the inbox)\n",
@@ -123,6 +125,7 @@ nlohmann::json to_json(const run_opts &o, const run_figures &f) {
           {"job_p99_ms", quantile_ms(f.workers.job_ns, 0.99)},
           {"retries", f.workers.retries},
           {"lost", f.workers.lost},
+          {"in_doubt", f.workers.in_doubt},
           {"deadlocks", f.deadlocks},
           {"invoices", f.verify.invoices},
           {"events", f.verify.events},

@@ -22,6 +22,7 @@ struct worker_reports {
   std::vector<std::int64_t> job_ns;                  ///< every attempt's duration
   nlohmann::json retries = nlohmann::json::object(); ///< cause -> count
   std::uint64_t lost = 0;
+  std::uint64_t in_doubt = 0;
   std::uint64_t errors = 0;
   unsigned reports = 0; ///< files read
 };

@@ -44,9 +44,10 @@ struct worker_options {
 };
 
 struct worker_stats {
-  std::uint64_t jobs = 0;   ///< jobs done
-  std::uint64_t lost = 0;   ///< completions refused by the fence (a takeover): rolled back
-  std::uint64_t errors = 0; ///< failed attempts recorded on their job (retried with backoff)
+  std::uint64_t jobs = 0;     ///< jobs done
+  std::uint64_t lost = 0;     ///< completions refused by the fence (a takeover): rolled back
+  std::uint64_t in_doubt = 0; ///< commits of unknown outcome: their jobs left to the lease
+  std::uint64_t errors = 0;   ///< failed attempts recorded on their job (retried with backoff)
   std::vector<std::int64_t> job_ns; ///< per attempt: its transaction until the handler returned
   lakh::pg::retry_stats retries;
 
@@ -56,11 +57,8 @@ struct worker_stats {
       by_cause[std::string(lakh::pg::to_string(static_cast<lakh::pg::retry_cause>(c)))] =
           retries.retries[c];
     }
-    return {{"jobs", jobs},
-            {"lost", lost},
-            {"errors", errors},
-            {"job_ns", job_ns},
-            {"retries", by_cause}};
+    return {{"jobs", jobs},     {"lost", lost},     {"in_doubt", in_doubt},
+            {"errors", errors}, {"job_ns", job_ns}, {"retries", by_cause}};
   }
 };
 
@@ -215,6 +213,7 @@ inline worker_stats work(lakh::pg::pool &p, const worker_options &opts, std::sto
   worker_stats stats;
   stats.jobs = worker.done();
   stats.lost = worker.fenced();
+  stats.in_doubt = worker.in_doubt();
   stats.errors = worker.failed();
   stats.job_ns = std::move(job_ns);
   stats.retries = retry.stats();

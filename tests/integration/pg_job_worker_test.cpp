@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -230,6 +231,59 @@ TEST_CASE("pg.job_worker.a_completion_refused_by_the_fence_rolls_its_effects_bac
   CHECK(scalar("SELECT count(*) FROM " + f.log) == 1);
   CHECK(metrics.prometheus_text().find("lakh_job_worker_fenced_total{queue=\"q\"} 1") !=
         std::string::npos);
+}
+
+TEST_CASE("pg.job_worker.a_commit_in_doubt_is_left_to_the_lease_never_rerun_blindly" *
+          doctest::timeout(60)) {
+  // A real commit of unknown outcome: a deferred trigger terminates the session inside the
+  // COMMIT of the first run, so the client sees its connection lost while committing.
+  fixture f("in_doubt");
+  exec("CREATE FUNCTION " + f.log +
+       "_die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.payload = 'die' THEN "
+       "PERFORM pg_terminate_backend(pg_backend_pid()); END IF; RETURN NULL; END $$");
+  exec("CREATE CONSTRAINT TRIGGER die AFTER INSERT ON " + f.log +
+       " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION " + f.log + "_die()");
+  lakh::registry metrics;
+  lakh::pg::retry_options ro;
+  ro.backoff = lakh::backoff{1ms, 5ms};
+  lakh::pg::retrier retry(ro);
+  auto o = fast("q", 1);
+  o.lease = 600ms;
+  o.retry = &retry;
+  o.metrics = &metrics;
+  std::atomic<int> runs{0};
+  std::mutex m;
+  std::vector<std::chrono::steady_clock::time_point> started;
+  lakh::pg::job_worker w(f.pool, f.queue, o,
+                         lakh::pg::job_handler_tx([&](const lakh::pg::claimed_job &j,
+                                                      pqxx::transaction_base &tx, std::stop_token) {
+                           {
+                             std::lock_guard l(m);
+                             started.push_back(std::chrono::steady_clock::now());
+                           }
+                           lakh::pg::detail::exec(
+                               tx, "INSERT INTO " + f.log + " (job_id, payload) VALUES ($1, $2)",
+                               j.id, ++runs == 1 ? std::string("die") : std::to_string(runs));
+                         }));
+  w.start();
+  f.enqueue("q", "a");
+  REQUIRE(eventually([&] { return f.count("state = 'done'") == 1; }));
+  w.stop();
+  CHECK(runs == 2);
+  CHECK(w.in_doubt() == 1);
+  CHECK(w.failed() == 0); // not recorded as a failure: the commit may have landed
+  CHECK(w.fenced() == 0);
+  CHECK(retry.stats().errors_for(lakh::pg::retry_cause::in_doubt) == 1);
+  CHECK(retry.stats().attempts == 2); // never attempted again in place
+  // The second run came from the rescue, after the lease.
+  REQUIRE(started.size() == 2);
+  CHECK(started[1] - started[0] >= o.lease);
+  CHECK(f.count("attempts = 2 AND last_error = 'lease expired'") == 1);
+  CHECK(scalar("SELECT count(*) FROM " + f.log + " WHERE payload = '2'") == 1);
+  CHECK(scalar("SELECT count(*) FROM " + f.log) == 1);
+  CHECK(metrics.prometheus_text().find("lakh_job_worker_in_doubt_total{queue=\"q\"} 1") !=
+        std::string::npos);
+  exec("DROP FUNCTION " + f.log + "_die() CASCADE");
 }
 
 TEST_CASE("pg.job_worker.heartbeats_keep_a_job_longer_than_its_lease" * doctest::timeout(60)) {

@@ -172,6 +172,11 @@ public:
   /// Completions refused by the fence (a lease expired and the job was rescued meanwhile):
   /// their effects were rolled back.
   [[nodiscard]] std::uint64_t fenced() const noexcept { return fenced_n_.load(); }
+  /// Commits whose outcome is unknown (the connection broke during the COMMIT: in_doubt for
+  /// lakh::pg::classify). Their jobs are neither rerun nor failed by this worker: a leased
+  /// job is left to its lease and the rescue (if the commit landed, it is done and stays
+  /// done); a row_lock claim is done if the commit landed and pending again if not.
+  [[nodiscard]] std::uint64_t in_doubt() const noexcept { return in_doubt_n_.load(); }
   /// Times an idle worker was woken by a NOTIFY (not by its poll timeout).
   [[nodiscard]] std::uint64_t notify_wakeups() const noexcept { return wakeups_n_.load(); }
 
@@ -230,6 +235,8 @@ private:
     released_ = &r.make_counter("lakh_job_worker_released_total", "claims given back", l);
     fenced_ = &r.make_counter("lakh_job_worker_fenced_total",
                               "completions refused by the fence (rolled back)", l);
+    in_doubt_ = &r.make_counter("lakh_job_worker_in_doubt_total",
+                                "commits of unknown outcome (jobs left to their lease)", l);
     wakeups_ = &r.make_counter("lakh_job_worker_notify_wakeups_total", "NOTIFY wake-ups", l);
     pickup_ = &r.make_histogram("lakh_job_worker_pickup_seconds", "runnable -> claimed", l);
     run_ = &r.make_histogram("lakh_job_worker_run_seconds", "handler run time", l);
@@ -256,7 +263,8 @@ private:
         bool worked = false;
         try {
           worked = run_locked(st);
-        } catch (const std::exception &) { // the database or the pool failed: as below
+        } catch (const std::exception &e) { // the database or the pool failed: as below
+          count_in_doubt(e);
         }
         if (!worked) {
           wait_idle(st, seen);
@@ -280,14 +288,22 @@ private:
         auto jobs = std::move(next);
         next.clear();
         next = run(jobs, st);
-      } catch (const std::exception &) {
-        // The database or the pool failed (a restart, a broken connection): the jobs in hand,
-        // if any, are left to their lease; back off a poll interval and carry on.
+      } catch (const std::exception &e) {
+        // The database or the pool failed (a restart, a broken connection, a commit in doubt):
+        // the jobs in hand, if any, are left to their lease; back off a poll interval.
+        count_in_doubt(e);
         next.clear();
         wait_idle(st, notifications());
       }
     }
     release(next); // claimed with the last completion, never started: give them back
+  }
+
+  void count_in_doubt(const std::exception &e) noexcept {
+    if (classify(e) == retry_cause::in_doubt) {
+      add(in_doubt_);
+      in_doubt_n_.fetch_add(1);
+    }
   }
 
   std::vector<claimed_job> claim_some() {
@@ -710,9 +726,11 @@ private:
   std::atomic<std::uint64_t> done_n_{0};
   std::atomic<std::uint64_t> failed_n_{0};
   std::atomic<std::uint64_t> fenced_n_{0};
+  std::atomic<std::uint64_t> in_doubt_n_{0};
   std::atomic<std::uint64_t> wakeups_n_{0};
   lakh::counter *claimed_ = nullptr, *done_ = nullptr, *failed_ = nullptr, *dead_ = nullptr,
-                *rescued_ = nullptr, *released_ = nullptr, *wakeups_ = nullptr, *fenced_ = nullptr;
+                *rescued_ = nullptr, *released_ = nullptr, *wakeups_ = nullptr, *fenced_ = nullptr,
+                *in_doubt_ = nullptr;
   lakh::latency_histogram *pickup_ = nullptr, *run_ = nullptr;
 };
 
