@@ -91,7 +91,8 @@ CLI::App *add_run(CLI::App &app, common_opts &c, run_opts &o) {
       ->check(CLI::IsMember({"sorted", "unordered"}));
   s->add_flag("--chaos", o.chaos, "kill -9 workers, restart PostgreSQL and NATS mid-run");
   s->add_option("--chaos-interval-ms", o.chaos_interval_ms,
-                "time between worker kills (each waits for a job done since the last)")
+                "time between worker kills (the first at the first job done; each waits for a "
+                "job done since the last)")
       ->check(CLI::Range(50U, 600'000U));
   s->add_option("--services-script", o.services_script,
                 "with --chaos: the script that restarts the servers (`<script> restart pg|nats`; "

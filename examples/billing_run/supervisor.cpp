@@ -181,9 +181,12 @@ void supervisor::inject_faults(const std::optional<billing::counts> &k) {
   try {
     // Kills wait for progress since the last one: on a slow machine (sanitizers, a loaded CI
     // host) a worker may need longer than the interval to start and finish a job, and kills
-    // at a fixed pace would then starve the run instead of testing it.
+    // at a fixed pace would then starve the run instead of testing it. The first one comes
+    // with the first job done: the restarts below hold this thread for a second or more, and
+    // a short run could end meanwhile with no worker killed.
     if (!work_done_ && jobs_done_ > jobs_at_last_kill_ &&
-        clock::now() - last_kill_ >= std::chrono::milliseconds(o_.chaos_interval_ms)) {
+        (faults_.kills == 0 ||
+         clock::now() - last_kill_ >= std::chrono::milliseconds(o_.chaos_interval_ms))) {
       last_kill_ = clock::now();
       jobs_at_last_kill_ = jobs_done_;
       if (!kill_a_worker()) {
