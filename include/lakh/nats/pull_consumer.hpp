@@ -145,7 +145,8 @@ public:
   }
 
   /// Up to `max` messages, waiting up to `timeout` for the first; empty when none came. With
-  /// libnats below 3.8.2 (Debian 12 has 3.4), one message per call (a workaround, below).
+  /// libnats below 3.8.2 (Debian 12 has 3.4), one message per request (a workaround, below):
+  /// the first waits, the others are those the server has ready at once.
   /// Blocks: until a message or `timeout`.
   /// @throws std::invalid_argument if max < 1; lakh::nats::nats_error for a failure other than a
   /// timeout.
@@ -158,31 +159,45 @@ public:
     // messages already wait in the subscription (late deliveries for an earlier fetch's
     // request) and more than half of the batch is taken from them (nats.c #749). Such
     // messages can land at any instant, even inside the call, so no check beforehand closes
-    // the window: with an affected library every fetch asks for one message, which cannot
-    // overflow. The version is the linked library's, read at run time.
-    if (detail::fetch_overflows(nats_GetVersionNumber())) {
-      max = 1;
-    }
+    // the window: with an affected library every request asks for one message, which cannot
+    // overflow; after the first, more are asked for one at a time with no wait while the
+    // server has them ready, so that a batch handler still gets a batch. The version is the
+    // linked library's, read at run time.
+    const bool one_at_a_time = detail::fetch_overflows(nats_GetVersionNumber());
+    std::vector<delivery> out;
     natsMsgList list{};
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    const natsStatus s = natsSubscription_Fetch(&list, sub_.get(), max, timeout.count(), &jerr);
-    std::vector<delivery> out;
-    if (s == NATS_OK) {
-      out.reserve(static_cast<std::size_t>(list.Count));
-      for (int i = 0; i < list.Count; ++i) {
-        out.emplace_back(std::exchange(list.Msgs[i], nullptr), url_);
+    const natsStatus s =
+        natsSubscription_Fetch(&list, sub_.get(), one_at_a_time ? 1 : max, timeout.count(), &jerr);
+    take(list, out);
+    if (s != NATS_OK && s != NATS_TIMEOUT) {
+      throw nats_error("lakh::nats: natsSubscription_Fetch (" + url_ +
+                       "): " + natsStatus_GetText(s));
+    }
+    while (one_at_a_time && !out.empty() && out.size() < static_cast<std::size_t>(max)) {
+      jsFetchRequest req;
+      jsFetchRequest_Init(&req);
+      req.Batch = 1;
+      req.NoWait = true; // the server answers at once: a message, or none ready
+      req.Expires = std::chrono::nanoseconds(timeout).count();
+      if (natsSubscription_FetchRequest(&list, sub_.get(), &req) != NATS_OK || list.Count == 0) {
+        natsMsgList_Destroy(&list);
+        break; // none ready (or a failure, which the next fetch reports): hand these over
       }
-      natsMsgList_Destroy(&list);
-      return out;
+      take(list, out);
     }
-    natsMsgList_Destroy(&list);
-    if (s == NATS_TIMEOUT) {
-      return out;
-    }
-    throw nats_error("lakh::nats: natsSubscription_Fetch (" + url_ + "): " + natsStatus_GetText(s));
+    return out;
   }
 
 private:
+  /// Moves `list`'s messages to `out` and destroys the list.
+  void take(natsMsgList &list, std::vector<delivery> &out) const {
+    for (int i = 0; i < list.Count; ++i) {
+      out.emplace_back(std::exchange(list.Msgs[i], nullptr), url_);
+    }
+    natsMsgList_Destroy(&list);
+  }
+
   std::string url_;
   std::unique_ptr<natsSubscription, void (*)(natsSubscription *)> sub_;
 };
@@ -201,7 +216,7 @@ struct consume_options {
   std::string subject; ///< the consumer's filter subject, e.g. "billing.>"
   std::string durable; ///< the durable consumer's name (shared by the loops that split the work)
   std::chrono::milliseconds ack_wait{std::chrono::seconds(30)}; ///< redelivery of unacked ones
-  int batch = 64; ///< messages per fetch, >= 1 (1 with libnats below 3.8.2: fetch())
+  int batch = 64; ///< messages per fetch, >= 1 (below libnats 3.8.2: those ready, fetch())
   std::chrono::milliseconds fetch_wait{200}; ///< the longest fetch: bounds the reaction to stop
   /// The pause before reconnecting after the n-th error in a row is retry.delay(n); a message
   /// nak'ed at its k-th delivery is redelivered after retry.delay(k - 1).
